@@ -1,0 +1,93 @@
+#include "cpu_common.h"
+
+#include <cmath>
+
+namespace roiops::cpu {
+
+Mode parse_mode(std::string_view mode) {
+  if (mode == "avg") return Mode::Avg;
+  if (mode == "max") return Mode::Max;
+  TORCH_CHECK_VALUE(false, "roiops: mode must be 'avg' or 'max', got '", mode, "'");
+}
+
+Sampling parse_sampling(std::string_view sampling) {
+  if (sampling == "bilinear") return Sampling::Bilinear;
+  if (sampling == "nearest") return Sampling::Nearest;
+  TORCH_CHECK_VALUE(false, "roiops: sampling must be 'bilinear' or 'nearest', got '",
+                    sampling, "'");
+}
+
+template <typename scalar_t>
+static void check_batch_indices(const char* op, const at::Tensor& rois, int64_t N) {
+  const scalar_t* r = rois.data_ptr<scalar_t>();
+  const int64_t K = rois.size(0);
+  for (int64_t k = 0; k < K; ++k) {
+    const double b = static_cast<double>(r[k * 5]);
+    TORCH_CHECK_VALUE(std::floor(b) == b && b >= 0 && b < static_cast<double>(N), op,
+                      ": boxes[", k, ", 0] (batch index) must be an integer in [0, ", N,
+                      "), got ", b);
+  }
+}
+
+void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
+                    double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ",
+                    input.dim(), " dimensions");
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
+                   ": input must be float16, bfloat16, float32 or float64, got ",
+                   input.scalar_type());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
+                    ": boxes must be [K, 5] (batch_index, x1, y1, x2, y2), got ",
+                    rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == input.scalar_type(), op,
+                   ": boxes dtype ", rois.scalar_type(), " differs from input dtype ",
+                   input.scalar_type());
+  TORCH_CHECK_VALUE(rois.device() == input.device(), op, ": boxes are on ",
+                    rois.device(), " but input is on ", input.device());
+  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, op,
+                    ": output_size must be positive, got (", pooled_h, ", ", pooled_w,
+                    ")");
+  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, op,
+                    ": spatial_scale must be positive and finite, got ", spatial_scale);
+  if (rois.device().is_cpu()) {
+    const at::Tensor r = rois.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "roiops_check_batch_indices", [&] {
+      check_batch_indices<scalar_t>(op, r, input.size(0));
+    });
+  }
+}
+
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
+                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w) {
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == rois.size(0) &&
+                        grad.size(1) == input.size(1) && grad.size(2) == pooled_h &&
+                        grad.size(3) == pooled_w,
+                    op, ": grad must be [", rois.size(0), ", ", input.size(1), ", ",
+                    pooled_h, ", ", pooled_w, "], got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == input.scalar_type(), op, ": grad dtype ",
+                   grad.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == input.device(), op, ": grad is on ", grad.device(),
+                    " but input is on ", input.device());
+}
+
+void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(tangent.sizes() == input.sizes(), op, ": tangent must have the input's shape ",
+                    input.sizes(), ", got ", tangent.sizes());
+  TORCH_CHECK_TYPE(tangent.scalar_type() == input.scalar_type(), op, ": tangent dtype ",
+                   tangent.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(tangent.device() == input.device(), op, ": tangent is on ",
+                    tangent.device(), " but input is on ", input.device());
+}
+
+at::MemoryFormat output_format(const at::Tensor& input) {
+  return input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
+                             at::ScalarType dtype) {
+  return at::empty(sizes, like.options().dtype(dtype).memory_format(output_format(like)));
+}
+
+}  // namespace roiops::cpu

@@ -1,0 +1,177 @@
+// CPU-side helpers shared by every RoI kernel: argument checks, strided feature views,
+// per-image RoI buckets for the deterministic backward, and the channel loops that are
+// vectorized with at::vec when channels are contiguous (channels_last).
+#pragma once
+
+// at::vec picks its AVX2 implementation from CPU_CAPABILITY_AVX2; an extension is not
+// compiled through ATen's per-ISA dispatch, so map the compiler's own target flags
+// (setup.py builds with -march=native unless told otherwise).
+#if defined(__AVX2__) && defined(__FMA__) && !defined(CPU_CAPABILITY_AVX2) && \
+    !defined(CPU_CAPABILITY_AVX512)
+#define CPU_CAPABILITY_AVX2
+#endif
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "../roi_geometry.h"
+
+namespace roiops::cpu {
+
+// Channels are processed in blocks of this many so the per-bin accumulators live on the
+// stack; 64 floats is a few cache lines and a multiple of every vector width.
+constexpr int64_t kChannelBlock = 64;
+
+Mode parse_mode(std::string_view mode);
+Sampling parse_sampling(std::string_view sampling);
+
+// Shape, dtype, device and value checks shared by every op entry point. Python callers
+// get the same checks earlier with friendlier messages (roiops/_validation.py); these
+// protect direct torch.ops.roiops calls from ever reading out of bounds.
+void check_roi_args(
+    const char* op, const at::Tensor& input, const at::Tensor& rois,
+    double spatial_scale, int64_t pooled_h, int64_t pooled_w);
+
+// Checks for the internal backward / jvp ops: `grad` must be the forward's output
+// shape [K, C, PH, PW], `tangent` the input's shape.
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
+                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
+void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& input);
+
+// The output / gradient layout: channels_last when the input is (strictly)
+// channels_last, otherwise contiguous NCHW. roiops/_registration.py states the same
+// rule for the fake kernels.
+at::MemoryFormat output_format(const at::Tensor& input);
+at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
+                             at::ScalarType dtype);
+
+// RoI indices grouped by image in increasing RoI order: the fixed accumulation order
+// that makes the input-gradient kernels bitwise deterministic for any thread count.
+struct RoiBuckets {
+  std::vector<int64_t> start;  // N + 1 offsets into order
+  std::vector<int64_t> order;
+};
+template <typename scalar_t>
+RoiBuckets bucket_rois(const scalar_t* rois, int64_t K, int64_t N) {
+  RoiBuckets b;
+  b.start.assign(N + 1, 0);
+  b.order.resize(K);
+  for (int64_t k = 0; k < K; ++k) ++b.start[static_cast<int64_t>(rois[k * 5]) + 1];
+  for (int64_t n = 0; n < N; ++n) b.start[n + 1] += b.start[n];
+  std::vector<int64_t> fill(b.start.begin(), b.start.end() - 1);
+  for (int64_t k = 0; k < K; ++k) b.order[fill[static_cast<int64_t>(rois[k * 5])]++] = k;
+  return b;
+}
+
+// A 4-D tensor seen through its strides, so NCHW, channels_last, sliced and expanded
+// tensors are all read in place.
+template <typename T>
+struct View4 {
+  T* data;
+  int64_t s0, s1, s2, s3;
+  View4(T* d, at::IntArrayRef st) : data(d), s0(st[0]), s1(st[1]), s2(st[2]), s3(st[3]) {}
+};
+template <typename T>
+View4<T> view4(const at::Tensor& t) {
+  return View4<T>(t.data_ptr<std::remove_const_t<T>>(), t.strides());
+}
+
+template <typename scalar_t>
+using acc_type = at::opmath_type<scalar_t>;
+
+template <typename scalar_t>
+inline at::vec::Vectorized<acc_type<scalar_t>> load_acc(const scalar_t* p) {
+  using Vec = at::vec::Vectorized<acc_type<scalar_t>>;
+  if constexpr (at::vec::is_reduced_floating_point_v<scalar_t>) {
+    Vec v;
+    at::vec::load_to_float(p, v);
+    return v;
+  } else {
+    return Vec::loadu(p);
+  }
+}
+
+// A weighted tap set over channels: value(c) = sum_j w[j] * src[c*cs + off[j]].
+template <typename acc_t, int kTaps>
+struct Taps {
+  int64_t off[kTaps];
+  acc_t w[kTaps];
+};
+
+// acc[c] += value(c) for c in [0, n).
+template <typename scalar_t, typename acc_t, int kTaps>
+inline void accumulate_taps(acc_t* acc, const scalar_t* src, int64_t cs, int64_t n,
+                            const Taps<acc_t, kTaps>& t) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  int64_t c = 0;
+  if (cs == 1) {
+    constexpr int64_t V = Vec::size();
+    for (; c + V <= n; c += V) {
+      Vec a = Vec::loadu(acc + c);
+      for (int j = 0; j < kTaps; ++j)
+        a = at::vec::fmadd(Vec(t.w[j]), load_acc(src + t.off[j] + c), a);
+      a.store(acc + c);
+    }
+  }
+  for (; c < n; ++c) {
+    acc_t a = acc[c];
+    for (int j = 0; j < kTaps; ++j) a += t.w[j] * acc_t(src[c * cs + t.off[j]]);
+    acc[c] = a;
+  }
+}
+
+// dst[c*cs + off[j]] += w[j] * g[c]: the adjoint of accumulate_taps.
+template <typename acc_t, int kTaps>
+inline void scatter_taps(acc_t* dst, int64_t cs, const acc_t* g, int64_t n,
+                         const Taps<acc_t, kTaps>& t) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  for (int j = 0; j < kTaps; ++j) {
+    acc_t* d = dst + t.off[j];
+    int64_t c = 0;
+    if (cs == 1) {
+      constexpr int64_t V = Vec::size();
+      for (; c + V <= n; c += V)
+        at::vec::fmadd(Vec(t.w[j]), Vec::loadu(g + c), Vec::loadu(d + c)).store(d + c);
+    }
+    for (; c < n; ++c) d[c * cs] += t.w[j] * g[c];
+  }
+}
+
+// Running first-maximum over samples: keeps the value and the index of the first
+// sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
+template <typename acc_t>
+inline void update_max(acc_t* best, int32_t* arg, const acc_t* v, int64_t n,
+                       int32_t sample) {
+  if (sample == 0) {
+    for (int64_t c = 0; c < n; ++c) {
+      best[c] = v[c];
+      arg[c] = 0;
+    }
+    return;
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    const bool take = v[c] > best[c];
+    best[c] = take ? v[c] : best[c];
+    arg[c] = take ? sample : arg[c];
+  }
+}
+
+// Writes an acc_t channel block to out[c * cs] as scalar_t.
+template <typename scalar_t, typename acc_t>
+inline void store_channels(scalar_t* out, int64_t cs, const acc_t* v, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) out[c * cs] = static_cast<scalar_t>(v[c]);
+}
+
+template <typename acc_t, typename scalar_t>
+inline void load_channels(acc_t* v, const scalar_t* in, int64_t cs, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) v[c] = static_cast<acc_t>(in[c * cs]);
+}
+
+}  // namespace roiops::cpu

@@ -1,0 +1,325 @@
+// CPU kernels of the sampled RoI ops: roi_align and roi_warp differ only in the box
+// transform (roi_geometry.h: sampled_roi's `quantize`), so both op files instantiate
+// these templates. Forward is parallel over RoIs; the input gradient is parallel over
+// (image, channel block) with each image's RoIs in a fixed order, so it is bitwise
+// deterministic for any thread count; the box gradient is parallel over RoIs.
+#pragma once
+
+#include "cpu_common.h"
+
+namespace roiops::cpu {
+
+struct SampledArgs {
+  double spatial_scale;
+  int64_t pooled_h, pooled_w, sampling_ratio;
+  bool aligned, quantize;
+  Mode mode;
+  Sampling sampling;
+};
+
+template <Sampling S>
+constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
+
+// One RoI's geometry plus the taps of every sample row and column, computed once per
+// RoI and shared by all channels: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
+template <typename acc_t>
+struct RoiSamples {
+  SampledRoi<acc_t> g{};
+  int64_t image = 0;
+  std::vector<AxisTaps<acc_t>> ys, xs;
+
+  template <Sampling S, typename scalar_t>
+  void build(const scalar_t* roi, const SampledArgs& a, int64_t H, int64_t W) {
+    image = static_cast<int64_t>(roi[0]);
+    const acc_t box[4] = {acc_t(roi[1]), acc_t(roi[2]), acc_t(roi[3]), acc_t(roi[4])};
+    g = sampled_roi<acc_t>(box, acc_t(a.spatial_scale), int(a.pooled_h),
+                           int(a.pooled_w), int(a.sampling_ratio), a.aligned,
+                           a.quantize);
+    ys.resize(a.pooled_h * g.grid_h);
+    xs.resize(a.pooled_w * g.grid_w);
+    for (int p = 0; p < a.pooled_h; ++p)
+      for (int i = 0; i < g.grid_h; ++i)
+        ys[p * g.grid_h + i] =
+            axis_taps<S>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), int(H));
+    for (int p = 0; p < a.pooled_w; ++p)
+      for (int i = 0; i < g.grid_w; ++i)
+        xs[p * g.grid_w + i] =
+            axis_taps<S>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), int(W));
+  }
+
+  int count() const { return g.grid_h * g.grid_w; }
+  const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + s / g.grid_w]; }
+  const AxisTaps<acc_t>& tx(int64_t pw, int s) const { return xs[pw * g.grid_w + s % g.grid_w]; }
+};
+
+// The 2-D taps of sample s (row-major over the bin's sub-grid) for a feature map with
+// row stride sh and column stride sw; false when the sample lies off the map (reads 0).
+template <Sampling S, typename acc_t>
+inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
+                        int64_t ph, int64_t pw, int s, int64_t sh, int64_t sw) {
+  const AxisTaps<acc_t>& y = r.ty(ph, s);
+  const AxisTaps<acc_t>& x = r.tx(pw, s);
+  if (!y.valid || !x.valid) return false;
+  t.off[0] = y.lo * sh + x.lo * sw;
+  t.w[0] = y.w_lo * x.w_lo;
+  if constexpr (S == Sampling::Bilinear) {
+    t.off[1] = y.lo * sh + x.hi * sw;
+    t.off[2] = y.hi * sh + x.lo * sw;
+    t.off[3] = y.hi * sh + x.hi * sw;
+    t.w[1] = y.w_lo * x.w_hi;
+    t.w[2] = y.w_hi * x.w_lo;
+    t.w[3] = y.w_hi * x.w_hi;
+  }
+  return true;
+}
+
+// Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
+// image r.image): the avg forward.
+template <Sampling S, typename scalar_t, typename acc_t>
+inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
+                     const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
+  std::fill(out, out + n, acc_t(0));
+  Taps<acc_t, kTapsOf<S>> t;
+  const int count = r.count();
+  for (int s = 0; s < count; ++s)
+    if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+  const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
+  for (int64_t c = 0; c < n; ++c) out[c] *= inv;
+}
+
+// Largest sample value and the index of the first sample attaining it, per channel.
+// Off-map samples count as 0. Only meaningful when r.count() > 0.
+template <Sampling S, typename scalar_t, typename acc_t>
+inline void bin_argmax(acc_t* best, int32_t* arg, acc_t* scratch,
+                       const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
+                       const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
+  Taps<acc_t, kTapsOf<S>> t;
+  const int count = r.count();
+  for (int s = 0; s < count; ++s) {
+    std::fill(scratch, scratch + n, acc_t(0));
+    if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(scratch, src, v.s1, n, t);
+    update_max(best, arg, scratch, n, s);
+  }
+}
+
+// Value of channel c (src already offset to it) at sample s; 0 off the map.
+template <Sampling S, typename scalar_t, typename acc_t>
+inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, int s,
+                          int64_t sh, int64_t sw, const scalar_t* src) {
+  Taps<acc_t, kTapsOf<S>> t;
+  if (!sample_taps<S>(t, r, ph, pw, s, sh, sw)) return acc_t(0);
+  acc_t v = 0;
+  for (int j = 0; j < kTapsOf<S>; ++j) v += t.w[j] * acc_t(src[t.off[j]]);
+  return v;
+}
+
+// Forward, and the Jacobian-vector product of the forward: output = the op applied to
+// `values`, where max mode picks each bin's sample by its value in `select`. The
+// forward passes the input as both; the double backward passes (input, tangent).
+template <typename scalar_t, Mode M, Sampling S>
+void sampled_forward(const at::Tensor& select, const at::Tensor& values,
+                     const at::Tensor& rois, at::Tensor& out, const SampledArgs& a) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t K = rois.size(0), C = select.size(1);
+  const int64_t H = select.size(2), W = select.size(3);
+  const View4<const scalar_t> sel = view4<const scalar_t>(select);
+  const View4<const scalar_t> val = view4<const scalar_t>(values);
+  const View4<scalar_t> o = view4<scalar_t>(out);
+  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const bool same = select.data_ptr() == values.data_ptr() &&
+                    select.strides() == values.strides();
+
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    RoiSamples<acc_t> r;
+    acc_t acc[kChannelBlock], scratch[kChannelBlock];
+    int32_t arg[kChannelBlock];
+    for (int64_t k = k0; k < k1; ++k) {
+      r.template build<S>(rp + k * 5, a, H, W);
+      for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+        const int64_t n = std::min(kChannelBlock, C - c0);
+        const scalar_t* vsrc = val.data + r.image * val.s0 + c0 * val.s1;
+        const scalar_t* ssrc = sel.data + r.image * sel.s0 + c0 * sel.s1;
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            if (r.count() == 0) {
+              std::fill(acc, acc + n, acc_t(0));
+            } else if constexpr (M == Mode::Avg) {
+              bin_mean<S>(acc, r, ph, pw, val, vsrc, n);
+            } else {
+              bin_argmax<S>(acc, arg, scratch, r, ph, pw, sel, ssrc, n);
+              if (!same)
+                for (int64_t c = 0; c < n; ++c)
+                  acc[c] = sample_value<S>(r, ph, pw, arg[c], val.s2, val.s3,
+                                           vsrc + c * val.s1);
+            }
+            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1,
+                           acc, n);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Input gradient: the exact adjoint of sampled_forward. gi is an acc_t tensor in the
+// input's memory format, zero on entry.
+template <typename scalar_t, Mode M, Sampling S>
+void sampled_backward_input(const at::Tensor& grad, const at::Tensor& input,
+                            const at::Tensor& rois, at::Tensor& gi,
+                            const SampledArgs& a) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t N = input.size(0), C = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const View4<const scalar_t> go = view4<const scalar_t>(grad);
+  const View4<const scalar_t> in = view4<const scalar_t>(input);
+  const View4<acc_t> g = view4<acc_t>(gi);
+  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N);
+  // Contiguous channels scatter a whole vector per tap; planar layouts touch one
+  // plane per channel, so smaller blocks spread the work over more tasks.
+  const int64_t block = g.s1 == 1 ? kChannelBlock : 8;
+  const int64_t blocks = (C + block - 1) / block;
+
+  at::parallel_for(0, N * blocks, 1, [&](int64_t t0, int64_t t1) {
+    RoiSamples<acc_t> r;
+    acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
+    int32_t arg[kChannelBlock];
+    Taps<acc_t, kTapsOf<S>> t;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t n_img = task / blocks, c0 = (task % blocks) * block;
+      const int64_t n = std::min(block, C - c0);
+      acc_t* dst = g.data + n_img * g.s0 + c0 * g.s1;
+      const scalar_t* src = in.data + n_img * in.s0 + c0 * in.s1;
+      for (int64_t i = buckets.start[n_img]; i < buckets.start[n_img + 1]; ++i) {
+        const int64_t k = buckets.order[i];
+        r.template build<S>(rp + k * 5, a, H, W);
+        const int count = r.count();
+        if (count == 0) continue;
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
+                          go.s1, n);
+            if constexpr (M == Mode::Avg) {
+              const acc_t inv = acc_t(1) / acc_t(count);
+              for (int64_t c = 0; c < n; ++c) gout[c] *= inv;
+              for (int s = 0; s < count; ++s)
+                if (sample_taps<S>(t, r, ph, pw, s, g.s2, g.s3))
+                  scatter_taps(dst, g.s1, gout, n, t);
+            } else {
+              bin_argmax<S>(best, arg, scratch, r, ph, pw, in, src, n);
+              for (int64_t c = 0; c < n; ++c) {
+                if (!sample_taps<S>(t, r, ph, pw, arg[c], g.s2, g.s3)) continue;
+                for (int j = 0; j < kTapsOf<S>; ++j)
+                  dst[c * g.s1 + t.off[j]] += t.w[j] * gout[c];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
+// sample positions (roi_geometry.h: sample_fraction). Column 0 (batch index) stays 0.
+template <typename scalar_t, Mode M>
+void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& input,
+                           const at::Tensor& rois, at::Tensor& grad_rois,
+                           const SampledArgs& a) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr Sampling S = Sampling::Bilinear;
+  const int64_t K = rois.size(0), C = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const View4<const scalar_t> go = view4<const scalar_t>(grad);
+  const View4<const scalar_t> in = view4<const scalar_t>(input);
+  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  scalar_t* gr = grad_rois.data_ptr<scalar_t>();
+
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    RoiSamples<acc_t> r;
+    acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
+    int32_t arg[kChannelBlock];
+    for (int64_t k = k0; k < k1; ++k) {
+      r.template build<S>(rp + k * 5, a, H, W);
+      const int count = r.count();
+      // d(loss)/d(sample y) and d/d(sample x) summed per (bin row, sample row) and
+      // (bin column, sample column): the positions depend on the box through those.
+      acc_t dy[4] = {0, 0, 0, 0};  // d/d y1, y2 via start/end, then x1, x2
+      for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
+        const int64_t n = std::min(kChannelBlock, C - c0);
+        const scalar_t* src = in.data + r.image * in.s0 + c0 * in.s1;
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
+                          go.s1, n);
+            if constexpr (M == Mode::Max)
+              bin_argmax<S>(best, arg, scratch, r, ph, pw, in, src, n);
+            for (int s = 0; s < count; ++s) {
+              const AxisTaps<acc_t>& y = r.ty(ph, s);
+              const AxisTaps<acc_t>& x = r.tx(pw, s);
+              if (!y.valid || !x.valid) continue;
+              acc_t sy = 0, sx = 0;
+              for (int64_t c = 0; c < n; ++c) {
+                acc_t gc = gout[c];
+                if constexpr (M == Mode::Max) {
+                  if (arg[c] != s) continue;
+                } else {
+                  gc /= acc_t(count);
+                }
+                const scalar_t* p = src + c * in.s1;
+                const acc_t v1 = acc_t(p[y.lo * in.s2 + x.lo * in.s3]);
+                const acc_t v2 = acc_t(p[y.lo * in.s2 + x.hi * in.s3]);
+                const acc_t v3 = acc_t(p[y.hi * in.s2 + x.lo * in.s3]);
+                const acc_t v4 = acc_t(p[y.hi * in.s2 + x.hi * in.s3]);
+                sy += gc * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
+                sx += gc * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
+              }
+              sy *= y.moves;
+              sx *= x.moves;
+              const acc_t fy = sample_fraction<acc_t>(int(ph), s / r.g.grid_w,
+                                                      r.g.grid_h, int(a.pooled_h));
+              const acc_t fx = sample_fraction<acc_t>(int(pw), s % r.g.grid_w,
+                                                      r.g.grid_w, int(a.pooled_w));
+              dy[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
+              dy[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
+              dy[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
+              dy[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
+            }
+          }
+        }
+      }
+      const acc_t scale = acc_t(a.spatial_scale);
+      scalar_t* row = gr + k * 5;
+      row[0] = scalar_t(0);
+      row[1] = scalar_t(dy[2] * scale);  // x1
+      row[2] = scalar_t(dy[0] * scale);  // y1
+      row[3] = scalar_t(dy[3] * scale);  // x2
+      row[4] = scalar_t(dy[1] * scale);  // y2
+    }
+  });
+}
+
+// Runtime (mode, sampling) to template dispatch.
+template <typename F>
+void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
+  using AvgT = std::integral_constant<Mode, Mode::Avg>;
+  using MaxT = std::integral_constant<Mode, Mode::Max>;
+  using BilT = std::integral_constant<Sampling, Sampling::Bilinear>;
+  using NeaT = std::integral_constant<Sampling, Sampling::Nearest>;
+  if (m == Mode::Avg) {
+    if (s == Sampling::Bilinear) f(AvgT{}, BilT{}); else f(AvgT{}, NeaT{});
+  } else {
+    if (s == Sampling::Bilinear) f(MaxT{}, BilT{}); else f(MaxT{}, NeaT{});
+  }
+}
+
+// Op-level entry points shared by roi_align and roi_warp (argument checks done by the
+// caller): allocate, dispatch on dtype and (mode, sampling), run.
+at::Tensor sampled_forward_op(const at::Tensor& select, const at::Tensor& values,
+                              const at::Tensor& rois, const SampledArgs& a);
+at::Tensor sampled_backward_input_op(const at::Tensor& grad, const at::Tensor& input,
+                                     const at::Tensor& rois, const SampledArgs& a);
+at::Tensor sampled_backward_rois_op(const at::Tensor& grad, const at::Tensor& input,
+                                    const at::Tensor& rois, const SampledArgs& a);
+
+}  // namespace roiops::cpu

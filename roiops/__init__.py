@@ -1,0 +1,14 @@
+"""roiops: RoIPool, RoIWarp and RoIAlign for PyTorch.
+
+Each op has max/avg aggregation and (for the sampled ops) bilinear/nearest sampling,
+input gradients of any order, box gradients for roi_align, float16/bfloat16/float32/
+float64 and channels_last, and works under torch.compile and torch.export.
+"""
+
+from . import _C  # noqa: F401  (loads the library that registers torch.ops.roiops)
+from . import _registration  # noqa: F401  (fake kernels and autograd)
+from .ops import RoIAlign, RoIPool, RoIWarp, roi_align, roi_pool, roi_warp
+
+__version__ = "0.1.0"
+
+__all__ = ["RoIAlign", "RoIPool", "RoIWarp", "roi_align", "roi_pool", "roi_warp"]

@@ -1,0 +1,110 @@
+"""Argument checks and normalisation shared by the public ops.
+
+Every check here raises a Python exception that names the argument and what was
+wrong with it. Checks that need tensor *values* (batch indices) live in the C++
+kernels, which run them before touching memory, so that torch.compile can trace the
+Python side without data-dependent branches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MODES = ("avg", "max")
+SAMPLINGS = ("bilinear", "nearest")
+
+
+def check_input(op: str, input: Tensor) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.dim() != 4:
+        raise ValueError(f"{op}: input must be [N, C, H, W], got shape {tuple(input.shape)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: input must be float16, bfloat16, float32 or float64, got {input.dtype}"
+        )
+
+
+def output_size_pair(op: str, output_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(output_size, (int, torch.SymInt)) and not isinstance(output_size, bool):
+        pair = (output_size, output_size)
+    elif (
+        isinstance(output_size, Sequence)
+        and len(output_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in output_size)
+    ):
+        pair = (output_size[0], output_size[1])
+    else:
+        raise TypeError(f"{op}: output_size must be an int or a pair of ints, got {output_size!r}")
+    if pair[0] <= 0 or pair[1] <= 0:
+        raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    return pair
+
+
+def check_scale(op: str, spatial_scale: float) -> float:
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)):
+        raise TypeError(f"{op}: spatial_scale must be a number, got {spatial_scale!r}")
+    if not (math.isfinite(spatial_scale) and spatial_scale > 0):
+        raise ValueError(f"{op}: spatial_scale must be positive and finite, got {spatial_scale!r}")
+    return float(spatial_scale)
+
+
+def check_sampling_ratio(op: str, sampling_ratio: int) -> int:
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
+        raise TypeError(f"{op}: sampling_ratio must be an int, got {sampling_ratio!r}")
+    return sampling_ratio
+
+
+def check_choice(op: str, name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+    """Return boxes as a [K, 5] Tensor of (batch_index, x1, y1, x2, y2).
+
+    Accepts that form directly, or a list with one [L_i, 4] Tensor per image.
+    The result stays differentiable with respect to the given boxes.
+    """
+    if isinstance(boxes, Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            raise ValueError(
+                f"{op}: boxes must be a [K, 5] Tensor (batch_index, x1, y1, x2, y2) or a "
+                f"list of [L, 4] Tensors, got shape {tuple(boxes.shape)}"
+            )
+        rois = boxes
+    elif isinstance(boxes, (list, tuple)):
+        if len(boxes) != input.shape[0]:
+            raise ValueError(
+                f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images"
+            )
+        parts = []
+        for i, b in enumerate(boxes):
+            if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
+                shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+                raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {shape}")
+            _check_like(op, f"boxes[{i}]", b, input)
+            parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))
+        if not parts:
+            return input.new_zeros((0, 5))
+        rois = torch.cat(parts, dim=0)
+    else:
+        raise TypeError(
+            f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
+            f"{type(boxes).__name__}"
+        )
+    _check_like(op, "boxes", rois, input)
+    return rois
+
+
+def _check_like(op: str, name: str, t: Tensor, input: Tensor) -> None:
+    if t.dtype != input.dtype:
+        raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
+    if t.device != input.device:
+        raise ValueError(f"{op}: {name} are on {t.device} but input is on {input.device}")

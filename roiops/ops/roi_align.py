@@ -1,0 +1,99 @@
+"""roi_align: bilinear (or nearest) sampling of an unquantized box (Mask R-CNN)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .. import _validation as v
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Tensor | Sequence[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    *,
+    mode: str = "avg",
+    sampling: str = "bilinear",
+) -> Tensor:
+    """Pool each box of ``boxes`` from ``input`` into a fixed ``output_size`` grid.
+
+    Argument order and defaults match ``torchvision.ops.roi_align``; with the defaults
+    ``mode="avg", sampling="bilinear"`` the result is torchvision's.
+
+    Args:
+        input: feature map ``[N, C, H, W]``; float16, bfloat16, float32 or float64,
+            NCHW or channels_last (the output keeps the memory format).
+        boxes: ``Tensor[K, 5]`` of ``(batch_index, x1, y1, x2, y2)`` or a list of N
+            ``Tensor[L_i, 4]``, in input-image coordinates, same dtype as ``input``.
+        output_size: ``PH`` and ``PW`` as an int or a pair.
+        spatial_scale: feature-map pixels per image pixel (e.g. 1/16).
+        sampling_ratio: samples per bin along each axis; ``<= 0`` is adaptive,
+            ``ceil(bin size)`` capped at 64 per axis so huge boxes cannot hang.
+        aligned: shift boxes by -0.5 pixel (pixel centres at half-integers) and allow
+            sub-pixel boxes; ``False`` clamps box size to at least 1.
+        mode: ``"avg"`` (mean of a bin's samples) or ``"max"`` (largest sample).
+        sampling: ``"bilinear"`` or ``"nearest"`` interpolation of each sample.
+
+    Returns:
+        ``[K, C, PH, PW]``, dtype and memory format of ``input``. A box with a
+        non-finite coordinate pools to zeros.
+
+    Gradients flow to ``input`` (any order) and, for bilinear sampling, to the box
+    coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
+    """
+    op = "roi_align"
+    v.check_input(op, input)
+    rois = v.rois_from_boxes(op, input, boxes)
+    ph, pw = v.output_size_pair(op, output_size)
+    return torch.ops.roiops.roi_align(
+        input,
+        rois,
+        v.check_scale(op, spatial_scale),
+        ph,
+        pw,
+        v.check_sampling_ratio(op, sampling_ratio),
+        bool(aligned),
+        v.check_choice(op, "mode", mode, v.MODES),
+        v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
+    )
+
+
+class RoIAlign(nn.Module):
+    """Module form of :func:`roi_align`; ``forward(input, boxes)``."""
+
+    def __init__(
+        self,
+        output_size: int | tuple[int, int],
+        spatial_scale: float = 1.0,
+        sampling_ratio: int = -1,
+        aligned: bool = False,
+        *,
+        mode: str = "avg",
+        sampling: str = "bilinear",
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.mode = mode
+        self.sampling = sampling
+
+    def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+        return roi_align(
+            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
+            self.aligned, mode=self.mode, sampling=self.sampling,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, "
+            f"mode={self.mode!r}, sampling={self.sampling!r}"
+        )

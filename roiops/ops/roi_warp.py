@@ -1,0 +1,78 @@
+"""roi_warp: roi_align's sampling on a box rounded to the feature grid (RoIWarp)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .. import _validation as v
+
+
+def roi_warp(
+    input: Tensor,
+    boxes: Tensor | Sequence[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    *,
+    mode: str = "max",
+    sampling: str = "bilinear",
+) -> Tensor:
+    """RoIWarp of the Mask R-CNN ablation (Table 2c): the box is scaled and rounded
+    half away from zero to the feature grid, then sampled exactly like
+    :func:`roi_align` with ``aligned=False``.
+
+    Arguments as :func:`roi_align` (without ``aligned``); ``mode`` defaults to
+    ``"max"`` as in the paper. Returns ``[K, C, PH, PW]`` in the input's dtype and
+    memory format. The rounding makes the box gradient zero; the input gradient is
+    exact, to any order.
+    """
+    op = "roi_warp"
+    v.check_input(op, input)
+    rois = v.rois_from_boxes(op, input, boxes)
+    ph, pw = v.output_size_pair(op, output_size)
+    return torch.ops.roiops.roi_warp(
+        input,
+        rois,
+        v.check_scale(op, spatial_scale),
+        ph,
+        pw,
+        v.check_sampling_ratio(op, sampling_ratio),
+        v.check_choice(op, "mode", mode, v.MODES),
+        v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
+    )
+
+
+class RoIWarp(nn.Module):
+    """Module form of :func:`roi_warp`; ``forward(input, boxes)``."""
+
+    def __init__(
+        self,
+        output_size: int | tuple[int, int],
+        spatial_scale: float = 1.0,
+        sampling_ratio: int = -1,
+        *,
+        mode: str = "max",
+        sampling: str = "bilinear",
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.mode = mode
+        self.sampling = sampling
+
+    def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+        return roi_warp(
+            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
+            mode=self.mode, sampling=self.sampling,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, mode={self.mode!r}, "
+            f"sampling={self.sampling!r}"
+        )

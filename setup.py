@@ -1,0 +1,101 @@
+"""Build roiops' C++/CUDA extension (roiops._C) with ninja.
+
+Environment knobs:
+  ROIOPS_CUDA      0: CPU only. 1: compile csrc/cuda/*.cu and fail loudly if that is not
+                   possible. Unset: compile CUDA when a CUDA toolkit and a CUDA build of
+                   torch are both present.
+  ROIOPS_MARCH     value for -march= on x86-64 (default "native": the CPU kernels are
+                   vectorized for the machine that builds them; use e.g. "x86-64-v3" for
+                   a portable AVX2 build, or "" to pass no -march at all).
+  TORCH_CUDA_ARCH_LIST  GPU architectures; defaults to "9.0" when no GPU can be queried.
+  MAX_JOBS         parallel compile jobs (ninja).
+"""
+
+import glob
+import os
+import platform
+
+from setuptools import find_packages, setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def cuda_requested() -> bool:
+    flag = os.environ.get("ROIOPS_CUDA", "").strip()
+    available = cpp_extension.CUDA_HOME is not None and _torch_has_cuda()
+    if flag == "0":
+        return False
+    if flag == "1":
+        if not available:
+            raise RuntimeError(
+                "ROIOPS_CUDA=1 but CUDA cannot be compiled here: "
+                f"CUDA_HOME={cpp_extension.CUDA_HOME!r}, torch CUDA build: {_torch_has_cuda()}"
+            )
+        return True
+    if flag:
+        raise RuntimeError(f"ROIOPS_CUDA must be 0, 1 or unset, got {flag!r}")
+    return available
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.version.cuda is not None
+
+
+def _wheel_cuda_includes() -> list[str]:
+    # pip's CUDA torch ships the CUDA library headers (cuBLAS, cuSPARSE, ...) in
+    # nvidia/cu*/include; a minimal toolkit lacks them but torch's headers include them.
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for base in nvidia.__path__:
+        found += sorted(glob.glob(os.path.join(base, "cu*", "include")))
+        found += sorted(glob.glob(os.path.join(base, "*", "include")))
+    return list(dict.fromkeys(found))
+
+
+def extension():
+    with_cuda = cuda_requested()
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden"]
+    march = os.environ.get("ROIOPS_MARCH", "native")
+    if march and platform.machine() in ("x86_64", "AMD64"):
+        cxx.append(f"-march={march}")
+    cxx.append("-DNDEBUG")
+    if not with_cuda:
+        return cpp_extension.CppExtension(
+            "roiops._C", sources, extra_compile_args={"cxx": cxx}, include_dirs=[ROOT]
+        )
+    if "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
+    nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG"]
+    return cpp_extension.CUDAExtension(
+        "roiops._C",
+        sources,
+        extra_compile_args={"cxx": cxx + ["-DROIOPS_WITH_CUDA"], "nvcc": nvcc},
+        include_dirs=[ROOT] + _wheel_cuda_includes(),
+    )
+
+
+setup(
+    name="roiops",
+    version="0.1.0",
+    description="RoIPool, RoIWarp and RoIAlign for PyTorch: CPU and CUDA kernels with "
+    "max/avg, bilinear/nearest, box gradients and double backward",
+    packages=find_packages(include=["roiops", "roiops.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch", "numpy"],
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    zip_safe=False,
+)
