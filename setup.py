@@ -15,10 +15,22 @@ import glob
 import os
 import platform
 
+import shutil
+
 from setuptools import find_packages, setup
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# torch derives CUDA_HOME from `which nvcc` before it looks at /usr/local/cuda, so an
+# nvcc wrapper in /usr/local/bin makes it look for the toolkit in /usr/local.
+if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
+    nvcc = shutil.which("nvcc")
+    if os.path.isfile("/usr/local/cuda/bin/nvcc") and (
+        nvcc is None or not os.path.isdir(os.path.join(os.path.dirname(nvcc), "..", "lib64"))
+    ):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
 
 
 def cuda_requested() -> bool:
@@ -62,7 +74,9 @@ def extension():
     with_cuda = cuda_requested()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden"]
+    # -ffp-contract=off: no implicit FMA contraction, so the box geometry rounds exactly
+    # as roiops.reference computes it (sample positions decide which pixels are read).
+    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
     march = os.environ.get("ROIOPS_MARCH", "native")
     if march and platform.machine() in ("x86_64", "AMD64"):
         cxx.append(f"-march={march}")
@@ -78,7 +92,7 @@ def extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
-    nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG"]
+    nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG", "--fmad=false"]
     return cpp_extension.CUDAExtension(
         "roiops._C",
         sources,

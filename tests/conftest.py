@@ -1,0 +1,17 @@
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+# Kernel calls are fast but the reference materialises every sample; keep examples
+# small and the budget fixed so the suite stays well inside CI's time.
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("ROIOPS_HYPOTHESIS_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+settings.load_profile("ci")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,0 +1,111 @@
+"""Random RoI problems for the tests: hypothesis strategies and the op table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from hypothesis import strategies as st
+
+import roiops
+from roiops import reference
+
+OPS = ("roi_align", "roi_warp", "roi_pool")
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+# (atol, rtol) for values; gradients of reduced types are compared to a float32
+# reference after one rounding to the dtype.
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-9),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (4e-3, 4e-3),
+    torch.bfloat16: (3e-2, 2e-2),
+}
+
+
+@dataclasses.dataclass
+class Case:
+    op: str
+    input: torch.Tensor
+    rois: torch.Tensor
+    kwargs: dict
+
+    def run(self, impl, input=None, rois=None):
+        fn = getattr(impl, self.op)
+        return fn(self.input if input is None else input,
+                  self.rois if rois is None else rois, **self.kwargs)
+
+    def __repr__(self):
+        return (f"Case({self.op}, input={tuple(self.input.shape)} {self.input.dtype}, "
+                f"rois={self.rois.tolist()}, {self.kwargs})")
+
+
+def op_kwargs(op: str, output_size, scale, sampling_ratio, aligned, mode, sampling):
+    kw = dict(output_size=output_size, spatial_scale=scale, mode=mode)
+    if op != "roi_pool":
+        kw.update(sampling_ratio=sampling_ratio, sampling=sampling)
+    if op == "roi_align":
+        kw.update(aligned=aligned)
+    return kw
+
+
+coordinate = st.one_of(
+    st.floats(-8, 40, allow_nan=False, width=32),
+    st.integers(-4, 36).map(float),          # exact pixel borders
+    st.integers(-8, 72).map(lambda v: v / 2),  # half-pixels: rounding ties
+)
+
+
+@st.composite
+def cases(draw, op=st.sampled_from(OPS), dtype=st.sampled_from(DTYPES), channels_last=None):
+    op = draw(op) if isinstance(op, st.SearchStrategy) else op
+    dtype = draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype
+    N = draw(st.integers(1, 2))
+    C = draw(st.integers(1, 4))
+    H = draw(st.integers(1, 10))
+    W = draw(st.integers(1, 10))
+    K = draw(st.integers(0, 5))
+    scale = draw(st.sampled_from([1.0, 0.5, 0.25, 1 / 3, 2.0]))
+    rows = []
+    for _ in range(K):
+        b = draw(st.integers(0, N - 1))
+        x1, y1, x2, y2 = (draw(coordinate) for _ in range(4))
+        if draw(st.booleans()):  # mostly well-formed boxes, sometimes inverted
+            x1, x2 = min(x1, x2), max(x1, x2)
+            y1, y2 = min(y1, y2), max(y1, y2)
+        rows.append([b, x1, y1, x2, y2])
+    ph = draw(st.integers(1, 4))
+    pw = draw(st.integers(1, 4))
+    kwargs = op_kwargs(
+        op,
+        (ph, pw) if ph != pw else ph,
+        scale,
+        draw(st.sampled_from([-1, 0, 1, 2, 3, 4])),
+        draw(st.booleans()),
+        draw(st.sampled_from(["avg", "max"])),
+        draw(st.sampled_from(["bilinear", "nearest"])),
+    )
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(dtype)
+    cl = draw(st.booleans()) if channels_last is None else channels_last
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor(rows, dtype=torch.float64).reshape(K, 5).to(dtype)
+    return Case(op, x, rois, kwargs)
+
+
+def reference_grads(case: Case, grad_out: torch.Tensor):
+    """Reference (input, box) gradients; reduced dtypes go through float32."""
+    dt = torch.float32 if case.input.dtype in (torch.float16, torch.bfloat16) else case.input.dtype
+    x = case.input.to(dt).requires_grad_()
+    r = case.rois.to(dt).requires_grad_()
+    out = case.run(reference, x, r)
+    gx, gr = torch.autograd.grad(out, (x, r), grad_out.to(dt), allow_unused=True)
+    return gx, torch.zeros_like(r) if gr is None else gr
+
+
+def kernel_grads(case: Case, grad_out: torch.Tensor):
+    x = case.input.clone().requires_grad_()
+    r = case.rois.clone().requires_grad_()
+    out = case.run(roiops, x, r)
+    return torch.autograd.grad(out, (x, r), grad_out)

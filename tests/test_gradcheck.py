@@ -1,0 +1,70 @@
+"""gradcheck / gradgradcheck in float64: input gradients to second order for every op,
+mode and sampling, and box-coordinate gradients for bilinear roi_align."""
+
+import itertools
+
+import pytest
+import torch
+
+import roiops
+
+torch.manual_seed(0)
+X = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+# Away from rounding ties and pixel borders, where the ops are not differentiable.
+ROIS = torch.tensor(
+    [
+        [0, 1.37, 2.23, 15.71, 12.13],
+        [1, -3.3, 4.2, 30.1, 18.4],
+        [0, 5.2, 5.3, 6.1, 6.35],  # smaller than a bin: the min-size clamp is active
+        [1, 9.6, 1.1, 21.7, 17.2],
+        [0, 14.1, 13.3, 3.2, 2.1],  # inverted
+    ],
+    dtype=torch.float64,
+)
+
+VARIANTS = [
+    ("roi_align", dict(sampling_ratio=sr, aligned=al, mode=m, sampling=s))
+    for sr, al, m, s in itertools.product([2, -1], [True, False], ["avg", "max"], ["bilinear", "nearest"])
+] + [
+    ("roi_warp", dict(sampling_ratio=sr, mode=m, sampling=s))
+    for sr, m, s in itertools.product([2, -1], ["avg", "max"], ["bilinear", "nearest"])
+] + [("roi_pool", dict(mode=m)) for m in ["avg", "max"]]
+
+
+def ids(v):
+    return v[0] + "-" + "-".join(str(x) for x in v[1].values())
+
+
+def call(op, kwargs, x, coords):
+    rois = torch.cat([ROIS[:, :1], coords], dim=1)
+    return getattr(roiops, op)(x, rois, (3, 2), 0.5, **kwargs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=ids)
+def test_input_gradcheck_and_gradgradcheck(variant):
+    op, kwargs = variant
+    x = X.clone().requires_grad_()
+    f = lambda x: call(op, kwargs, x, ROIS[:, 1:])  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=ids)
+def test_box_gradcheck(variant):
+    """Analytic box gradients for bilinear roi_align; exactly zero elsewhere."""
+    op, kwargs = variant
+    coords = ROIS[:, 1:].clone().requires_grad_()
+    x = X.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, c: call(op, kwargs, x, c), (x, coords))
+    (g,) = torch.autograd.grad(call(op, kwargs, X, coords).sum(), coords)
+    differentiable = op == "roi_align" and kwargs["sampling"] == "bilinear"
+    assert bool(g.abs().sum() > 0) == differentiable
+
+
+def test_second_order_through_boxes_is_refused():
+    coords = ROIS[:, 1:].clone().requires_grad_()
+    x = X.clone().requires_grad_()
+    out = call("roi_align", dict(sampling_ratio=2, aligned=True), x, coords)
+    (g,) = torch.autograd.grad(out.pow(2).sum(), coords, create_graph=True)
+    with pytest.raises(NotImplementedError, match="second derivatives through the box"):
+        g.sum().backward()

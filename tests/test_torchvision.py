@@ -1,0 +1,60 @@
+"""Where roiops overlaps torchvision (roi_align avg/bilinear, roi_pool max) the values
+and gradients are torchvision's."""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from roi_cases import cases
+
+import roiops
+
+
+def tv_call(case, x, r):
+    kw = case.kwargs
+    if case.op == "roi_align":
+        return torchvision.ops.roi_align(x, r, kw["output_size"], kw["spatial_scale"],
+                                         kw["sampling_ratio"], kw["aligned"])
+    return torchvision.ops.roi_pool(x, r, kw["output_size"], kw["spatial_scale"])
+
+
+@given(cases(op=st.sampled_from(["roi_align", "roi_pool"]),
+             dtype=st.sampled_from([torch.float64, torch.float32])))
+def test_values_and_gradients_match_torchvision(case):
+    kw = case.kwargs
+    if case.op == "roi_align":
+        kw.update(mode="avg", sampling="bilinear")
+    else:
+        kw["mode"] = "max"
+    # torchvision's adaptive grid has no cap; stay below ours (64 samples per axis).
+    extent = (case.rois[:, 3:] - case.rois[:, 1:3]).abs().max() if len(case.rois) else 0
+    assume(float(extent) * kw["spatial_scale"] + 2 < 64)
+    # torchvision's CPU roi_align raises on inverted boxes with aligned=True (a negative
+    # sampling grid); roiops pools them to zeros (tests/test_bad_input.py).
+    assume(not (case.rois[:, 3:] < case.rois[:, 1:3]).any())
+    x = case.input.clone().requires_grad_()
+    tx = case.input.clone().requires_grad_()
+    out = case.run(roiops, x)
+    expected = tv_call(case, tx, case.rois)
+    tol = 1e-10 if x.dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, tx.grad, atol=tol * 10, rtol=tol * 10)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_detection_sized_problem_matches_torchvision(fmt):
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 50, 84).contiguous(memory_format=fmt)
+    xy = torch.rand(128, 2) * torch.tensor([1300.0, 780.0])
+    wh = torch.rand(128, 2) * 400 + 4
+    rois = torch.cat([torch.randint(0, 2, (128, 1)).float(), xy, xy + wh], 1)
+    for sr, aligned in [(0, False), (2, True)]:
+        torch.testing.assert_close(
+            roiops.roi_align(x, rois, 7, 1 / 16, sr, aligned),
+            torchvision.ops.roi_align(x, rois, 7, 1 / 16, sr, aligned), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(roiops.roi_pool(x, rois, 7, 1 / 16),
+                               torchvision.ops.roi_pool(x, rois, 7, 1 / 16), atol=0, rtol=0)
