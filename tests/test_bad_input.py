@@ -1,0 +1,140 @@
+"""Bad input raises a Python exception that names the problem; odd but legal input
+(non-finite, huge, empty, degenerate) gives a defined result. Never a crash."""
+
+import math
+
+import pytest
+import torch
+
+import roiops
+
+X = torch.randn(2, 3, 8, 9)
+ROIS = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 2.0, 0.5, 7.5, 7.0]])
+
+PUBLIC = [
+    ("roi_align", lambda x, r, **kw: roiops.roi_align(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
+    ("roi_warp", lambda x, r, **kw: roiops.roi_warp(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
+    ("roi_pool", lambda x, r, **kw: roiops.roi_pool(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
+]
+ids = [p[0] for p in PUBLIC]
+
+
+@pytest.fixture(params=PUBLIC, ids=ids)
+def op(request):
+    return request.param[1]
+
+
+@pytest.mark.parametrize(
+    "x,rois,kw,exc,match",
+    [
+        (X[0], ROIS, {}, ValueError, r"input must be \[N, C, H, W\]"),
+        (X.long(), ROIS.long(), {}, TypeError, "input must be float16"),
+        ("x", ROIS, {}, TypeError, "input must be a Tensor"),
+        (X, ROIS[:, :4], {}, ValueError, r"boxes must be a \[K, 5\]"),
+        (X, ROIS[0], {}, ValueError, r"boxes must be a \[K, 5\]"),
+        (X, [ROIS[:, 1:]], {}, ValueError, "got 1 box tensors for a batch of 2"),
+        (X, [ROIS[:, 1:], ROIS], {}, ValueError, r"boxes\[1\] must be a \[L, 4\]"),
+        (X, "boxes", {}, TypeError, "boxes must be a Tensor"),
+        (X, ROIS.double(), {}, TypeError, "boxes dtype torch.float64 differs"),
+        (X, ROIS.to("meta"), {}, ValueError, "boxes are on meta"),
+        (X, ROIS, {"size": 0}, ValueError, "output_size must be positive"),
+        (X, ROIS, {"size": (2, -1)}, ValueError, "output_size must be positive"),
+        (X, ROIS, {"size": 2.5}, TypeError, "output_size must be an int"),
+        (X, ROIS, {"scale": 0.0}, ValueError, "spatial_scale must be positive"),
+        (X, ROIS, {"scale": -0.25}, ValueError, "spatial_scale must be positive"),
+        (X, ROIS, {"scale": math.nan}, ValueError, "spatial_scale must be positive"),
+        (X, ROIS, {"scale": math.inf}, ValueError, "spatial_scale must be positive"),
+        (X, ROIS, {"mode": "mean"}, ValueError, "mode must be one of"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(op, x, rois, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        op(x, rois, **kw)
+
+
+@pytest.mark.parametrize("batch", [2.0, -1.0, 0.5, math.nan, math.inf])
+def test_bad_batch_index_is_refused_before_any_memory_access(op, batch):
+    rois = ROIS.clone()
+    rois[1, 0] = batch
+    with pytest.raises(ValueError, match=r"boxes\[1, 0\] \(batch index\) must be an integer in \[0, 2\)"):
+        op(X, rois)
+
+
+def test_unknown_sampling_is_refused():
+    for fn in (roiops.roi_align, roiops.roi_warp):
+        with pytest.raises(ValueError, match="sampling must be one of"):
+            fn(X, ROIS, 2, sampling="bicubic")
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda o: o.roi_align(X, ROIS, 1.0, 2, 2, -1, False, "median", "bilinear"), "mode must be"),
+        (lambda o: o.roi_warp(X, ROIS, 1.0, 2, 2, -1, "avg", "cubic"), "sampling must be"),
+        (lambda o: o.roi_pool(X, ROIS, 1.0, 0, 2, "max"), "output_size must be positive"),
+        (lambda o: o.roi_pool(X, ROIS, -1.0, 2, 2, "max"), "spatial_scale must be positive"),
+        (lambda o: o.roi_align(X, ROIS[:, :3], 1.0, 2, 2, -1, False, "avg", "bilinear"), r"boxes must be \[K, 5\]"),
+        (lambda o: o.roi_align(X[0], ROIS, 1.0, 2, 2, -1, False, "avg", "bilinear"), r"input must be \[N, C, H, W\]"),
+        (lambda o: o._roi_align_backward(torch.ones(2, 3, 3, 3), X, ROIS, 1.0, 2, 2, -1, False, "avg", "bilinear"),
+         r"grad must be \[2, 3, 2, 2\]"),
+        (lambda o: o._roi_pool_jvp(X, X[:1], ROIS, 1.0, 2, 2, "max"), "tangent must have the input's shape"),
+    ],
+)
+def test_direct_op_calls_are_checked_in_cpp(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(torch.ops.roiops)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_box_pools_to_zero_with_zero_gradients(op, bad):
+    rois = ROIS.clone()
+    rois[0, 3] = bad
+    x = X.clone().requires_grad_()
+    r = rois.clone().requires_grad_()
+    out = op(x, r)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    torch.testing.assert_close(out[1], op(X, ROIS[1:])[0])
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(r.grad).all()
+    assert torch.equal(r.grad[0], torch.zeros(5))
+
+
+@pytest.mark.parametrize("coord", [1e6, 1e12, 3e38])
+def test_huge_boxes_finish_with_finite_output(op, coord):
+    """Adaptive sampling is capped at 64 samples per axis, so this cannot hang."""
+    rois = torch.tensor([[0, -coord, -coord, coord, coord], [1, 0.0, 0.0, coord, 3.0]])
+    x = X.clone().requires_grad_()
+    out = op(x, rois, size=7)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("shape,K", [((2, 3, 8, 9), 0), ((2, 0, 8, 9), 2), ((0, 3, 8, 9), 0),
+                                     ((2, 3, 0, 9), 2), ((2, 3, 8, 0), 2)])
+def test_empty_inputs_give_empty_or_zero_outputs_of_the_right_shape(op, shape, K):
+    x = torch.randn(shape, requires_grad=True)
+    rois = ROIS[:K].clone().requires_grad_()
+    out = op(x, rois, size=(2, 3))
+    assert out.shape == (K, shape[1], 2, 3)
+    assert torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert x.grad.shape == x.shape and rois.grad.shape == rois.shape
+
+
+def test_list_of_boxes_equals_batch_index_form():
+    boxes = [ROIS[ROIS[:, 0] == i, 1:] for i in range(2)]
+    for name, fn in PUBLIC:
+        torch.testing.assert_close(fn(X, boxes), fn(X, ROIS), atol=0, rtol=0)
+    empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
+    assert roiops.roi_align(X, empty, 2).shape == (0, 3, 2, 2)
+
+
+def test_degenerate_and_inverted_boxes_are_defined():
+    rois = torch.tensor([[0, 3.0, 3.0, 3.0, 3.0], [0, 6.0, 5.0, 2.0, 1.0], [1, 4.2, 4.2, 4.3, 4.3]])
+    for name, fn in PUBLIC:
+        out = fn(X, rois)
+        assert torch.isfinite(out).all(), name
+    # aligned=True: a zero- or negative-size box has no samples and pools to 0.
+    out = roiops.roi_align(X, rois[:2], 2, aligned=True, sampling_ratio=-1)
+    assert torch.equal(out, torch.zeros_like(out))
