@@ -76,14 +76,17 @@ def extension():
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     # -ffp-contract=off: no implicit FMA contraction, so the box geometry rounds exactly
     # as roiops.reference computes it (sample positions decide which pixels are read).
-    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
+    # -fopenmp: at::parallel_for is header code that is only parallel when the
+    # extension itself is compiled with OpenMP (torch's own build uses OpenMP).
+    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp"]
     march = os.environ.get("ROIOPS_MARCH", "native")
     if march and platform.machine() in ("x86_64", "AMD64"):
         cxx.append(f"-march={march}")
     cxx.append("-DNDEBUG")
     if not with_cuda:
         return cpp_extension.CppExtension(
-            "roiops._C", sources, extra_compile_args={"cxx": cxx}, include_dirs=[ROOT]
+            "roiops._C", sources, extra_compile_args={"cxx": cxx}, include_dirs=[ROOT],
+            extra_link_args=["-fopenmp"],
         )
     if "TORCH_CUDA_ARCH_LIST" not in os.environ:
         import torch
@@ -98,6 +101,7 @@ def extension():
         sources,
         extra_compile_args={"cxx": cxx + ["-DROIOPS_WITH_CUDA"], "nvcc": nvcc},
         include_dirs=[ROOT] + _wheel_cuda_includes(),
+        extra_link_args=["-fopenmp"],
     )
 
 

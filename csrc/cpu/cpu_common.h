@@ -17,6 +17,8 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <atomic>
+#include <memory>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -52,6 +54,23 @@ at::MemoryFormat output_format(const at::Tensor& input);
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
 
+// at::parallel_for splits a range into one static chunk per thread; RoIs differ in
+// cost by orders of magnitude (adaptive grids, off-map boxes), so the RoI loops hand
+// out small chunks on demand instead. `worker(claim)` runs once per thread (so it
+// can keep per-thread buffers) and loops `while (claim(begin, end))`. Results do not
+// depend on the schedule: every RoI writes only its own outputs.
+template <typename Worker>
+void parallel_dynamic(int64_t n, int64_t chunk, const Worker& worker) {
+  std::atomic<int64_t> next{0};
+  auto claim = [&](int64_t& begin, int64_t& end) {
+    begin = next.fetch_add(chunk);
+    end = std::min(n, begin + chunk);
+    return begin < n;
+  };
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk);
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { worker(claim); });
+}
+
 // RoI indices grouped by image in increasing RoI order: the fixed accumulation order
 // that makes the input-gradient kernels bitwise deterministic for any thread count.
 struct RoiBuckets {
@@ -77,6 +96,7 @@ struct View4 {
   T* data;
   int64_t s0, s1, s2, s3;
   View4(T* d, at::IntArrayRef st) : data(d), s0(st[0]), s1(st[1]), s2(st[2]), s3(st[3]) {}
+  View4(T* d, int64_t a, int64_t b, int64_t c, int64_t e) : data(d), s0(a), s1(b), s2(c), s3(e) {}
 };
 template <typename T>
 View4<T> view4(const at::Tensor& t) {
@@ -85,6 +105,56 @@ View4<T> view4(const at::Tensor& t) {
 
 template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
+
+// Planar (NCHW) maps cost one scalar load per channel per tap. Forward kernels
+// instead transpose the pixels a RoI touches, for one channel block, into a small
+// channels-last tile and run the vectorized path on it: each touched pixel is read
+// once per channel instead of once per tap. Footprints above this many pixels
+// (huge adaptive grids) stay on the direct path to bound the per-thread buffer.
+constexpr int64_t kMaxTilePixels = 4096;
+
+// Compact numbering of the rows and columns a RoI touches: source index -> tile index.
+struct TileIndex {
+  std::vector<int> rows, cols;          // source row / column of each tile row / column
+  std::vector<int> row_slot, col_slot;  // tile index of each source row / column, or -1
+
+  TileIndex(int64_t H, int64_t W) : row_slot(H, -1), col_slot(W, -1) {}
+  int row(int y) { return slot(row_slot, rows, y); }
+  int col(int x) { return slot(col_slot, cols, x); }
+  int64_t pixels() const { return int64_t(rows.size()) * int64_t(cols.size()); }
+  void clear() {
+    for (int y : rows) row_slot[y] = -1;
+    for (int x : cols) col_slot[x] = -1;
+    rows.clear();
+    cols.clear();
+  }
+
+ private:
+  static int slot(std::vector<int>& slots, std::vector<int>& list, int v) {
+    if (slots[v] < 0) {
+      slots[v] = static_cast<int>(list.size());
+      list.push_back(v);
+    }
+    return slots[v];
+  }
+};
+
+// tile[(i * cols + j) * n + c] = src[c * cs + rows[i] * sh + cols[j] * sw]; returns the
+// tile's view (image and channel offsets already applied).
+template <typename scalar_t>
+View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
+                                  int64_t sh, int64_t sw, const TileIndex& t, int64_t n) {
+  const int64_t nr = t.rows.size(), nc = t.cols.size();
+  for (int64_t c = 0; c < n; ++c) {
+    const scalar_t* plane = src + c * cs;
+    for (int64_t i = 0; i < nr; ++i) {
+      const scalar_t* row = plane + t.rows[i] * sh;
+      scalar_t* dst = tile + i * nc * n + c;
+      for (int64_t j = 0; j < nc; ++j) dst[j * n] = row[t.cols[j] * sw];
+    }
+  }
+  return View4<const scalar_t>(tile, 0, 1, nc * n, n);
+}
 
 template <typename scalar_t>
 inline at::vec::Vectorized<acc_type<scalar_t>> load_acc(const scalar_t* p) {

@@ -47,6 +47,21 @@ struct RoiSamples {
             axis_taps<S>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), int(W));
   }
 
+  // This RoI with every valid tap renumbered into the compact tile `t` (cleared
+  // first); false when the footprint is too large to tile.
+  bool to_tile(RoiSamples& tiled, TileIndex& t) const {
+    t.clear();
+    tiled.g = g;
+    tiled.image = 0;
+    tiled.ys = ys;
+    tiled.xs = xs;
+    for (AxisTaps<acc_t>& y : tiled.ys)
+      if (y.valid) y.lo = t.row(y.lo), y.hi = t.row(y.hi);
+    for (AxisTaps<acc_t>& x : tiled.xs)
+      if (x.valid) x.lo = t.col(x.lo), x.hi = t.col(x.hi);
+    return t.pixels() <= kMaxTilePixels;
+  }
+
   int count() const { return g.grid_h * g.grid_w; }
   const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + s / g.grid_w]; }
   const AxisTaps<acc_t>& tx(int64_t pw, int s) const { return xs[pw * g.grid_w + s % g.grid_w]; }
@@ -129,28 +144,45 @@ void sampled_forward(const at::Tensor& select, const at::Tensor& values,
   const bool same = select.data_ptr() == values.data_ptr() &&
                     select.strides() == values.strides();
 
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
-    RoiSamples<acc_t> r;
+  const bool planar = sel.s1 != 1 || val.s1 != 1;
+
+  parallel_dynamic(K, 4, [&](auto& claim) {
+    RoiSamples<acc_t> r, rt;
+    TileIndex index(planar ? H : 0, planar ? W : 0);
+    std::unique_ptr<scalar_t[]> tiles(
+        planar ? new scalar_t[2 * kMaxTilePixels * kChannelBlock] : nullptr);
     acc_t acc[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
-    for (int64_t k = k0; k < k1; ++k) {
+    int64_t k0, k1;
+    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
       r.template build<S>(rp + k * 5, a, H, W);
+      const bool tiled = planar && r.count() > 0 && r.to_tile(rt, index);
+      const RoiSamples<acc_t>& R = tiled ? rt : r;
       for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
         const int64_t n = std::min(kChannelBlock, C - c0);
-        const scalar_t* vsrc = val.data + r.image * val.s0 + c0 * val.s1;
+        View4<const scalar_t> sv = sel, vv = val;
         const scalar_t* ssrc = sel.data + r.image * sel.s0 + c0 * sel.s1;
+        const scalar_t* vsrc = val.data + r.image * val.s0 + c0 * val.s1;
+        if (tiled) {
+          sv = gather_tile(tiles.get(), ssrc, sel.s1, sel.s2, sel.s3, index, n);
+          vv = same ? sv
+                    : gather_tile(tiles.get() + kMaxTilePixels * kChannelBlock, vsrc,
+                                  val.s1, val.s2, val.s3, index, n);
+          ssrc = sv.data;
+          vsrc = vv.data;
+        }
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            if (r.count() == 0) {
+            if (R.count() == 0) {
               std::fill(acc, acc + n, acc_t(0));
             } else if constexpr (M == Mode::Avg) {
-              bin_mean<S>(acc, r, ph, pw, val, vsrc, n);
+              bin_mean<S>(acc, R, ph, pw, vv, vsrc, n);
             } else {
-              bin_argmax<S>(acc, arg, scratch, r, ph, pw, sel, ssrc, n);
+              bin_argmax<S>(acc, arg, scratch, R, ph, pw, sv, ssrc, n);
               if (!same)
                 for (int64_t c = 0; c < n; ++c)
-                  acc[c] = sample_value<S>(r, ph, pw, arg[c], val.s2, val.s3,
-                                           vsrc + c * val.s1);
+                  acc[c] = sample_value<S>(R, ph, pw, arg[c], vv.s2, vv.s3,
+                                           vsrc + c * vv.s1);
             }
             store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1,
                            acc, n);
