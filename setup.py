@@ -14,7 +14,6 @@ Environment knobs:
 import glob
 import os
 import platform
-
 import shutil
 
 from setuptools import find_packages, setup

@@ -5,8 +5,12 @@ input gradients of any order, box gradients for roi_align, float16/bfloat16/floa
 float64 and channels_last, and works under torch.compile and torch.export.
 """
 
-from . import _C  # noqa: F401  (loads the library that registers torch.ops.roiops)
-from . import _registration  # noqa: F401  (fake kernels and autograd)
+import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+
+from . import (
+    _C,  # noqa: F401  (loads the library that registers torch.ops.roiops)
+    _registration,  # noqa: F401  (fake kernels and autograd)
+)
 from .ops import RoIAlign, RoIPool, RoIWarp, roi_align, roi_pool, roi_warp
 
 __version__ = "0.1.0"

@@ -124,7 +124,7 @@ def test_empty_inputs_give_empty_or_zero_outputs_of_the_right_shape(op, shape, K
 
 def test_list_of_boxes_equals_batch_index_form():
     boxes = [ROIS[ROIS[:, 0] == i, 1:] for i in range(2)]
-    for name, fn in PUBLIC:
+    for _, fn in PUBLIC:
         torch.testing.assert_close(fn(X, boxes), fn(X, ROIS), atol=0, rtol=0)
     empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
     assert roiops.roi_align(X, empty, 2).shape == (0, 3, 2, 2)

@@ -44,7 +44,7 @@ def test_bitwise_identical_across_runs_and_thread_counts(name, channels_last):
     finally:
         torch.set_num_threads(threads)
     for other in runs[1:]:
-        for a, b in zip(runs[0], other):
+        for a, b in zip(runs[0], other, strict=True):
             assert torch.equal(a, b)
 
 
@@ -59,5 +59,5 @@ def test_deterministic_mode_is_supported(name, dtype):
     finally:
         torch.use_deterministic_algorithms(False)
     for run in det:
-        for a, b in zip(free, run):
+        for a, b in zip(free, run, strict=True):
             assert torch.equal(a, b)
