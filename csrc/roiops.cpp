@@ -14,6 +14,13 @@ PyMODINIT_FUNC PyInit__C(void) {
 #define ROIOPS_SAMPLED_ARGS \
   "float spatial_scale, int pooled_height, int pooled_width, int sampling_ratio"
 #define ROIOPS_POOL_ARGS "float spatial_scale, int pooled_height, int pooled_width"
+// The fused multi-level (FPN) forms: inputs are the pyramid's levels (same N and C),
+// levels[k] the level RoI k is pooled from, spatial_scales one per level.
+#define ROIOPS_ML_SAMPLED_ARGS \
+  "Tensor rois, Tensor levels, float[] spatial_scales, int pooled_height, " \
+  "int pooled_width, int sampling_ratio"
+#define ROIOPS_ML_POOL_ARGS \
+  "Tensor rois, Tensor levels, float[] spatial_scales, int pooled_height, int pooled_width"
 
 TORCH_LIBRARY(roiops, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
@@ -42,5 +49,26 @@ TORCH_LIBRARY(roiops, m) {
   m.def("_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, " ROIOPS_POOL_ARGS
         ", str mode) -> Tensor", tags);
   m.def("_roi_pool_jvp(Tensor input, Tensor tangent, Tensor rois, " ROIOPS_POOL_ARGS
+        ", str mode) -> Tensor", tags);
+
+  m.def("roi_align_multilevel(Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
+        ", bool aligned, str mode, str sampling) -> Tensor", tags);
+  m.def("roi_warp_multilevel(Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
+        ", str mode, str sampling) -> Tensor", tags);
+  m.def("roi_pool_multilevel(Tensor[] inputs, " ROIOPS_ML_POOL_ARGS ", str mode) -> Tensor",
+        tags);
+  m.def("_roi_align_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
+        ", bool aligned, str mode, str sampling) -> Tensor[]", tags);
+  m.def("_roi_align_multilevel_backward_rois(Tensor grad, Tensor[] inputs, "
+        ROIOPS_ML_SAMPLED_ARGS ", bool aligned, str mode, str sampling) -> Tensor", tags);
+  m.def("_roi_align_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_SAMPLED_ARGS
+        ", bool aligned, str mode, str sampling) -> Tensor", tags);
+  m.def("_roi_warp_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
+        ", str mode, str sampling) -> Tensor[]", tags);
+  m.def("_roi_warp_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_SAMPLED_ARGS
+        ", str mode, str sampling) -> Tensor", tags);
+  m.def("_roi_pool_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_POOL_ARGS
+        ", str mode) -> Tensor[]", tags);
+  m.def("_roi_pool_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_POOL_ARGS
         ", str mode) -> Tensor", tags);
 }

@@ -57,6 +57,36 @@ void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& r
   }
 }
 
+void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tensor& rois,
+                           const at::Tensor& levels, at::ArrayRef<double> scales,
+                           int64_t pooled_h, int64_t pooled_w) {
+  TORCH_CHECK_VALUE(!inputs.empty(), op, ": inputs must hold at least one feature map");
+  TORCH_CHECK_VALUE(scales.size() == inputs.size(), op, ": got ", scales.size(),
+                    " spatial scales for ", inputs.size(), " feature maps");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    check_roi_args(op, inputs[i], i == 0 ? rois : rois.narrow(0, 0, 0), scales[i],
+                   pooled_h, pooled_w);
+    TORCH_CHECK_VALUE(inputs[i].size(0) == inputs[0].size(0) &&
+                          inputs[i].size(1) == inputs[0].size(1),
+                      op, ": every level must have the same N and C; level ", i, " is ",
+                      inputs[i].sizes(), ", level 0 is ", inputs[0].sizes());
+  }
+  TORCH_CHECK_VALUE(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
+                    ": levels must be [K] with K = ", rois.size(0), ", got ", levels.sizes());
+  TORCH_CHECK_TYPE(levels.scalar_type() == at::kLong, op, ": levels must be int64, got ",
+                   levels.scalar_type());
+  TORCH_CHECK_VALUE(levels.device() == rois.device(), op, ": levels are on ", levels.device(),
+                    " but boxes are on ", rois.device());
+  if (levels.device().is_cpu()) {
+    const at::Tensor l = levels.contiguous();
+    const int64_t* p = l.data_ptr<int64_t>();
+    const int64_t L = static_cast<int64_t>(inputs.size());
+    for (int64_t k = 0; k < l.numel(); ++k)
+      TORCH_CHECK_VALUE(p[k] >= 0 && p[k] < L, op, ": levels[", k, "] must be in [0, ", L,
+                        "), got ", p[k]);
+  }
+}
+
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
                 const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w) {
   TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == rois.size(0) &&
@@ -79,6 +109,12 @@ void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& 
                     tangent.device(), " but input is on ", input.device());
 }
 
+void check_tangents(const char* op, at::TensorList tangents, at::TensorList inputs) {
+  TORCH_CHECK_VALUE(tangents.size() == inputs.size(), op, ": got ", tangents.size(),
+                    " tangents for ", inputs.size(), " feature maps");
+  for (size_t i = 0; i < inputs.size(); ++i) check_tangent(op, tangents[i], inputs[i]);
+}
+
 at::MemoryFormat output_format(const at::Tensor& input) {
   return input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
              ? at::MemoryFormat::ChannelsLast
@@ -88,6 +124,28 @@ at::MemoryFormat output_format(const at::Tensor& input) {
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype) {
   return at::empty(sizes, like.options().dtype(dtype).memory_format(output_format(like)));
+}
+
+}  // namespace roiops::cpu
+
+namespace roiops::cpu {
+
+at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w) {
+  return empty_like_format(maps[0], {K, maps[0].size(1), pooled_h, pooled_w},
+                           maps[0].scalar_type());
+}
+
+std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& m : maps)
+    out.push_back(
+        empty_like_format(m, m.sizes(), at::toOpMathType(m.scalar_type())).zero_());
+  return out;
+}
+
+std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType dtype) {
+  for (at::Tensor& g : acc) g = g.to(dtype);
+  return acc;
 }
 
 }  // namespace roiops::cpu

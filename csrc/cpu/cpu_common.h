@@ -41,11 +41,19 @@ void check_roi_args(
     const char* op, const at::Tensor& input, const at::Tensor& rois,
     double spatial_scale, int64_t pooled_h, int64_t pooled_w);
 
+// Checks for the multilevel ops: a non-empty list of maps with equal N, C, dtype and
+// device, one positive scale per map, and levels an int64 [K] tensor of indices
+// into the list. The output's memory format follows the first map.
+void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tensor& rois,
+                           const at::Tensor& levels, at::ArrayRef<double> scales,
+                           int64_t pooled_h, int64_t pooled_w);
+
 // Checks for the internal backward / jvp ops: `grad` must be the forward's output
 // shape [K, C, PH, PW], `tangent` the input's shape.
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
                 const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
 void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& input);
+void check_tangents(const char* op, at::TensorList tangents, at::TensorList inputs);
 
 // The output / gradient layout: channels_last when the input is (strictly)
 // channels_last, otherwise contiguous NCHW. roiops/_registration.py states the same
@@ -53,6 +61,15 @@ void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& 
 at::MemoryFormat output_format(const at::Tensor& input);
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
+
+// The [K, C, PH, PW] output of the forward / jvp ops, in the first map's format.
+at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
+
+// Input-gradient accumulators: one zero tensor per map, in the map's memory format and
+// the accumulation type (float32 for reduced types: many RoIs add into one pixel).
+std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps);
+// The accumulators converted to the maps' dtype (no copy when it is already that).
+std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType dtype);
 
 // at::parallel_for splits a range into one static chunk per thread; RoIs differ in
 // cost by orders of magnitude (adaptive grids, off-map boxes), so the RoI loops hand
@@ -71,23 +88,6 @@ void parallel_dynamic(int64_t n, int64_t chunk, const Worker& worker) {
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { worker(claim); });
 }
 
-// RoI indices grouped by image in increasing RoI order: the fixed accumulation order
-// that makes the input-gradient kernels bitwise deterministic for any thread count.
-struct RoiBuckets {
-  std::vector<int64_t> start;  // N + 1 offsets into order
-  std::vector<int64_t> order;
-};
-template <typename scalar_t>
-RoiBuckets bucket_rois(const scalar_t* rois, int64_t K, int64_t N) {
-  RoiBuckets b;
-  b.start.assign(N + 1, 0);
-  b.order.resize(K);
-  for (int64_t k = 0; k < K; ++k) ++b.start[static_cast<int64_t>(rois[k * 5]) + 1];
-  for (int64_t n = 0; n < N; ++n) b.start[n + 1] += b.start[n];
-  std::vector<int64_t> fill(b.start.begin(), b.start.end() - 1);
-  for (int64_t k = 0; k < K; ++k) b.order[fill[static_cast<int64_t>(rois[k * 5])]++] = k;
-  return b;
-}
 
 // A 4-D tensor seen through its strides, so NCHW, channels_last, sliced and expanded
 // tensors are all read in place.
@@ -103,8 +103,74 @@ View4<T> view4(const at::Tensor& t) {
   return View4<T>(t.data_ptr<std::remove_const_t<T>>(), t.strides());
 }
 
+// The feature maps an op reads: one map (the plain ops) or the levels of a pyramid,
+// which share N, C and dtype (the *_multilevel ops). RoI k reads level levels[k].
+template <typename T>
+struct Maps {
+  std::vector<View4<T>> views;
+  std::vector<int64_t> heights, widths;
+  std::vector<double> scales;
+  const int64_t* levels = nullptr;  // null: a single map
+  int64_t batch = 0, channels = 0, max_h = 0, max_w = 0;
+
+  Maps(at::TensorList maps, at::ArrayRef<double> s, const int64_t* roi_levels)
+      : scales(s.begin(), s.end()), levels(roi_levels) {
+    batch = maps.at(0).size(0);
+    channels = maps[0].size(1);
+    for (const at::Tensor& m : maps) {
+      views.push_back(view4<T>(m));
+      heights.push_back(m.size(2));
+      widths.push_back(m.size(3));
+      max_h = std::max(max_h, m.size(2));
+      max_w = std::max(max_w, m.size(3));
+    }
+  }
+  int64_t level_of(int64_t k) const { return levels ? levels[k] : 0; }
+  int64_t count() const { return int64_t(views.size()); }
+  // Channels are contiguous in every level (channels_last): no tiling needed.
+  bool channels_contiguous() const {
+    for (const View4<T>& v : views)
+      if (v.s1 != 1) return false;
+    return true;
+  }
+};
+
+// The per-RoI level indices of a multilevel op, kept contiguous while a kernel reads
+// them; null for the single-map ops (undefined tensor).
+struct RoiLevels {
+  at::Tensor tensor;
+  const int64_t* data = nullptr;
+  explicit RoiLevels(const at::Tensor& levels) {
+    if (!levels.defined()) return;
+    tensor = levels.contiguous();
+    data = tensor.data_ptr<int64_t>();
+  }
+};
+
+// RoI indices grouped by (level, image), each group in increasing RoI order: the
+// fixed accumulation order that makes the input-gradient kernels bitwise
+// deterministic for any thread count. Group of RoI k: level * N + image.
+struct RoiBuckets {
+  std::vector<int64_t> start;  // groups + 1 offsets into order
+  std::vector<int64_t> order;
+};
+template <typename scalar_t, typename T>
+RoiBuckets bucket_rois(const scalar_t* rois, int64_t K, int64_t N, const Maps<T>& maps) {
+  const int64_t groups = N * maps.count();
+  auto group = [&](int64_t k) { return maps.level_of(k) * N + static_cast<int64_t>(rois[k * 5]); };
+  RoiBuckets b;
+  b.start.assign(groups + 1, 0);
+  b.order.resize(K);
+  for (int64_t k = 0; k < K; ++k) ++b.start[group(k) + 1];
+  for (int64_t g = 0; g < groups; ++g) b.start[g + 1] += b.start[g];
+  std::vector<int64_t> fill(b.start.begin(), b.start.end() - 1);
+  for (int64_t k = 0; k < K; ++k) b.order[fill[group(k)]++] = k;
+  return b;
+}
+
 template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
+
 
 // Planar (NCHW) maps cost one scalar load per channel per tap. Forward kernels
 // instead transpose the pixels a RoI touches, for one channel block, into a small

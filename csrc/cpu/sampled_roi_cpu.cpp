@@ -2,51 +2,63 @@
 
 namespace roiops::cpu {
 
-at::Tensor sampled_forward_op(const at::Tensor& select, const at::Tensor& values,
-                              const at::Tensor& rois_in, const SampledArgs& a) {
+at::Tensor sampled_forward_op(at::TensorList select, at::TensorList values,
+                              const at::Tensor& rois_in, const at::Tensor& levels_in,
+                              at::ArrayRef<double> scales, const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
-  at::Tensor out = empty_like_format(
-      select, {rois.size(0), select.size(1), a.pooled_h, a.pooled_w},
-      select.scalar_type());
+  const RoiLevels levels(levels_in);
+  at::Tensor out = empty_output(select, rois.size(0), a.pooled_h, a.pooled_w);
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, select.scalar_type(),
+  const bool same = select.data() == values.data();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
                                   "roiops_sampled_forward", [&] {
+    const Maps<const scalar_t> sel(select, scales, levels.data);
+    const Maps<const scalar_t> val(values, scales, levels.data);
     dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
       sampled_forward<scalar_t, decltype(m)::value, decltype(s)::value>(
-          select, values, rois, out, a);
+          sel, same ? sel : val, rois, out, a);
     });
   });
   return out;
 }
 
-at::Tensor sampled_backward_input_op(const at::Tensor& grad, const at::Tensor& input,
-                                     const at::Tensor& rois_in, const SampledArgs& a) {
+std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::TensorList inputs,
+                                                  const at::Tensor& rois_in,
+                                                  const at::Tensor& levels_in,
+                                                  at::ArrayRef<double> scales,
+                                                  const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
-  const at::ScalarType acc = at::toOpMathType(input.scalar_type());
-  at::Tensor gi = empty_like_format(input, input.sizes(), acc).zero_();
-  if (gi.numel() == 0 || rois.size(0) == 0) return gi.to(input.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+  const RoiLevels levels(levels_in);
+  std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
+  const at::ScalarType dtype = inputs[0].scalar_type();
+  if (rois.size(0) == 0 || inputs[0].size(1) == 0) return finish_grads(gi, dtype);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype,
                                   "roiops_sampled_backward_input", [&] {
+    const Maps<const scalar_t> in(inputs, scales, levels.data);
+    const Maps<acc_type<scalar_t>> g(gi, scales, levels.data);
     dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
       sampled_backward_input<scalar_t, decltype(m)::value, decltype(s)::value>(
-          grad, input, rois, gi, a);
+          grad, in, rois, g, a);
     });
   });
-  return gi.to(input.scalar_type());
+  return finish_grads(gi, dtype);
 }
 
-at::Tensor sampled_backward_rois_op(const at::Tensor& grad, const at::Tensor& input,
-                                    const at::Tensor& rois_in, const SampledArgs& a) {
+at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList inputs,
+                                    const at::Tensor& rois_in, const at::Tensor& levels_in,
+                                    at::ArrayRef<double> scales, const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
+  const RoiLevels levels(levels_in);
   at::Tensor gr = at::zeros_like(rois, at::MemoryFormat::Contiguous);
   // Box gradients exist only through bilinear sample positions of an unquantized box.
-  if (a.quantize || a.sampling != Sampling::Bilinear || input.numel() == 0) return gr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+  if (a.quantize || a.sampling != Sampling::Bilinear || inputs[0].size(1) == 0) return gr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rois.scalar_type(),
                                   "roiops_sampled_backward_rois", [&] {
+    const Maps<const scalar_t> in(inputs, scales, levels.data);
     if (a.mode == Mode::Avg)
-      sampled_backward_rois<scalar_t, Mode::Avg>(grad, input, rois, gr, a);
+      sampled_backward_rois<scalar_t, Mode::Avg>(grad, in, rois, gr, a);
     else
-      sampled_backward_rois<scalar_t, Mode::Max>(grad, input, rois, gr, a);
+      sampled_backward_rois<scalar_t, Mode::Max>(grad, in, rois, gr, a);
   });
   return gr;
 }

@@ -1,8 +1,10 @@
 // CPU kernels of the sampled RoI ops: roi_align and roi_warp differ only in the box
 // transform (roi_geometry.h: sampled_roi's `quantize`), so both op files instantiate
-// these templates. Forward is parallel over RoIs; the input gradient is parallel over
-// (image, channel block) with each image's RoIs in a fixed order, so it is bitwise
-// deterministic for any thread count; the box gradient is parallel over RoIs.
+// these templates. Every kernel reads a Maps (one feature map, or the levels of a
+// pyramid for the fused multilevel ops). Forward is parallel over RoIs; the input
+// gradient is parallel over (level, image, channel block) with each group's RoIs in
+// a fixed order, so it is bitwise deterministic for any thread count; the box
+// gradient is parallel over RoIs.
 #pragma once
 
 #include "cpu_common.h"
@@ -10,7 +12,6 @@
 namespace roiops::cpu {
 
 struct SampledArgs {
-  double spatial_scale;
   int64_t pooled_h, pooled_w, sampling_ratio;
   bool aligned, quantize;
   Mode mode;
@@ -28,11 +29,19 @@ struct RoiSamples {
   int64_t image = 0;
   std::vector<AxisTaps<acc_t>> ys, xs;
 
-  template <Sampling S, typename scalar_t>
-  void build(const scalar_t* roi, const SampledArgs& a, int64_t H, int64_t W) {
+  int64_t level = 0;
+  int64_t H = 0, W = 0;  // size of the map this RoI reads
+
+  // RoI k of `rois`, on its level of `maps`.
+  template <Sampling S, typename scalar_t, typename T>
+  void build(const scalar_t* rois, int64_t k, const Maps<T>& maps, const SampledArgs& a) {
+    const scalar_t* roi = rois + k * 5;
     image = static_cast<int64_t>(roi[0]);
+    level = maps.level_of(k);
+    H = maps.heights[level];
+    W = maps.widths[level];
     const acc_t box[4] = {acc_t(roi[1]), acc_t(roi[2]), acc_t(roi[3]), acc_t(roi[4])};
-    g = sampled_roi<acc_t>(box, acc_t(a.spatial_scale), int(a.pooled_h),
+    g = sampled_roi<acc_t>(box, acc_t(maps.scales[level]), int(a.pooled_h),
                            int(a.pooled_w), int(a.sampling_ratio), a.aligned,
                            a.quantize);
     ys.resize(a.pooled_h * g.grid_h);
@@ -52,7 +61,7 @@ struct RoiSamples {
   bool to_tile(RoiSamples& tiled, TileIndex& t) const {
     t.clear();
     tiled.g = g;
-    tiled.image = 0;
+    tiled.image = tiled.level = 0;
     tiled.ys = ys;
     tiled.xs = xs;
     for (AxisTaps<acc_t>& y : tiled.ys)
@@ -132,42 +141,39 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
 // `values`, where max mode picks each bin's sample by its value in `select`. The
 // forward passes the input as both; the double backward passes (input, tangent).
 template <typename scalar_t, Mode M, Sampling S>
-void sampled_forward(const at::Tensor& select, const at::Tensor& values,
+void sampled_forward(const Maps<const scalar_t>& sel, const Maps<const scalar_t>& val,
                      const at::Tensor& rois, at::Tensor& out, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t K = rois.size(0), C = select.size(1);
-  const int64_t H = select.size(2), W = select.size(3);
-  const View4<const scalar_t> sel = view4<const scalar_t>(select);
-  const View4<const scalar_t> val = view4<const scalar_t>(values);
+  const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const bool same = select.data_ptr() == values.data_ptr() &&
-                    select.strides() == values.strides();
-
-  const bool planar = sel.s1 != 1 || val.s1 != 1;
+  const bool same = &sel == &val;
+  const bool planar = !sel.channels_contiguous() || !val.channels_contiguous();
 
   parallel_dynamic(K, 4, [&](auto& claim) {
     RoiSamples<acc_t> r, rt;
-    TileIndex index(planar ? H : 0, planar ? W : 0);
+    TileIndex index(planar ? sel.max_h : 0, planar ? sel.max_w : 0);
     std::unique_ptr<scalar_t[]> tiles(
         planar ? new scalar_t[2 * kMaxTilePixels * kChannelBlock] : nullptr);
     acc_t acc[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.template build<S>(rp + k * 5, a, H, W);
+      r.template build<S>(rp, k, sel, a);
+      const View4<const scalar_t>& slev = sel.views[r.level];
+      const View4<const scalar_t>& vlev = val.views[r.level];
       const bool tiled = planar && r.count() > 0 && r.to_tile(rt, index);
       const RoiSamples<acc_t>& R = tiled ? rt : r;
       for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
         const int64_t n = std::min(kChannelBlock, C - c0);
-        View4<const scalar_t> sv = sel, vv = val;
-        const scalar_t* ssrc = sel.data + r.image * sel.s0 + c0 * sel.s1;
-        const scalar_t* vsrc = val.data + r.image * val.s0 + c0 * val.s1;
+        View4<const scalar_t> sv = slev, vv = vlev;
+        const scalar_t* ssrc = slev.data + r.image * slev.s0 + c0 * slev.s1;
+        const scalar_t* vsrc = vlev.data + r.image * vlev.s0 + c0 * vlev.s1;
         if (tiled) {
-          sv = gather_tile(tiles.get(), ssrc, sel.s1, sel.s2, sel.s3, index, n);
+          sv = gather_tile(tiles.get(), ssrc, slev.s1, slev.s2, slev.s3, index, n);
           vv = same ? sv
                     : gather_tile(tiles.get() + kMaxTilePixels * kChannelBlock, vsrc,
-                                  val.s1, val.s2, val.s3, index, n);
+                                  vlev.s1, vlev.s2, vlev.s3, index, n);
           ssrc = sv.data;
           vsrc = vv.data;
         }
@@ -193,38 +199,39 @@ void sampled_forward(const at::Tensor& select, const at::Tensor& values,
   });
 }
 
-// Input gradient: the exact adjoint of sampled_forward. gi is an acc_t tensor in the
-// input's memory format, zero on entry.
+// Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
+// per level, in that level's memory format, zero on entry.
 template <typename scalar_t, Mode M, Sampling S>
-void sampled_backward_input(const at::Tensor& grad, const at::Tensor& input,
-                            const at::Tensor& rois, at::Tensor& gi,
+void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& in,
+                            const at::Tensor& rois, const Maps<acc_type<scalar_t>>& gi,
                             const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t N = input.size(0), C = input.size(1);
-  const int64_t H = input.size(2), W = input.size(3);
+  const int64_t N = in.batch, C = in.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const View4<const scalar_t> in = view4<const scalar_t>(input);
-  const View4<acc_t> g = view4<acc_t>(gi);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N);
+  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, in);
   // Contiguous channels scatter a whole vector per tap; planar layouts touch one
   // plane per channel, so smaller blocks spread the work over more tasks.
-  const int64_t block = g.s1 == 1 ? kChannelBlock : 8;
+  const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
   const int64_t blocks = (C + block - 1) / block;
+  const int64_t groups = int64_t(buckets.start.size()) - 1;
 
-  at::parallel_for(0, N * blocks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t t0, int64_t t1) {
     RoiSamples<acc_t> r;
     acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
     Taps<acc_t, kTapsOf<S>> t;
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t n_img = task / blocks, c0 = (task % blocks) * block;
+      const int64_t group = task / blocks, c0 = (task % blocks) * block;
+      const int64_t level = group / N, image = group % N;
       const int64_t n = std::min(block, C - c0);
-      acc_t* dst = g.data + n_img * g.s0 + c0 * g.s1;
-      const scalar_t* src = in.data + n_img * in.s0 + c0 * in.s1;
-      for (int64_t i = buckets.start[n_img]; i < buckets.start[n_img + 1]; ++i) {
+      const View4<acc_t>& g = gi.views[level];
+      const View4<const scalar_t>& v = in.views[level];
+      acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
+      const scalar_t* src = v.data + image * v.s0 + c0 * v.s1;
+      for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
         const int64_t k = buckets.order[i];
-        r.template build<S>(rp + k * 5, a, H, W);
+        r.template build<S>(rp, k, in, a);
         const int count = r.count();
         if (count == 0) continue;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
@@ -238,7 +245,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& input,
                 if (sample_taps<S>(t, r, ph, pw, s, g.s2, g.s3))
                   scatter_taps(dst, g.s1, gout, n, t);
             } else {
-              bin_argmax<S>(best, arg, scratch, r, ph, pw, in, src, n);
+              bin_argmax<S>(best, arg, scratch, r, ph, pw, v, src, n);
               for (int64_t c = 0; c < n; ++c) {
                 if (!sample_taps<S>(t, r, ph, pw, arg[c], g.s2, g.s3)) continue;
                 for (int j = 0; j < kTapsOf<S>; ++j)
@@ -255,41 +262,42 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& input,
 // Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
 // sample positions (roi_geometry.h: sample_fraction). Column 0 (batch index) stays 0.
 template <typename scalar_t, Mode M>
-void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& input,
+void sampled_backward_rois(const at::Tensor& grad, const Maps<const scalar_t>& in,
                            const at::Tensor& rois, at::Tensor& grad_rois,
                            const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
   constexpr Sampling S = Sampling::Bilinear;
-  const int64_t K = rois.size(0), C = input.size(1);
-  const int64_t H = input.size(2), W = input.size(3);
+  const int64_t K = rois.size(0), C = in.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const View4<const scalar_t> in = view4<const scalar_t>(input);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
   scalar_t* gr = grad_rois.data_ptr<scalar_t>();
 
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  parallel_dynamic(K, 4, [&](auto& claim) {
     RoiSamples<acc_t> r;
     acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
-    for (int64_t k = k0; k < k1; ++k) {
-      r.template build<S>(rp + k * 5, a, H, W);
+    int64_t k0, k1;
+    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
+      r.template build<S>(rp, k, in, a);
+      const View4<const scalar_t>& v = in.views[r.level];
       const int count = r.count();
-      // d(loss)/d(sample y) and d/d(sample x) summed per (bin row, sample row) and
-      // (bin column, sample column): the positions depend on the box through those.
-      acc_t dy[4] = {0, 0, 0, 0};  // d/d y1, y2 via start/end, then x1, x2
+      // d(loss)/d(y1, y2, x1, x2) of the scaled box, accumulated in a fixed order.
+      acc_t d[4] = {0, 0, 0, 0};
       for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
         const int64_t n = std::min(kChannelBlock, C - c0);
-        const scalar_t* src = in.data + r.image * in.s0 + c0 * in.s1;
+        const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
                           go.s1, n);
             if constexpr (M == Mode::Max)
-              bin_argmax<S>(best, arg, scratch, r, ph, pw, in, src, n);
+              bin_argmax<S>(best, arg, scratch, r, ph, pw, v, src, n);
             for (int s = 0; s < count; ++s) {
               const AxisTaps<acc_t>& y = r.ty(ph, s);
               const AxisTaps<acc_t>& x = r.tx(pw, s);
               if (!y.valid || !x.valid) continue;
+              // d(sample value)/d(sample y) and /d(sample x), weighted by the output
+              // gradient and summed over channels.
               acc_t sy = 0, sx = 0;
               for (int64_t c = 0; c < n; ++c) {
                 acc_t gc = gout[c];
@@ -298,11 +306,11 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& input,
                 } else {
                   gc /= acc_t(count);
                 }
-                const scalar_t* p = src + c * in.s1;
-                const acc_t v1 = acc_t(p[y.lo * in.s2 + x.lo * in.s3]);
-                const acc_t v2 = acc_t(p[y.lo * in.s2 + x.hi * in.s3]);
-                const acc_t v3 = acc_t(p[y.hi * in.s2 + x.lo * in.s3]);
-                const acc_t v4 = acc_t(p[y.hi * in.s2 + x.hi * in.s3]);
+                const scalar_t* p = src + c * v.s1;
+                const acc_t v1 = acc_t(p[y.lo * v.s2 + x.lo * v.s3]);
+                const acc_t v2 = acc_t(p[y.lo * v.s2 + x.hi * v.s3]);
+                const acc_t v3 = acc_t(p[y.hi * v.s2 + x.lo * v.s3]);
+                const acc_t v4 = acc_t(p[y.hi * v.s2 + x.hi * v.s3]);
                 sy += gc * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
                 sx += gc * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
               }
@@ -312,21 +320,21 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& input,
                                                       r.g.grid_h, int(a.pooled_h));
               const acc_t fx = sample_fraction<acc_t>(int(pw), s % r.g.grid_w,
                                                       r.g.grid_w, int(a.pooled_w));
-              dy[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
-              dy[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
-              dy[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
-              dy[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
+              d[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
+              d[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
+              d[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
+              d[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
             }
           }
         }
       }
-      const acc_t scale = acc_t(a.spatial_scale);
+      const acc_t scale = acc_t(in.scales[r.level]);
       scalar_t* row = gr + k * 5;
       row[0] = scalar_t(0);
-      row[1] = scalar_t(dy[2] * scale);  // x1
-      row[2] = scalar_t(dy[0] * scale);  // y1
-      row[3] = scalar_t(dy[3] * scale);  // x2
-      row[4] = scalar_t(dy[1] * scale);  // y2
+      row[1] = scalar_t(d[2] * scale);  // x1
+      row[2] = scalar_t(d[0] * scale);  // y1
+      row[3] = scalar_t(d[3] * scale);  // x2
+      row[4] = scalar_t(d[1] * scale);  // y2
     }
   });
 }
@@ -345,13 +353,16 @@ void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
   }
 }
 
-// Op-level entry points shared by roi_align and roi_warp (argument checks done by the
-// caller): allocate, dispatch on dtype and (mode, sampling), run.
-at::Tensor sampled_forward_op(const at::Tensor& select, const at::Tensor& values,
-                              const at::Tensor& rois, const SampledArgs& a);
-at::Tensor sampled_backward_input_op(const at::Tensor& grad, const at::Tensor& input,
-                                     const at::Tensor& rois, const SampledArgs& a);
-at::Tensor sampled_backward_rois_op(const at::Tensor& grad, const at::Tensor& input,
-                                    const at::Tensor& rois, const SampledArgs& a);
+// Op-level entry points shared by roi_align and roi_warp, single-map and multilevel
+// (argument checks done by the caller). `levels` is undefined for a single map.
+at::Tensor sampled_forward_op(at::TensorList select, at::TensorList values,
+                              const at::Tensor& rois, const at::Tensor& levels,
+                              at::ArrayRef<double> scales, const SampledArgs& a);
+std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::TensorList inputs,
+                                                  const at::Tensor& rois, const at::Tensor& levels,
+                                                  at::ArrayRef<double> scales, const SampledArgs& a);
+at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList inputs,
+                                    const at::Tensor& rois, const at::Tensor& levels,
+                                    at::ArrayRef<double> scales, const SampledArgs& a);
 
 }  // namespace roiops::cpu
