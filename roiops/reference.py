@@ -187,3 +187,16 @@ def roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
     rois = v.rois_from_boxes("reference.roi_pool", input, boxes)
     return _pool(input, rois, v.output_size_pair("reference.roi_pool", output_size),
                  spatial_scale, mode)
+
+
+def multilevel(op: str, features: Sequence[Tensor], rois: Tensor, levels: Tensor,
+               scales: Sequence[float], output_size, **kwargs) -> Tensor:
+    """Reference of the fused ``<op>_multilevel`` ops: RoI k pooled by ``op`` from
+    ``features[levels[k]]`` at ``scales[levels[k]]``; ``kwargs`` as for the op."""
+    fn = {"roi_align": roi_align, "roi_warp": roi_warp, "roi_pool": roi_pool}[op]
+    ph, pw = v.output_size_pair(f"reference.{op}_multilevel", output_size)
+    out = features[0].new_zeros((rois.shape[0], features[0].shape[1], ph, pw))
+    for level, (x, scale) in enumerate(zip(features, scales, strict=True)):
+        picked = levels == level
+        out = out.index_put((picked.nonzero()[:, 0],), fn(x, rois[picked], (ph, pw), scale, **kwargs))
+    return out
