@@ -11,64 +11,57 @@ PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 
-#define ROIOPS_SAMPLED_ARGS \
-  "float spatial_scale, int pooled_height, int pooled_width, int sampling_ratio"
-#define ROIOPS_POOL_ARGS "float spatial_scale, int pooled_height, int pooled_width"
-// The fused multi-level (FPN) forms: inputs are the pyramid's levels (same N and C),
-// levels[k] the level RoI k is pooled from, spatial_scales one per level.
-#define ROIOPS_ML_SAMPLED_ARGS \
-  "Tensor rois, Tensor levels, float[] spatial_scales, int pooled_height, " \
-  "int pooled_width, int sampling_ratio"
-#define ROIOPS_ML_POOL_ARGS \
-  "Tensor rois, Tensor levels, float[] spatial_scales, int pooled_height, int pooled_width"
+namespace {
+
+const std::vector<at::Tag> kTags{at::Tag::pt2_compliant_tag};
+
+// Declares one op family in its single-map and fused multilevel (FPN) forms:
+//   F(maps, index, params) -> (output [K, C, PH, PW], argmax)
+//   _F_backward(grad, maps, argmax, index, params) -> input gradient(s)
+//   _F_jvp(tangent(s), argmax, index, params) -> the forward's Jacobian applied
+//   _F_backward_rois(grad, maps, argmax, index, params) -> box gradient [K, 5]
+// The single-map form reads `Tensor input` at `float spatial_scale`; the multilevel
+// form reads `Tensor[] inputs` (same N and C) with one scale per level and
+// levels[k], the level RoI k is pooled from. argmax (int32, like the output) holds
+// each bin's winning sample in max mode and is empty in avg mode: the backward and
+// the double backward reuse it instead of searching again. The backward ops are
+// registered ops rather than Python code so that double backward, torch.compile and
+// torch.export see through them.
+void def_family(torch::Library& m, const std::string& name, const std::string& params,
+                bool box_gradient) {
+  for (const bool multilevel : {false, true}) {
+    const std::string op = multilevel ? name + "_multilevel" : name;
+    const std::string maps = multilevel ? "Tensor[] inputs" : "Tensor input";
+    const std::string tangents = multilevel ? "Tensor[] tangents" : "Tensor tangent";
+    const std::string index = multilevel
+                                  ? "Tensor rois, Tensor levels, float[] spatial_scales, "
+                                  : "Tensor rois, float spatial_scale, ";
+    const std::string grads = multilevel ? "Tensor[]" : "Tensor";
+    m.def((op + "(" + maps + ", " + index + params + ") -> (Tensor output, Tensor argmax)").c_str(),
+          kTags);
+    m.def(("_" + op + "_backward(Tensor grad, " + maps + ", Tensor argmax, " + index + params +
+           ") -> " + grads).c_str(),
+          kTags);
+    m.def(("_" + op + "_jvp(" + tangents + ", Tensor argmax, " + index + params + ") -> Tensor")
+              .c_str(),
+          kTags);
+    if (box_gradient)
+      m.def(("_" + op + "_backward_rois(Tensor grad, " + maps + ", Tensor argmax, " + index +
+             params + ") -> Tensor").c_str(),
+            kTags);
+  }
+}
+
+}  // namespace
 
 TORCH_LIBRARY(roiops, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  // Public ops: output [K, C, PH, PW] in the input's dtype and memory format.
-  m.def("roi_align(Tensor input, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("roi_warp(Tensor input, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor", tags);
-  m.def("roi_pool(Tensor input, Tensor rois, " ROIOPS_POOL_ARGS ", str mode) -> Tensor",
-        tags);
-
-  // Input gradient (the adjoint of the forward at `input`), the Jacobian-vector
-  // product of the forward (the adjoint of the input gradient, used by double
-  // backward) and, for roi_align, the box gradient. Registered ops rather than
-  // Python code so that double backward, torch.compile and export see through them.
-  m.def("_roi_align_backward(Tensor grad, Tensor input, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_align_backward_rois(Tensor grad, Tensor input, Tensor rois, "
-        ROIOPS_SAMPLED_ARGS ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_align_jvp(Tensor input, Tensor tangent, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_warp_backward(Tensor grad, Tensor input, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_warp_jvp(Tensor input, Tensor tangent, Tensor rois, " ROIOPS_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, " ROIOPS_POOL_ARGS
-        ", str mode) -> Tensor", tags);
-  m.def("_roi_pool_jvp(Tensor input, Tensor tangent, Tensor rois, " ROIOPS_POOL_ARGS
-        ", str mode) -> Tensor", tags);
-
-  m.def("roi_align_multilevel(Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("roi_warp_multilevel(Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor", tags);
-  m.def("roi_pool_multilevel(Tensor[] inputs, " ROIOPS_ML_POOL_ARGS ", str mode) -> Tensor",
-        tags);
-  m.def("_roi_align_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor[]", tags);
-  m.def("_roi_align_multilevel_backward_rois(Tensor grad, Tensor[] inputs, "
-        ROIOPS_ML_SAMPLED_ARGS ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_align_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_SAMPLED_ARGS
-        ", bool aligned, str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_warp_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor[]", tags);
-  m.def("_roi_warp_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_SAMPLED_ARGS
-        ", str mode, str sampling) -> Tensor", tags);
-  m.def("_roi_pool_multilevel_backward(Tensor grad, Tensor[] inputs, " ROIOPS_ML_POOL_ARGS
-        ", str mode) -> Tensor[]", tags);
-  m.def("_roi_pool_multilevel_jvp(Tensor[] inputs, Tensor[] tangents, " ROIOPS_ML_POOL_ARGS
-        ", str mode) -> Tensor", tags);
+  def_family(m, "roi_align",
+             "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, str mode, "
+             "str sampling",
+             /*box_gradient=*/true);
+  def_family(m, "roi_warp",
+             "int pooled_height, int pooled_width, int sampling_ratio, str mode, str sampling",
+             /*box_gradient=*/false);
+  def_family(m, "roi_pool", "int pooled_height, int pooled_width, str mode",
+             /*box_gradient=*/false);
 }

@@ -1,11 +1,13 @@
 """Fake kernels and autograd formulas for the ops declared in csrc/roiops.cpp.
 
-Each public op F(maps, *index, *params) comes with two registered companions:
-  _F_backward(grad, maps, *index, *params)  the input gradient, J(maps)^T grad
-  _F_jvp(maps, tangents, *index, *params)   the forward's Jacobian applied to tangents
+Each public op F(maps, *index, *params) -> (output, argmax) comes with two registered
+companions:
+  _F_backward(grad, maps, argmax, *index, *params)  the input gradient, J^T grad
+  _F_jvp(tangents, argmax, *index, *params)         the forward's Jacobian J applied
 They are each other's adjoint, so registering one as the derivative of the other makes
-every order of input derivative available (double backward included). roi_align also
-has _roi_align*_backward_rois, the analytic box gradient.
+every order of input derivative available (double backward included). argmax is the
+forward's choice of sample per bin in max mode (empty in avg mode), which fixes J.
+roi_align also has _roi_align*_backward_rois, the analytic box gradient.
 
 `maps` is one feature map (roi_align, roi_warp, roi_pool; index = (rois,)) or the list
 of pyramid levels (the *_multilevel ops; index = (rois, levels)). In both forms
@@ -19,10 +21,11 @@ import torch
 from torch import Tensor
 
 _OPS = {
-    # public op -> has a box-gradient op (otherwise the box gradient is identically 0)
-    "roi_align": True,
-    "roi_warp": False,
-    "roi_pool": False,
+    # public op -> (has a box-gradient op, else the box gradient is 0; index of `mode`
+    # in params)
+    "roi_align": (True, 5),
+    "roi_warp": (False, 4),
+    "roi_pool": (False, 3),
 }
 
 
@@ -44,40 +47,45 @@ def _op(name: str):
     return getattr(torch.ops.roiops, name).default
 
 
-def _register(name: str, has_rois_grad: bool, multilevel: bool) -> None:
+def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool) -> None:
     base = f"{name}_multilevel" if multilevel else name
     forward, backward, jvp = _op(base), _op(f"_{base}_backward"), _op(f"_{base}_jvp")
+    rois_grad = _op(f"_{base}_backward_rois") if has_rois_grad else None
     n_index = 2 if multilevel else 1  # (rois, levels) or (rois,)
 
     def first(maps):
         return maps[0] if multilevel else maps
 
-    def out_shape(maps, index, params):
-        return (index[0].shape[0], first(maps).shape[1], params[1], params[2])
+    def empty_output(maps, rest):
+        index, params = rest[:n_index], rest[n_index:]
+        return _empty(first(maps), (index[0].shape[0], first(maps).shape[1], params[1], params[2]))
 
     @torch.library.register_fake(forward)
     def _forward_fake(maps, *rest):
-        return _empty(first(maps), out_shape(maps, rest[:n_index], rest[n_index:]))
+        out = empty_output(maps, rest)
+        if rest[n_index + mode_index] == "max":
+            return out, torch.empty_like(out, dtype=torch.int32)
+        return out, out.new_empty((0,), dtype=torch.int32)
 
     @torch.library.register_fake(backward)
-    def _backward_fake(grad, maps, *rest):
+    def _backward_fake(grad, maps, argmax, *rest):
         if multilevel:
             return [_empty(m, m.shape) for m in maps]
         return _empty(maps, maps.shape)
 
     @torch.library.register_fake(jvp)
-    def _jvp_fake(maps, tangents, *rest):
-        return _empty(first(maps), out_shape(maps, rest[:n_index], rest[n_index:]))
+    def _jvp_fake(tangents, argmax, *rest):
+        return empty_output(tangents, rest)
 
-    def save(ctx, maps, index, params):
+    def save(ctx, maps, argmax, index, params):
         ctx.n_maps = len(maps) if multilevel else 1
-        ctx.save_for_backward(*(maps if multilevel else [maps]), *index)
+        ctx.save_for_backward(*(maps if multilevel else [maps]), argmax, *index)
         ctx.params = params
 
     def saved(ctx):
         tensors = ctx.saved_tensors
         maps = list(tensors[: ctx.n_maps]) if multilevel else tensors[0]
-        return maps, tensors[ctx.n_maps :]
+        return maps, tensors[ctx.n_maps], tensors[ctx.n_maps + 1 :]
 
     def any_grad(flag) -> bool:
         return any(flag) if isinstance(flag, (list, tuple)) else bool(flag)
@@ -85,63 +93,63 @@ def _register(name: str, has_rois_grad: bool, multilevel: bool) -> None:
     def none_like(maps):
         return [None] * len(maps) if multilevel else None
 
-    def dense(grads, maps):
-        # Autograd passes None for outputs that did not receive a gradient.
+    def dense(grads, like):
+        # Autograd passes None for list outputs that received no gradient.
         if not multilevel:
             return grads
-        return [torch.zeros_like(m) if g is None else g for g, m in zip(grads, maps, strict=True)]
+        return [torch.zeros_like(m) if g is None else g for g, m in zip(grads, like, strict=True)]
 
     def forward_setup(ctx, inputs, output):
-        save(ctx, inputs[0], inputs[1 : 1 + n_index], inputs[1 + n_index :])
+        save(ctx, inputs[0], output[1], inputs[1 : 1 + n_index], inputs[1 + n_index :])
 
-    def forward_backward(ctx, grad):
-        maps, index = saved(ctx)
+    def forward_backward(ctx, grad, _grad_argmax):
+        maps, argmax, index = saved(ctx)
         rois = index[0]
         grad_maps, grad_rois = none_like(maps), None
         if any_grad(ctx.needs_input_grad[0]):
             # The input gradient's own dependence on the boxes is not modelled: second
             # derivatives through box coordinates are not provided (README).
-            grad_maps = backward(grad, maps, rois.detach(), *index[1:], *ctx.params)
+            grad_maps = backward(grad, maps, argmax, rois.detach(), *index[1:], *ctx.params)
         if ctx.needs_input_grad[1]:
-            if has_rois_grad:
-                detached = [m.detach() for m in maps] if multilevel else maps.detach()
-                grad_rois = _op(f"_{base}_backward_rois")(grad, detached, rois, *index[1:], *ctx.params)
-            else:
+            if rois_grad is None:
                 grad_rois = torch.zeros_like(rois)
+            else:
+                detached = [m.detach() for m in maps] if multilevel else maps.detach()
+                grad_rois = rois_grad(grad, detached, argmax, rois, *index[1:], *ctx.params)
         return (grad_maps, grad_rois) + (None,) * (n_index - 1 + len(ctx.params))
 
     torch.library.register_autograd(forward, forward_backward, setup_context=forward_setup)
 
-    # _backward(grad, maps, ...): linear in grad; its derivative in the maps is zero
+    # _backward(grad, maps, argmax, ...): linear in grad; zero derivative in the maps
     # (avg is linear, max is piecewise constant in the choice of sample).
     def backward_setup(ctx, inputs, output):
-        save(ctx, inputs[1], inputs[2 : 2 + n_index], inputs[2 + n_index :])
+        save(ctx, inputs[1], inputs[2], inputs[3 : 3 + n_index], inputs[3 + n_index :])
 
     def backward_backward(ctx, gg):
-        maps, index = saved(ctx)
-        d_grad = jvp(maps, dense(gg, maps), *index, *ctx.params) if ctx.needs_input_grad[0] else None
-        return (d_grad, none_like(maps)) + (None,) * (n_index + len(ctx.params))
+        maps, argmax, index = saved(ctx)
+        d_grad = jvp(dense(gg, maps), argmax, *index, *ctx.params) if ctx.needs_input_grad[0] else None
+        return (d_grad, none_like(maps)) + (None,) * (1 + n_index + len(ctx.params))
 
     torch.library.register_autograd(backward, backward_backward, setup_context=backward_setup)
 
-    # _jvp(maps, tangents, ...): linear in tangents, adjoint of _backward.
+    # _jvp(tangents, argmax, ...): linear in the tangents, adjoint of _backward (the
+    # tangents stand in for the maps' shapes).
     def jvp_setup(ctx, inputs, output):
-        save(ctx, inputs[0], inputs[2 : 2 + n_index], inputs[2 + n_index :])
+        save(ctx, inputs[0], inputs[1], inputs[2 : 2 + n_index], inputs[2 + n_index :])
 
     def jvp_backward(ctx, gout):
-        maps, index = saved(ctx)
-        d_tangents = backward(gout, maps, *index, *ctx.params) if any_grad(ctx.needs_input_grad[1]) else None
-        return (none_like(maps), d_tangents if d_tangents is not None else none_like(maps)) + (None,) * (
-            n_index + len(ctx.params)
-        )
+        tangents, argmax, index = saved(ctx)
+        d_tangents = none_like(tangents)
+        if any_grad(ctx.needs_input_grad[0]):
+            d_tangents = backward(gout, tangents, argmax, *index, *ctx.params)
+        return (d_tangents,) + (None,) * (1 + n_index + len(ctx.params))
 
     torch.library.register_autograd(jvp, jvp_backward, setup_context=jvp_setup)
 
-    if has_rois_grad:
-        rois_grad_op = _op(f"_{base}_backward_rois")
+    if rois_grad is not None:
 
-        @torch.library.register_fake(rois_grad_op)
-        def _rois_grad_fake(grad, maps, rois, *rest):
+        @torch.library.register_fake(rois_grad)
+        def _rois_grad_fake(grad, maps, argmax, rois, *rest):
             return torch.empty_like(rois, memory_format=torch.contiguous_format)
 
         def no_second_order(ctx, g):
@@ -150,9 +158,9 @@ def _register(name: str, has_rois_grad: bool, multilevel: bool) -> None:
                 "implemented (the input path supports any order)"
             )
 
-        torch.library.register_autograd(rois_grad_op, no_second_order, setup_context=lambda ctx, inputs, output: None)
+        torch.library.register_autograd(rois_grad, no_second_order, setup_context=lambda ctx, inputs, output: None)
 
 
-for _name, _has_rois_grad in _OPS.items():
+for _name, (_has_rois_grad, _mode_index) in _OPS.items():
     for _multilevel in (False, True):
-        _register(_name, _has_rois_grad, _multilevel)
+        _register(_name, _has_rois_grad, _mode_index, _multilevel)

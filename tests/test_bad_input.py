@@ -10,6 +10,7 @@ import roiops
 
 X = torch.randn(2, 3, 8, 9)
 ROIS = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 2.0, 0.5, 7.5, 7.0]])
+EMPTY = torch.zeros(0, dtype=torch.int32)
 
 PUBLIC = [
     ("roi_align", lambda x, r, **kw: roiops.roi_align(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
@@ -75,9 +76,10 @@ def test_unknown_sampling_is_refused():
         (lambda o: o.roi_pool(X, ROIS, -1.0, 2, 2, "max"), "spatial_scale must be positive"),
         (lambda o: o.roi_align(X, ROIS[:, :3], 1.0, 2, 2, -1, False, "avg", "bilinear"), r"boxes must be \[K, 5\]"),
         (lambda o: o.roi_align(X[0], ROIS, 1.0, 2, 2, -1, False, "avg", "bilinear"), r"input must be \[N, C, H, W\]"),
-        (lambda o: o._roi_align_backward(torch.ones(2, 3, 3, 3), X, ROIS, 1.0, 2, 2, -1, False, "avg", "bilinear"),
-         r"grad must be \[2, 3, 2, 2\]"),
-        (lambda o: o._roi_pool_jvp(X, X[:1], ROIS, 1.0, 2, 2, "max"), "tangent must have the input's shape"),
+        (lambda o: o._roi_align_backward(torch.ones(2, 3, 3, 3), X, EMPTY, ROIS, 1.0, 2, 2, -1, False, "avg",
+                                         "bilinear"), r"grad must be \[2, 3, 2, 2\]"),
+        (lambda o: o._roi_pool_jvp(X, torch.zeros(2, 3, 2, 2), ROIS, 1.0, 2, 2, "max"), "argmax must be int32"),
+        (lambda o: o._roi_pool_jvp(X, EMPTY, ROIS, 1.0, 2, 2, "max"), r"argmax must have the output's shape"),
     ],
 )
 def test_direct_op_calls_are_checked_in_cpp(call, match):
@@ -138,3 +140,19 @@ def test_degenerate_and_inverted_boxes_are_defined():
     # aligned=True: a zero- or negative-size box has no samples and pools to 0.
     out = roiops.roi_align(X, rois[:2], 2, aligned=True, sampling_ratio=-1)
     assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [("roi_align", (2, True, "max", "bilinear")), ("roi_warp", (2, "max", "nearest")), ("roi_pool", ("max",))],
+)
+def test_corrupted_argmax_is_never_followed_out_of_bounds(name, params):
+    """argmax is the forward's output; an internal op handed garbage skips it."""
+    ops = torch.ops.roiops
+    out, argmax = getattr(ops, name)(X, ROIS, 1.0, 2, 2, *params)
+    for bad in (2**30, -2**30, 10**6):
+        garbage = torch.full_like(argmax, bad)
+        grad = getattr(ops, f"_{name}_backward")(torch.ones_like(out), X, garbage, ROIS, 1.0, 2, 2, *params)
+        assert torch.equal(grad, torch.zeros_like(X))
+        jvp = getattr(ops, f"_{name}_jvp")(X, garbage, ROIS, 1.0, 2, 2, *params)
+        assert torch.equal(jvp, torch.zeros_like(out))

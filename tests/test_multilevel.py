@@ -115,13 +115,14 @@ def test_opcheck_multilevel_ops(op):
     params = {"roi_align": (2, True, "max", "bilinear"), "roi_warp": (2, "avg", "bilinear"), "roi_pool": ("max",)}[op]
     index = (rois, pooler.levels(rois), SCALES[:3], 3, 3, *params)
     ops = torch.ops.roiops
-    out = getattr(ops, f"{op}_multilevel")(feats, *index)
+    out, argmax = getattr(ops, f"{op}_multilevel")(feats, *index)
     torch.library.opcheck(getattr(ops, f"{op}_multilevel"), ([f.requires_grad_() for f in feats], *index))
     feats = [f.detach() for f in feats]
-    torch.library.opcheck(getattr(ops, f"_{op}_multilevel_backward"), (torch.randn_like(out), feats, *index))
-    torch.library.opcheck(getattr(ops, f"_{op}_multilevel_jvp"), (feats, [torch.randn_like(f) for f in feats], *index))
+    grad = torch.randn_like(out)
+    torch.library.opcheck(getattr(ops, f"_{op}_multilevel_backward"), (grad, feats, argmax, *index))
+    torch.library.opcheck(getattr(ops, f"_{op}_multilevel_jvp"), ([torch.randn_like(f) for f in feats], argmax, *index))
     if op == "roi_align":
-        torch.library.opcheck(ops._roi_align_multilevel_backward_rois, (torch.randn_like(out), feats, *index))
+        torch.library.opcheck(ops._roi_align_multilevel_backward_rois, (grad, feats, argmax, *index))
 
 
 class Head(torch.nn.Module):

@@ -37,13 +37,14 @@ def opcheck_cases():
 def test_opcheck_every_op(name, params, channels_last):
     ops = torch.ops.roiops
     x, rois = inputs(channels_last=channels_last)
-    out = getattr(ops, name)(x, rois, *params)
+    out, argmax = getattr(ops, name)(x, rois, *params)
     grad = torch.randn_like(out)
     torch.library.opcheck(getattr(ops, name), (x.requires_grad_(), rois, *params))
-    torch.library.opcheck(getattr(ops, f"_{name}_backward"), (grad, x.detach(), rois, *params))
-    torch.library.opcheck(getattr(ops, f"_{name}_jvp"), (x.detach(), torch.randn_like(x), rois, *params))
+    x = x.detach()
+    torch.library.opcheck(getattr(ops, f"_{name}_backward"), (grad, x, argmax, rois, *params))
+    torch.library.opcheck(getattr(ops, f"_{name}_jvp"), (torch.randn_like(x), argmax, rois, *params))
     if name == "roi_align":
-        torch.library.opcheck(ops._roi_align_backward_rois, (grad, x.detach(), rois, *params))
+        torch.library.opcheck(ops._roi_align_backward_rois, (grad, x, argmax, rois, *params))
 
 
 FUNCS = [

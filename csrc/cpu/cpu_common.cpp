@@ -135,6 +135,25 @@ at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_
                            maps[0].scalar_type());
 }
 
+at::Tensor empty_argmax(const at::Tensor& output, Mode mode) {
+  if (mode == Mode::Avg) return at::empty({0}, output.options().dtype(at::kInt));
+  return at::empty_like(output, output.options().dtype(at::kInt));
+}
+
+void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
+                  const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, Mode mode) {
+  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kInt, op, ": argmax must be int32, got ",
+                   argmax.scalar_type());
+  TORCH_CHECK_VALUE(argmax.device() == maps0.device(), op, ": argmax is on ",
+                    argmax.device(), " but input is on ", maps0.device());
+  if (mode == Mode::Max) {
+    const std::vector<int64_t> shape{rois.size(0), maps0.size(1), pooled_h, pooled_w};
+    TORCH_CHECK_VALUE(argmax.sizes() == at::IntArrayRef(shape), op,
+                      ": argmax must have the output's shape ", shape, ", got ",
+                      argmax.sizes());
+  }
+}
+
 std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps) {
   std::vector<at::Tensor> out;
   for (const at::Tensor& m : maps)

@@ -30,6 +30,9 @@ namespace roiops::cpu {
 // Channels are processed in blocks of this many so the per-bin accumulators live on the
 // stack; 64 floats is a few cache lines and a multiple of every vector width.
 constexpr int64_t kChannelBlock = 64;
+// Planar (NCHW) forwards work on fewer channels at a time: a block of whole planes is
+// what stays in cache while every RoI is pooled from it (see sampled_forward).
+constexpr int64_t kPlanarBlock = 16;
 
 Mode parse_mode(std::string_view mode);
 Sampling parse_sampling(std::string_view sampling);
@@ -64,6 +67,12 @@ at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
 
 // The [K, C, PH, PW] output of the forward / jvp ops, in the first map's format.
 at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
+// The forward's argmax: like the output in int32 for max mode, empty for avg mode.
+at::Tensor empty_argmax(const at::Tensor& output, Mode mode);
+// Checks the argmax given to a backward / jvp op: int32, and in max mode the shape
+// [K, C, PH, PW] of the forward's output.
+void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
+                  const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, Mode mode);
 
 // Input-gradient accumulators: one zero tensor per map, in the map's memory format and
 // the accumulation type (float32 for reduced types: many RoIs add into one pixel).
@@ -101,6 +110,14 @@ struct View4 {
 template <typename T>
 View4<T> view4(const at::Tensor& t) {
   return View4<T>(t.data_ptr<std::remove_const_t<T>>(), t.strides());
+}
+
+// The forward's argmax ([K, C, PH, PW] int32 in max mode, empty in avg mode, where
+// no kernel reads it).
+template <typename T>
+View4<T> argmax_view(const at::Tensor& argmax) {
+  if (argmax.dim() != 4) return View4<T>(nullptr, 0, 0, 0, 0);
+  return view4<T>(argmax);
 }
 
 // The feature maps an op reads: one map (the plain ops) or the levels of a pyramid,

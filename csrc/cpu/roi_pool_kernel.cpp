@@ -37,6 +37,12 @@ struct RoiBins {
   int count(int64_t ph, int64_t pw) const {
     return std::max(h1[ph] - h0[ph], 0) * std::max(w1[pw] - w0[pw], 0);
   }
+  // Whether pixel index p = h * W + w lies in bin (ph, pw).
+  bool contains(int64_t ph, int64_t pw, int32_t p, int64_t W) const {
+    if (p < 0) return false;
+    const int64_t h = p / W, w = p % W;
+    return h >= h0[ph] && h < h1[ph] && w >= w0[pw] && w < w1[pw];
+  }
   // Offset of the i-th pixel of bin (ph, pw) in row-major order.
   int64_t pixel(int64_t ph, int64_t pw, int i, int64_t sh, int64_t sw) const {
     const int bw = w1[pw] - w0[pw];
@@ -67,68 +73,100 @@ void bin_argmax(acc_t* best, int32_t* arg, acc_t* scratch, const RoiBins& r, int
   }
 }
 
-// Forward and its Jacobian-vector product (see sampled_forward).
+// Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
+// RoI's map (-1 for an empty bin). Also the avg-mode JVP (linear), run on a tangent.
+// Tasks are (channel block, RoI), block outermost, as in sampled_forward.
 template <typename scalar_t, Mode M>
-void pool_forward(const Maps<const scalar_t>& sel, const Maps<const scalar_t>& val,
-                  const at::Tensor& rois, at::Tensor& out, const PoolArgs& a) {
+void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
+                  at::Tensor& argmax, const PoolArgs& a) {
   using acc_t = acc_type<scalar_t>;
   const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
+  const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const bool same = &sel == &val;
+  const int64_t block = in.channels_contiguous() ? kChannelBlock : kPlanarBlock;
+  const int64_t blocks = (C + block - 1) / block;
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     RoiBins r;
     acc_t acc[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
-    int64_t k0, k1;
-    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.build(rp, k, sel, a);
-      const View4<const scalar_t>& sv = sel.views[r.level];
-      const View4<const scalar_t>& vv = val.views[r.level];
-      for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
-        const int64_t n = std::min(kChannelBlock, C - c0);
-        const scalar_t* vsrc = vv.data + r.image * vv.s0 + c0 * vv.s1;
-        const scalar_t* ssrc = sv.data + r.image * sv.s0 + c0 * sv.s1;
-        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            const int count = r.count(ph, pw);
-            if (count == 0) {
-              std::fill(acc, acc + n, acc_t(0));
-            } else if constexpr (M == Mode::Avg) {
-              bin_sum(acc, r, ph, pw, vv, vsrc, n);
-              for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
-            } else {
-              bin_argmax(acc, arg, scratch, r, ph, pw, sv, ssrc, n);
-              if (!same)
-                for (int64_t c = 0; c < n; ++c)
-                  acc[c] = acc_t(vsrc[c * vv.s1 + r.pixel(ph, pw, arg[c], vv.s2, vv.s3)]);
-            }
-            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1,
-                           acc, n);
+    int64_t i0, i1;
+    while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
+      r.build(rp, k, in, a);
+      const View4<const scalar_t>& v = in.views[r.level];
+      const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
+      const int64_t W = in.widths[r.level];
+      for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+        for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+          const int count = r.count(ph, pw);
+          if (count == 0) {
+            std::fill(acc, acc + n, acc_t(0));
+            std::fill(arg, arg + n, -1);
+          } else if constexpr (M == Mode::Avg) {
+            bin_sum(acc, r, ph, pw, v, src, n);
+            for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
+          } else {
+            bin_argmax(acc, arg, scratch, r, ph, pw, v, src, n);
+            for (int64_t c = 0; c < n; ++c) arg[c] = int32_t(r.pixel(ph, pw, arg[c], W, 1));
           }
+          store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
+          if constexpr (M == Mode::Max)
+            store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
+                           arg, n);
         }
       }
     }
   });
 }
 
-template <typename scalar_t, Mode M>
-void pool_backward(const at::Tensor& grad, const Maps<const scalar_t>& in,
-                   const at::Tensor& rois, const Maps<acc_type<scalar_t>>& gi,
-                   const PoolArgs& a) {
-  using acc_t = acc_type<scalar_t>;
-  const int64_t N = in.batch, C = in.channels;
-  const View4<const scalar_t> go = view4<const scalar_t>(grad);
+// Max-mode JVP: the tangent at each bin's argmax pixel.
+template <typename scalar_t>
+void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
+                 const at::Tensor& rois, at::Tensor& out, const PoolArgs& a) {
+  const int64_t K = rois.size(0), C = out.size(1);
+  const View4<scalar_t> o = view4<scalar_t>(out);
+  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, in);
+
+  parallel_dynamic(K, 4, [&](auto& claim) {
+    RoiBins r;
+    int64_t k0, k1;
+    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
+      r.build(rp, k, tangent, a);
+      const View4<const scalar_t>& v = tangent.views[r.level];
+      const int64_t W = tangent.widths[r.level];
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph)
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            const int32_t p = am.data[k * am.s0 + c * am.s1 + ph * am.s2 + pw * am.s3];
+            o.data[k * o.s0 + c * o.s1 + ph * o.s2 + pw * o.s3] =
+                r.contains(ph, pw, p, W)
+                    ? v.data[r.image * v.s0 + c * v.s1 + (p / W) * v.s2 + (p % W) * v.s3]
+                    : scalar_t(0);
+          }
+    }
+  });
+}
+
+template <typename scalar_t, Mode M>
+void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
+                   const Maps<const scalar_t>& shape, const at::Tensor& rois,
+                   const Maps<acc_type<scalar_t>>& gi, const PoolArgs& a) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t N = shape.batch, C = shape.channels;
+  const View4<const scalar_t> go = view4<const scalar_t>(grad);
+  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
+  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
   const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
   const int64_t blocks = (C + block - 1) / block;
   const int64_t groups = int64_t(buckets.start.size()) - 1;
 
   at::parallel_for(0, groups * blocks, 1, [&](int64_t t0, int64_t t1) {
     RoiBins r;
-    acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
+    acc_t gout[kChannelBlock];
     int32_t arg[kChannelBlock];
     Taps<acc_t, 1> t{{0}, {acc_t(1)}};
     for (int64_t task = t0; task < t1; ++task) {
@@ -136,12 +174,11 @@ void pool_backward(const at::Tensor& grad, const Maps<const scalar_t>& in,
       const int64_t level = group / N, image = group % N;
       const int64_t n = std::min(block, C - c0);
       const View4<acc_t>& g = gi.views[level];
-      const View4<const scalar_t>& v = in.views[level];
+      const int64_t W = shape.widths[level];
       acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
-      const scalar_t* src = v.data + image * v.s0 + c0 * v.s1;
       for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
         const int64_t k = buckets.order[i];
-        r.build(rp, k, in, a);
+        r.build(rp, k, shape, a);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int count = r.count(ph, pw);
@@ -155,9 +192,13 @@ void pool_backward(const at::Tensor& grad, const Maps<const scalar_t>& in,
                 scatter_taps(dst, g.s1, gout, n, t);
               }
             } else {
-              bin_argmax(best, arg, scratch, r, ph, pw, v, src, n);
+              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
+                            am.s1, n);
+              // Argmax entries come from the forward; ones outside the bin (a corrupted
+              // tensor passed to this op directly) are skipped rather than followed.
               for (int64_t c = 0; c < n; ++c)
-                dst[c * g.s1 + r.pixel(ph, pw, arg[c], g.s2, g.s3)] += gout[c];
+                if (r.contains(ph, pw, arg[c], W))
+                  dst[c * g.s1 + (arg[c] / W) * g.s2 + (arg[c] % W) * g.s3] += gout[c];
             }
           }
         }
@@ -166,103 +207,123 @@ void pool_backward(const at::Tensor& grad, const Maps<const scalar_t>& in,
   });
 }
 
-at::Tensor forward_op(at::TensorList select, at::TensorList values, const at::Tensor& rois_in,
-                      const at::Tensor& levels_in, at::ArrayRef<double> scales,
-                      const PoolArgs& a) {
+PoolArgs pool_args(int64_t ph, int64_t pw, Str mode) { return PoolArgs{ph, pw, parse_mode(mode)}; }
+
+std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::Tensor& rois_in,
+                                              const at::Tensor& levels_in, at::ArrayRef<double> scales,
+                                              const PoolArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_output(select, rois.size(0), a.pooled_h, a.pooled_w);
-  if (out.numel() == 0) return out;
-  const bool same = select.data() == values.data();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
-                                  "roiops_roi_pool", [&] {
-    const Maps<const scalar_t> sel(select, scales, levels.data);
-    const Maps<const scalar_t> val(values, scales, levels.data);
+  at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor argmax = empty_argmax(out, a.mode);
+  if (out.numel() == 0) return {out, argmax};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool", [&] {
+    const Maps<const scalar_t> in(inputs, scales, levels.data);
     if (a.mode == Mode::Avg)
-      pool_forward<scalar_t, Mode::Avg>(sel, same ? sel : val, rois, out, a);
+      pool_forward<scalar_t, Mode::Avg>(in, rois, out, argmax, a);
     else
-      pool_forward<scalar_t, Mode::Max>(sel, same ? sel : val, rois, out, a);
+      pool_forward<scalar_t, Mode::Max>(in, rois, out, argmax, a);
+  });
+  return {out, argmax};
+}
+
+at::Tensor jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
+                  const at::Tensor& levels_in, at::ArrayRef<double> scales, const PoolArgs& a) {
+  if (a.mode == Mode::Avg) return std::get<0>(forward_op(tangents, rois_in, levels_in, scales, a));
+  const at::Tensor rois = rois_in.contiguous();
+  const RoiLevels levels(levels_in);
+  at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool_jvp", [&] {
+    pool_gather<scalar_t>(Maps<const scalar_t>(tangents, scales, levels.data), argmax, rois, out, a);
   });
   return out;
 }
 
 std::vector<at::Tensor> backward_op(const at::Tensor& grad, at::TensorList inputs,
-                                    const at::Tensor& rois_in, const at::Tensor& levels_in,
-                                    at::ArrayRef<double> scales, const PoolArgs& a) {
+                                    const at::Tensor& argmax, const at::Tensor& rois_in,
+                                    const at::Tensor& levels_in, at::ArrayRef<double> scales,
+                                    const PoolArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
   const at::ScalarType dtype = inputs[0].scalar_type();
   if (rois.size(0) == 0 || inputs[0].size(1) == 0) return finish_grads(gi, dtype);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype,
-                                  "roiops_roi_pool_backward", [&] {
-    const Maps<const scalar_t> in(inputs, scales, levels.data);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roiops_roi_pool_backward", [&] {
+    const Maps<const scalar_t> shape(inputs, scales, levels.data);
     const Maps<acc_type<scalar_t>> g(gi, scales, levels.data);
     if (a.mode == Mode::Avg)
-      pool_backward<scalar_t, Mode::Avg>(grad, in, rois, g, a);
+      pool_backward<scalar_t, Mode::Avg>(grad, argmax, shape, rois, g, a);
     else
-      pool_backward<scalar_t, Mode::Max>(grad, in, rois, g, a);
+      pool_backward<scalar_t, Mode::Max>(grad, argmax, shape, rois, g, a);
   });
   return finish_grads(gi, dtype);
 }
 
-PoolArgs pool_args(int64_t ph, int64_t pw, Str mode) { return PoolArgs{ph, pw, parse_mode(mode)}; }
+using at::Tensor;
+using at::TensorList;
+using Scales = at::ArrayRef<double>;
 
-at::Tensor roi_pool(const at::Tensor& input, const at::Tensor& rois, double scale,
-                    int64_t ph, int64_t pw, Str mode) {
+std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale, int64_t ph,
+                                   int64_t pw, Str mode) {
   check_roi_args("roi_pool", input, rois, scale, ph, pw);
-  const at::TensorList maps(input);
-  return forward_op(maps, maps, rois, {}, scale, pool_args(ph, pw, mode));
+  return forward_op(input, rois, {}, scale, pool_args(ph, pw, mode));
 }
 
-at::Tensor roi_pool_jvp(const at::Tensor& input, const at::Tensor& tangent,
-                        const at::Tensor& rois, double scale, int64_t ph, int64_t pw,
-                        Str mode) {
-  check_roi_args("_roi_pool_jvp", input, rois, scale, ph, pw);
-  check_tangent("_roi_pool_jvp", tangent, input);
-  return forward_op(input, tangent, rois, {}, scale, pool_args(ph, pw, mode));
+Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, const Tensor& rois,
+                double scale, int64_t ph, int64_t pw, Str mode) {
+  const char* op = "_roi_pool_backward";
+  const PoolArgs a = pool_args(ph, pw, mode);
+  check_roi_args(op, input, rois, scale, ph, pw);
+  check_grad(op, grad, input, rois, ph, pw);
+  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  return backward_op(grad, input, argmax, rois, {}, scale, a)[0];
 }
 
-at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& input,
-                             const at::Tensor& rois, double scale, int64_t ph, int64_t pw,
-                             Str mode) {
-  check_roi_args("_roi_pool_backward", input, rois, scale, ph, pw);
-  check_grad("_roi_pool_backward", grad, input, rois, ph, pw);
-  return backward_op(grad, input, rois, {}, scale, pool_args(ph, pw, mode))[0];
+Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois, double scale, int64_t ph,
+           int64_t pw, Str mode) {
+  const char* op = "_roi_pool_jvp";
+  const PoolArgs a = pool_args(ph, pw, mode);
+  check_roi_args(op, tangent, rois, scale, ph, pw);
+  check_argmax(op, argmax, tangent, rois, ph, pw, a.mode);
+  return jvp_op(tangent, argmax, rois, {}, scale, a);
 }
 
-at::Tensor multilevel(at::TensorList inputs, const at::Tensor& rois, const at::Tensor& levels,
-                      at::ArrayRef<double> scales, int64_t ph, int64_t pw, Str mode) {
+std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois, const Tensor& levels,
+                                      Scales scales, int64_t ph, int64_t pw, Str mode) {
   check_multilevel_args("roi_pool_multilevel", inputs, rois, levels, scales, ph, pw);
-  return forward_op(inputs, inputs, rois, levels, scales, pool_args(ph, pw, mode));
+  return forward_op(inputs, rois, levels, scales, pool_args(ph, pw, mode));
 }
 
-std::vector<at::Tensor> multilevel_backward(const at::Tensor& grad, at::TensorList inputs,
-                                            const at::Tensor& rois, const at::Tensor& levels,
-                                            at::ArrayRef<double> scales, int64_t ph,
-                                            int64_t pw, Str mode) {
-  check_multilevel_args("_roi_pool_multilevel_backward", inputs, rois, levels, scales, ph, pw);
-  check_grad("_roi_pool_multilevel_backward", grad, inputs[0], rois, ph, pw);
-  return backward_op(grad, inputs, rois, levels, scales, pool_args(ph, pw, mode));
+std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Tensor& argmax,
+                                const Tensor& rois, const Tensor& levels, Scales scales, int64_t ph,
+                                int64_t pw, Str mode) {
+  const char* op = "_roi_pool_multilevel_backward";
+  const PoolArgs a = pool_args(ph, pw, mode);
+  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
+  check_grad(op, grad, inputs[0], rois, ph, pw);
+  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  return backward_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 
-at::Tensor multilevel_jvp(at::TensorList inputs, at::TensorList tangents,
-                          const at::Tensor& rois, const at::Tensor& levels,
-                          at::ArrayRef<double> scales, int64_t ph, int64_t pw, Str mode) {
-  check_multilevel_args("_roi_pool_multilevel_jvp", inputs, rois, levels, scales, ph, pw);
-  check_tangents("_roi_pool_multilevel_jvp", tangents, inputs);
-  return forward_op(inputs, tangents, rois, levels, scales, pool_args(ph, pw, mode));
+Tensor ml_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois, const Tensor& levels,
+              Scales scales, int64_t ph, int64_t pw, Str mode) {
+  const char* op = "_roi_pool_multilevel_jvp";
+  const PoolArgs a = pool_args(ph, pw, mode);
+  check_multilevel_args(op, tangents, rois, levels, scales, ph, pw);
+  check_argmax(op, argmax, tangents[0], rois, ph, pw, a.mode);
+  return jvp_op(tangents, argmax, rois, levels, scales, a);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(roiops, CPU, m) {
-  m.impl("roi_pool", &roi_pool);
-  m.impl("_roi_pool_backward", &roi_pool_backward);
-  m.impl("_roi_pool_jvp", &roi_pool_jvp);
-  m.impl("roi_pool_multilevel", &multilevel);
-  m.impl("_roi_pool_multilevel_backward", &multilevel_backward);
-  m.impl("_roi_pool_multilevel_jvp", &multilevel_jvp);
+  m.impl("roi_pool", &forward);
+  m.impl("_roi_pool_backward", &backward);
+  m.impl("_roi_pool_jvp", &jvp);
+  m.impl("roi_pool_multilevel", &ml_forward);
+  m.impl("_roi_pool_multilevel_backward", &ml_backward);
+  m.impl("_roi_pool_multilevel_jvp", &ml_jvp);
 }
 
 }  // namespace roiops::cpu

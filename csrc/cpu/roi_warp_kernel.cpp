@@ -8,75 +8,77 @@
 namespace roiops::cpu {
 namespace {
 
+using at::Tensor;
+using at::TensorList;
 using Str = c10::string_view;
+using Scales = at::ArrayRef<double>;
 
-SampledArgs warp_args(int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+SampledArgs args(int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
   return SampledArgs{ph, pw, sr, /*aligned=*/false, /*quantize=*/true, parse_mode(mode),
                      parse_sampling(sampling)};
 }
 
-at::Tensor roi_warp(const at::Tensor& input, const at::Tensor& rois, double scale,
-                    int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale,
+                                   int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
   check_roi_args("roi_warp", input, rois, scale, ph, pw);
-  const at::TensorList maps(input);
-  return sampled_forward_op(maps, maps, rois, {}, scale, warp_args(ph, pw, sr, mode, sampling));
+  return sampled_forward_op(input, rois, {}, scale, args(ph, pw, sr, mode, sampling));
 }
 
-at::Tensor roi_warp_backward(const at::Tensor& grad, const at::Tensor& input,
-                             const at::Tensor& rois, double scale, int64_t ph, int64_t pw,
-                             int64_t sr, Str mode, Str sampling) {
-  check_roi_args("_roi_warp_backward", input, rois, scale, ph, pw);
-  check_grad("_roi_warp_backward", grad, input, rois, ph, pw);
-  return sampled_backward_input_op(grad, input, rois, {}, scale,
-                                   warp_args(ph, pw, sr, mode, sampling))[0];
+Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, const Tensor& rois,
+                double scale, int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+  const char* op = "_roi_warp_backward";
+  const SampledArgs a = args(ph, pw, sr, mode, sampling);
+  check_roi_args(op, input, rois, scale, ph, pw);
+  check_grad(op, grad, input, rois, ph, pw);
+  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  return sampled_backward_input_op(grad, input, argmax, rois, {}, scale, a)[0];
 }
 
-at::Tensor roi_warp_jvp(const at::Tensor& input, const at::Tensor& tangent,
-                        const at::Tensor& rois, double scale, int64_t ph, int64_t pw,
-                        int64_t sr, Str mode, Str sampling) {
-  check_roi_args("_roi_warp_jvp", input, rois, scale, ph, pw);
-  check_tangent("_roi_warp_jvp", tangent, input);
-  return sampled_forward_op(input, tangent, rois, {}, scale,
-                            warp_args(ph, pw, sr, mode, sampling));
+Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois, double scale,
+           int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+  const char* op = "_roi_warp_jvp";
+  const SampledArgs a = args(ph, pw, sr, mode, sampling);
+  check_roi_args(op, tangent, rois, scale, ph, pw);
+  check_argmax(op, argmax, tangent, rois, ph, pw, a.mode);
+  return sampled_jvp_op(tangent, argmax, rois, {}, scale, a);
 }
 
-at::Tensor multilevel(at::TensorList inputs, const at::Tensor& rois, const at::Tensor& levels,
-                      at::ArrayRef<double> scales, int64_t ph, int64_t pw, int64_t sr, Str mode,
-                      Str sampling) {
+std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois, const Tensor& levels,
+                                      Scales scales, int64_t ph, int64_t pw, int64_t sr, Str mode,
+                                      Str sampling) {
   check_multilevel_args("roi_warp_multilevel", inputs, rois, levels, scales, ph, pw);
-  return sampled_forward_op(inputs, inputs, rois, levels, scales,
-                            warp_args(ph, pw, sr, mode, sampling));
+  return sampled_forward_op(inputs, rois, levels, scales, args(ph, pw, sr, mode, sampling));
 }
 
-std::vector<at::Tensor> multilevel_backward(const at::Tensor& grad, at::TensorList inputs,
-                                            const at::Tensor& rois, const at::Tensor& levels,
-                                            at::ArrayRef<double> scales, int64_t ph,
-                                            int64_t pw, int64_t sr, Str mode, Str sampling) {
-  check_multilevel_args("_roi_warp_multilevel_backward", inputs, rois, levels, scales, ph, pw);
-  check_grad("_roi_warp_multilevel_backward", grad, inputs[0], rois, ph, pw);
-  return sampled_backward_input_op(grad, inputs, rois, levels, scales,
-                                   warp_args(ph, pw, sr, mode, sampling));
+std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Tensor& argmax,
+                                const Tensor& rois, const Tensor& levels, Scales scales,
+                                int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+  const char* op = "_roi_warp_multilevel_backward";
+  const SampledArgs a = args(ph, pw, sr, mode, sampling);
+  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
+  check_grad(op, grad, inputs[0], rois, ph, pw);
+  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  return sampled_backward_input_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 
-at::Tensor multilevel_jvp(at::TensorList inputs, at::TensorList tangents,
-                          const at::Tensor& rois, const at::Tensor& levels,
-                          at::ArrayRef<double> scales, int64_t ph, int64_t pw, int64_t sr,
-                          Str mode, Str sampling) {
-  check_multilevel_args("_roi_warp_multilevel_jvp", inputs, rois, levels, scales, ph, pw);
-  check_tangents("_roi_warp_multilevel_jvp", tangents, inputs);
-  return sampled_forward_op(inputs, tangents, rois, levels, scales,
-                            warp_args(ph, pw, sr, mode, sampling));
+Tensor ml_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois, const Tensor& levels,
+              Scales scales, int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+  const char* op = "_roi_warp_multilevel_jvp";
+  const SampledArgs a = args(ph, pw, sr, mode, sampling);
+  check_multilevel_args(op, tangents, rois, levels, scales, ph, pw);
+  check_argmax(op, argmax, tangents[0], rois, ph, pw, a.mode);
+  return sampled_jvp_op(tangents, argmax, rois, levels, scales, a);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(roiops, CPU, m) {
-  m.impl("roi_warp", &roi_warp);
-  m.impl("_roi_warp_backward", &roi_warp_backward);
-  m.impl("_roi_warp_jvp", &roi_warp_jvp);
-  m.impl("roi_warp_multilevel", &multilevel);
-  m.impl("_roi_warp_multilevel_backward", &multilevel_backward);
-  m.impl("_roi_warp_multilevel_jvp", &multilevel_jvp);
+  m.impl("roi_warp", &forward);
+  m.impl("_roi_warp_backward", &backward);
+  m.impl("_roi_warp_jvp", &jvp);
+  m.impl("roi_warp_multilevel", &ml_forward);
+  m.impl("_roi_warp_multilevel_backward", &ml_backward);
+  m.impl("_roi_warp_multilevel_jvp", &ml_jvp);
 }
 
 }  // namespace roiops::cpu

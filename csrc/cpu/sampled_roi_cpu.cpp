@@ -2,31 +2,49 @@
 
 namespace roiops::cpu {
 
-at::Tensor sampled_forward_op(at::TensorList select, at::TensorList values,
-                              const at::Tensor& rois_in, const at::Tensor& levels_in,
-                              at::ArrayRef<double> scales, const SampledArgs& a) {
+std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, const at::Tensor& rois_in,
+                                                      const at::Tensor& levels_in,
+                                                      at::ArrayRef<double> scales,
+                                                      const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_output(select, rois.size(0), a.pooled_h, a.pooled_w);
-  if (out.numel() == 0) return out;
-  const bool same = select.data() == values.data();
+  at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor argmax = empty_argmax(out, a.mode);
+  if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
                                   "roiops_sampled_forward", [&] {
-    const Maps<const scalar_t> sel(select, scales, levels.data);
-    const Maps<const scalar_t> val(values, scales, levels.data);
+    const Maps<const scalar_t> in(inputs, scales, levels.data);
     dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
-      sampled_forward<scalar_t, decltype(m)::value, decltype(s)::value>(
-          sel, same ? sel : val, rois, out, a);
+      sampled_forward<scalar_t, decltype(m)::value, decltype(s)::value>(in, rois, out, argmax, a);
     });
+  });
+  return {out, argmax};
+}
+
+at::Tensor sampled_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
+                          const at::Tensor& levels_in, at::ArrayRef<double> scales,
+                          const SampledArgs& a) {
+  if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
+    return std::get<0>(sampled_forward_op(tangents, rois_in, levels_in, scales, a));
+  const at::Tensor rois = rois_in.contiguous();
+  const RoiLevels levels(levels_in);
+  at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
+                                  "roiops_sampled_jvp", [&] {
+    const Maps<const scalar_t> t(tangents, scales, levels.data);
+    if (a.sampling == Sampling::Bilinear)
+      sampled_gather<scalar_t, Sampling::Bilinear>(t, argmax, rois, out, a);
+    else
+      sampled_gather<scalar_t, Sampling::Nearest>(t, argmax, rois, out, a);
   });
   return out;
 }
 
 std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::TensorList inputs,
-                                                  const at::Tensor& rois_in,
+                                                  const at::Tensor& argmax, const at::Tensor& rois_in,
                                                   const at::Tensor& levels_in,
-                                                  at::ArrayRef<double> scales,
-                                                  const SampledArgs& a) {
+                                                  at::ArrayRef<double> scales, const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
@@ -34,19 +52,20 @@ std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::Te
   if (rois.size(0) == 0 || inputs[0].size(1) == 0) return finish_grads(gi, dtype);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype,
                                   "roiops_sampled_backward_input", [&] {
-    const Maps<const scalar_t> in(inputs, scales, levels.data);
+    const Maps<const scalar_t> shape(inputs, scales, levels.data);
     const Maps<acc_type<scalar_t>> g(gi, scales, levels.data);
     dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
       sampled_backward_input<scalar_t, decltype(m)::value, decltype(s)::value>(
-          grad, in, rois, g, a);
+          grad, argmax, shape, rois, g, a);
     });
   });
   return finish_grads(gi, dtype);
 }
 
 at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList inputs,
-                                    const at::Tensor& rois_in, const at::Tensor& levels_in,
-                                    at::ArrayRef<double> scales, const SampledArgs& a) {
+                                    const at::Tensor& argmax, const at::Tensor& rois_in,
+                                    const at::Tensor& levels_in, at::ArrayRef<double> scales,
+                                    const SampledArgs& a) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor gr = at::zeros_like(rois, at::MemoryFormat::Contiguous);
@@ -56,9 +75,9 @@ at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList input
                                   "roiops_sampled_backward_rois", [&] {
     const Maps<const scalar_t> in(inputs, scales, levels.data);
     if (a.mode == Mode::Avg)
-      sampled_backward_rois<scalar_t, Mode::Avg>(grad, in, rois, gr, a);
+      sampled_backward_rois<scalar_t, Mode::Avg>(grad, argmax, in, rois, gr, a);
     else
-      sampled_backward_rois<scalar_t, Mode::Max>(grad, in, rois, gr, a);
+      sampled_backward_rois<scalar_t, Mode::Max>(grad, argmax, in, rois, gr, a);
   });
   return gr;
 }

@@ -137,79 +137,105 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
   return v;
 }
 
-// Forward, and the Jacobian-vector product of the forward: output = the op applied to
-// `values`, where max mode picks each bin's sample by its value in `select`. The
-// forward passes the input as both; the double backward passes (input, tangent).
+// Forward: the pooled output and, in max mode, each bin's argmax sample (-1 for a
+// bin without samples), which the backward and the double backward reuse. Also the
+// avg-mode Jacobian-vector product (the forward is linear there), run on a tangent.
+// Tasks are (channel block, RoI) with the block outermost: a planar pyramid is far
+// larger than the caches, and this keeps one block of planes hot across all RoIs.
 template <typename scalar_t, Mode M, Sampling S>
-void sampled_forward(const Maps<const scalar_t>& sel, const Maps<const scalar_t>& val,
-                     const at::Tensor& rois, at::Tensor& out, const SampledArgs& a) {
+void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
+                     at::Tensor& argmax, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
   const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
+  const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const bool same = &sel == &val;
-  const bool planar = !sel.channels_contiguous() || !val.channels_contiguous();
+  const bool planar = !in.channels_contiguous();
+  const int64_t block = planar ? kPlanarBlock : kChannelBlock;
+  const int64_t blocks = (C + block - 1) / block;
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     RoiSamples<acc_t> r, rt;
-    TileIndex index(planar ? sel.max_h : 0, planar ? sel.max_w : 0);
-    std::unique_ptr<scalar_t[]> tiles(
-        planar ? new scalar_t[2 * kMaxTilePixels * kChannelBlock] : nullptr);
+    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
+    std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
     acc_t acc[kChannelBlock], scratch[kChannelBlock];
     int32_t arg[kChannelBlock];
-    int64_t k0, k1;
-    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.template build<S>(rp, k, sel, a);
-      const View4<const scalar_t>& slev = sel.views[r.level];
-      const View4<const scalar_t>& vlev = val.views[r.level];
+    int64_t i0, i1;
+    while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
+      r.template build<S>(rp, k, in, a);
+      const View4<const scalar_t>& lev = in.views[r.level];
+      View4<const scalar_t> v = lev;
+      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
       const bool tiled = planar && r.count() > 0 && r.to_tile(rt, index);
+      if (tiled) {
+        v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
+        src = v.data;
+      }
       const RoiSamples<acc_t>& R = tiled ? rt : r;
-      for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
-        const int64_t n = std::min(kChannelBlock, C - c0);
-        View4<const scalar_t> sv = slev, vv = vlev;
-        const scalar_t* ssrc = slev.data + r.image * slev.s0 + c0 * slev.s1;
-        const scalar_t* vsrc = vlev.data + r.image * vlev.s0 + c0 * vlev.s1;
-        if (tiled) {
-          sv = gather_tile(tiles.get(), ssrc, slev.s1, slev.s2, slev.s3, index, n);
-          vv = same ? sv
-                    : gather_tile(tiles.get() + kMaxTilePixels * kChannelBlock, vsrc,
-                                  vlev.s1, vlev.s2, vlev.s3, index, n);
-          ssrc = sv.data;
-          vsrc = vv.data;
-        }
-        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            if (R.count() == 0) {
-              std::fill(acc, acc + n, acc_t(0));
-            } else if constexpr (M == Mode::Avg) {
-              bin_mean<S>(acc, R, ph, pw, vv, vsrc, n);
-            } else {
-              bin_argmax<S>(acc, arg, scratch, R, ph, pw, sv, ssrc, n);
-              if (!same)
-                for (int64_t c = 0; c < n; ++c)
-                  acc[c] = sample_value<S>(R, ph, pw, arg[c], vv.s2, vv.s3,
-                                           vsrc + c * vv.s1);
-            }
-            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1,
-                           acc, n);
+      for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+        for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+          if (R.count() == 0) {
+            std::fill(acc, acc + n, acc_t(0));
+            std::fill(arg, arg + n, -1);
+          } else if constexpr (M == Mode::Avg) {
+            bin_mean<S>(acc, R, ph, pw, v, src, n);
+          } else {
+            bin_argmax<S>(acc, arg, scratch, R, ph, pw, v, src, n);
           }
+          store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
+          if constexpr (M == Mode::Max)
+            store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
+                           arg, n);
         }
       }
     }
   });
 }
 
-// Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
-// per level, in that level's memory format, zero on entry.
-template <typename scalar_t, Mode M, Sampling S>
-void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& in,
-                            const at::Tensor& rois, const Maps<acc_type<scalar_t>>& gi,
-                            const SampledArgs& a) {
+// Max-mode Jacobian-vector product: each bin's output is the tangent's value at the
+// forward's argmax sample.
+template <typename scalar_t, Sampling S>
+void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
+                    const at::Tensor& rois, at::Tensor& out, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t N = in.batch, C = in.channels;
+  const int64_t K = rois.size(0), C = out.size(1);
+  const View4<scalar_t> o = view4<scalar_t>(out);
+  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
+  const scalar_t* rp = rois.data_ptr<scalar_t>();
+
+  parallel_dynamic(K, 4, [&](auto& claim) {
+    RoiSamples<acc_t> r;
+    int64_t k0, k1;
+    while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
+      r.template build<S>(rp, k, tangent, a);
+      const View4<const scalar_t>& v = tangent.views[r.level];
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph)
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            const int32_t s = am.data[k * am.s0 + c * am.s1 + ph * am.s2 + pw * am.s3];
+            const acc_t value = s < 0 || s >= r.count() ? acc_t(0)
+                                      : sample_value<S>(r, ph, pw, s, v.s2, v.s3,
+                                                        v.data + r.image * v.s0 + c * v.s1);
+            o.data[k * o.s0 + c * o.s1 + ph * o.s2 + pw * o.s3] = scalar_t(value);
+          }
+    }
+  });
+}
+
+// Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
+// per level, in that level's memory format, zero on entry; `shape` gives the levels'
+// sizes (their values are not read: max mode uses the forward's argmax).
+template <typename scalar_t, Mode M, Sampling S>
+void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
+                            const Maps<const scalar_t>& shape, const at::Tensor& rois,
+                            const Maps<acc_type<scalar_t>>& gi, const SampledArgs& a) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t N = shape.batch, C = shape.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, in);
+  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
+  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   // Contiguous channels scatter a whole vector per tap; planar layouts touch one
   // plane per channel, so smaller blocks spread the work over more tasks.
   const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
@@ -218,7 +244,7 @@ void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& 
 
   at::parallel_for(0, groups * blocks, 1, [&](int64_t t0, int64_t t1) {
     RoiSamples<acc_t> r;
-    acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
+    acc_t gout[kChannelBlock];
     int32_t arg[kChannelBlock];
     Taps<acc_t, kTapsOf<S>> t;
     for (int64_t task = t0; task < t1; ++task) {
@@ -226,18 +252,16 @@ void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& 
       const int64_t level = group / N, image = group % N;
       const int64_t n = std::min(block, C - c0);
       const View4<acc_t>& g = gi.views[level];
-      const View4<const scalar_t>& v = in.views[level];
       acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
-      const scalar_t* src = v.data + image * v.s0 + c0 * v.s1;
       for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
         const int64_t k = buckets.order[i];
-        r.template build<S>(rp, k, in, a);
+        r.template build<S>(rp, k, shape, a);
         const int count = r.count();
         if (count == 0) continue;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
-                          go.s1, n);
+            const int64_t at = k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3;
+            load_channels(gout, go.data + at, go.s1, n);
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(count);
               for (int64_t c = 0; c < n; ++c) gout[c] *= inv;
@@ -245,9 +269,13 @@ void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& 
                 if (sample_taps<S>(t, r, ph, pw, s, g.s2, g.s3))
                   scatter_taps(dst, g.s1, gout, n, t);
             } else {
-              bin_argmax<S>(best, arg, scratch, r, ph, pw, v, src, n);
+              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
+                            am.s1, n);
               for (int64_t c = 0; c < n; ++c) {
-                if (!sample_taps<S>(t, r, ph, pw, arg[c], g.s2, g.s3)) continue;
+                // Argmax entries come from the forward; out-of-range ones (a corrupted
+                // tensor passed to this op directly) are skipped rather than followed.
+                if (arg[c] < 0 || arg[c] >= count || !sample_taps<S>(t, r, ph, pw, arg[c], g.s2, g.s3))
+                  continue;
                 for (int j = 0; j < kTapsOf<S>; ++j)
                   dst[c * g.s1 + t.off[j]] += t.w[j] * gout[c];
               }
@@ -262,19 +290,20 @@ void sampled_backward_input(const at::Tensor& grad, const Maps<const scalar_t>& 
 // Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
 // sample positions (roi_geometry.h: sample_fraction). Column 0 (batch index) stays 0.
 template <typename scalar_t, Mode M>
-void sampled_backward_rois(const at::Tensor& grad, const Maps<const scalar_t>& in,
-                           const at::Tensor& rois, at::Tensor& grad_rois,
-                           const SampledArgs& a) {
+void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
+                           const Maps<const scalar_t>& in, const at::Tensor& rois,
+                           at::Tensor& grad_rois, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
   constexpr Sampling S = Sampling::Bilinear;
   const int64_t K = rois.size(0), C = in.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
   scalar_t* gr = grad_rois.data_ptr<scalar_t>();
+  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
 
   parallel_dynamic(K, 4, [&](auto& claim) {
     RoiSamples<acc_t> r;
-    acc_t gout[kChannelBlock], best[kChannelBlock], scratch[kChannelBlock];
+    acc_t gout[kChannelBlock];
     int32_t arg[kChannelBlock];
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
@@ -283,6 +312,31 @@ void sampled_backward_rois(const at::Tensor& grad, const Maps<const scalar_t>& i
       const int count = r.count();
       // d(loss)/d(y1, y2, x1, x2) of the scaled box, accumulated in a fixed order.
       acc_t d[4] = {0, 0, 0, 0};
+      // Adds the gradient through sample s of bin (ph, pw), channels weighted by g.
+      auto through_sample = [&](int64_t ph, int64_t pw, int s, const scalar_t* src,
+                                const acc_t* g, int64_t n) {
+        const AxisTaps<acc_t>& y = r.ty(ph, s);
+        const AxisTaps<acc_t>& x = r.tx(pw, s);
+        if (!y.valid || !x.valid) return;
+        acc_t sy = 0, sx = 0;  // d(value)/d(sample y), /d(sample x), summed over channels
+        for (int64_t c = 0; c < n; ++c) {
+          const scalar_t* p = src + c * v.s1;
+          const acc_t v1 = acc_t(p[y.lo * v.s2 + x.lo * v.s3]);
+          const acc_t v2 = acc_t(p[y.lo * v.s2 + x.hi * v.s3]);
+          const acc_t v3 = acc_t(p[y.hi * v.s2 + x.lo * v.s3]);
+          const acc_t v4 = acc_t(p[y.hi * v.s2 + x.hi * v.s3]);
+          sy += g[c] * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
+          sx += g[c] * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
+        }
+        sy *= y.moves;
+        sx *= x.moves;
+        const acc_t fy = sample_fraction<acc_t>(int(ph), s / r.g.grid_w, r.g.grid_h, int(a.pooled_h));
+        const acc_t fx = sample_fraction<acc_t>(int(pw), s % r.g.grid_w, r.g.grid_w, int(a.pooled_w));
+        d[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
+        d[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
+        d[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
+        d[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
+      };
       for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
         const int64_t n = std::min(kChannelBlock, C - c0);
         const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
@@ -290,40 +344,15 @@ void sampled_backward_rois(const at::Tensor& grad, const Maps<const scalar_t>& i
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
                           go.s1, n);
-            if constexpr (M == Mode::Max)
-              bin_argmax<S>(best, arg, scratch, r, ph, pw, v, src, n);
-            for (int s = 0; s < count; ++s) {
-              const AxisTaps<acc_t>& y = r.ty(ph, s);
-              const AxisTaps<acc_t>& x = r.tx(pw, s);
-              if (!y.valid || !x.valid) continue;
-              // d(sample value)/d(sample y) and /d(sample x), weighted by the output
-              // gradient and summed over channels.
-              acc_t sy = 0, sx = 0;
-              for (int64_t c = 0; c < n; ++c) {
-                acc_t gc = gout[c];
-                if constexpr (M == Mode::Max) {
-                  if (arg[c] != s) continue;
-                } else {
-                  gc /= acc_t(count);
-                }
-                const scalar_t* p = src + c * v.s1;
-                const acc_t v1 = acc_t(p[y.lo * v.s2 + x.lo * v.s3]);
-                const acc_t v2 = acc_t(p[y.lo * v.s2 + x.hi * v.s3]);
-                const acc_t v3 = acc_t(p[y.hi * v.s2 + x.lo * v.s3]);
-                const acc_t v4 = acc_t(p[y.hi * v.s2 + x.hi * v.s3]);
-                sy += gc * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
-                sx += gc * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
-              }
-              sy *= y.moves;
-              sx *= x.moves;
-              const acc_t fy = sample_fraction<acc_t>(int(ph), s / r.g.grid_w,
-                                                      r.g.grid_h, int(a.pooled_h));
-              const acc_t fx = sample_fraction<acc_t>(int(pw), s % r.g.grid_w,
-                                                      r.g.grid_w, int(a.pooled_w));
-              d[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
-              d[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
-              d[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
-              d[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
+            if constexpr (M == Mode::Avg) {
+              for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
+              for (int s = 0; s < count; ++s) through_sample(ph, pw, s, src, gout, n);
+            } else {
+              // Each channel's gradient flows through its own argmax sample only.
+              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
+                            am.s1, n);
+              for (int64_t c = 0; c < n; ++c)
+                if (arg[c] >= 0 && arg[c] < count) through_sample(ph, pw, arg[c], src + c * v.s1, gout + c, 1);
             }
           }
         }
@@ -354,15 +383,22 @@ void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
 }
 
 // Op-level entry points shared by roi_align and roi_warp, single-map and multilevel
-// (argument checks done by the caller). `levels` is undefined for a single map.
-at::Tensor sampled_forward_op(at::TensorList select, at::TensorList values,
-                              const at::Tensor& rois, const at::Tensor& levels,
-                              at::ArrayRef<double> scales, const SampledArgs& a);
+// (argument checks done by the caller). `levels` is undefined for a single map;
+// `argmax` is the forward's (empty in avg mode).
+std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, const at::Tensor& rois,
+                                                      const at::Tensor& levels,
+                                                      at::ArrayRef<double> scales,
+                                                      const SampledArgs& a);
 std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::TensorList inputs,
-                                                  const at::Tensor& rois, const at::Tensor& levels,
+                                                  const at::Tensor& argmax, const at::Tensor& rois,
+                                                  const at::Tensor& levels,
                                                   at::ArrayRef<double> scales, const SampledArgs& a);
 at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList inputs,
-                                    const at::Tensor& rois, const at::Tensor& levels,
-                                    at::ArrayRef<double> scales, const SampledArgs& a);
+                                    const at::Tensor& argmax, const at::Tensor& rois,
+                                    const at::Tensor& levels, at::ArrayRef<double> scales,
+                                    const SampledArgs& a);
+at::Tensor sampled_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois,
+                          const at::Tensor& levels, at::ArrayRef<double> scales,
+                          const SampledArgs& a);
 
 }  // namespace roiops::cpu

@@ -119,10 +119,12 @@ class MultiScaleRoIPooler(nn.Module):
         ops = torch.ops.roiops
         args = (features, rois, self.levels(rois), self.scales, ph, pw)
         if self.op == "roi_align":
-            return ops.roi_align_multilevel(*args, self.sampling_ratio, self.aligned, self.mode, self.sampling)
-        if self.op == "roi_warp":
-            return ops.roi_warp_multilevel(*args, self.sampling_ratio, self.mode, self.sampling)
-        return ops.roi_pool_multilevel(*args, self.mode)
+            output, _ = ops.roi_align_multilevel(*args, self.sampling_ratio, self.aligned, self.mode, self.sampling)
+        elif self.op == "roi_warp":
+            output, _ = ops.roi_warp_multilevel(*args, self.sampling_ratio, self.mode, self.sampling)
+        else:
+            output, _ = ops.roi_pool_multilevel(*args, self.mode)
+        return output
 
     def extra_repr(self) -> str:
         return (

@@ -51,7 +51,7 @@ def roi_align(
     v.check_input(op, input)
     rois = v.rois_from_boxes(op, input, boxes)
     ph, pw = v.output_size_pair(op, output_size)
-    return torch.ops.roiops.roi_align(
+    output, _ = torch.ops.roiops.roi_align(
         input,
         rois,
         v.check_scale(op, spatial_scale),
@@ -62,6 +62,7 @@ def roi_align(
         v.check_choice(op, "mode", mode, v.MODES),
         v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
     )
+    return output
 
 
 class RoIAlign(nn.Module):

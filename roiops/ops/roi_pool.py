@@ -30,7 +30,7 @@ def roi_pool(
     v.check_input(op, input)
     rois = v.rois_from_boxes(op, input, boxes)
     ph, pw = v.output_size_pair(op, output_size)
-    return torch.ops.roiops.roi_pool(
+    output, _ = torch.ops.roiops.roi_pool(
         input,
         rois,
         v.check_scale(op, spatial_scale),
@@ -38,6 +38,7 @@ def roi_pool(
         pw,
         v.check_choice(op, "mode", mode, v.MODES),
     )
+    return output
 
 
 class RoIPool(nn.Module):

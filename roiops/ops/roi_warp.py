@@ -33,7 +33,7 @@ def roi_warp(
     v.check_input(op, input)
     rois = v.rois_from_boxes(op, input, boxes)
     ph, pw = v.output_size_pair(op, output_size)
-    return torch.ops.roiops.roi_warp(
+    output, _ = torch.ops.roiops.roi_warp(
         input,
         rois,
         v.check_scale(op, spatial_scale),
@@ -43,6 +43,7 @@ def roi_warp(
         v.check_choice(op, "mode", mode, v.MODES),
         v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
     )
+    return output
 
 
 class RoIWarp(nn.Module):
