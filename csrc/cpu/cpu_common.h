@@ -297,33 +297,77 @@ inline void scatter_taps(acc_t* dst, int64_t cs, const acc_t* g, int64_t n,
   }
 }
 
+// Short inline copies and fills of one channel block: std::copy / std::fill of a
+// runtime length become libc calls, which cost more than these loops at n <= 64.
+template <typename T>
+inline void copy_channels(T* dst, const T* src, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) Vec::loadu(src + c).store(dst + c);
+  for (; c < n; ++c) dst[c] = src[c];
+}
+template <typename T>
+inline void fill_channels(T* dst, T value, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) Vec(value).store(dst + c);
+  for (; c < n; ++c) dst[c] = value;
+}
+
 // Running first-maximum over samples: keeps the value and the index of the first
 // sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
+// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a bin's
+// pixel count) so that value and index update with the same vector blend.
 template <typename acc_t>
-inline void update_max(acc_t* best, int32_t* arg, const acc_t* v, int64_t n,
-                       int32_t sample) {
+inline void update_max(acc_t* best, acc_t* arg, const acc_t* v, int64_t n, int sample) {
+  using Vec = at::vec::Vectorized<acc_t>;
   if (sample == 0) {
-    for (int64_t c = 0; c < n; ++c) {
-      best[c] = v[c];
-      arg[c] = 0;
-    }
+    copy_channels(best, v, n);
+    fill_channels(arg, acc_t(0), n);
     return;
   }
-  for (int64_t c = 0; c < n; ++c) {
+  const Vec index(static_cast<acc_t>(sample));
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) {
+    const Vec x = Vec::loadu(v + c), b = Vec::loadu(best + c);
+    const Vec take = x > b;
+    Vec::blendv(b, x, take).store(best + c);
+    Vec::blendv(Vec::loadu(arg + c), index, take).store(arg + c);
+  }
+  for (; c < n; ++c) {
     const bool take = v[c] > best[c];
     best[c] = take ? v[c] : best[c];
-    arg[c] = take ? sample : arg[c];
+    arg[c] = take ? acc_t(sample) : arg[c];
   }
 }
 
-// Writes an acc_t channel block to out[c * cs] as scalar_t.
-template <typename scalar_t, typename acc_t>
-inline void store_channels(scalar_t* out, int64_t cs, const acc_t* v, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) out[c * cs] = static_cast<scalar_t>(v[c]);
+// out[c * cs] = v[c] for c in [0, n), converting to the output type.
+template <typename out_t, typename in_t>
+inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
+  if constexpr (std::is_same_v<out_t, in_t>) {
+    if (cs == 1) {
+      copy_channels(out, v, n);
+      return;
+    }
+  }
+  for (int64_t c = 0; c < n; ++c) out[c * cs] = static_cast<out_t>(v[c]);
 }
 
-template <typename acc_t, typename scalar_t>
-inline void load_channels(acc_t* v, const scalar_t* in, int64_t cs, int64_t n) {
+// v[c] = in[c * cs] for c in [0, n), converting to the accumulation type.
+template <typename acc_t, typename in_t>
+inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
+  if (cs == 1) {
+    if constexpr (std::is_same_v<acc_t, in_t>) {
+      copy_channels(v, in, n);
+      return;
+    } else if constexpr (std::is_same_v<acc_t, acc_type<in_t>>) {
+      using Vec = at::vec::Vectorized<acc_t>;
+      int64_t c = 0;
+      for (; c + Vec::size() <= n; c += Vec::size()) load_acc(in + c).store(v + c);
+      for (; c < n; ++c) v[c] = static_cast<acc_t>(in[c]);
+      return;
+    }
+  }
   for (int64_t c = 0; c < n; ++c) v[c] = static_cast<acc_t>(in[c * cs]);
 }
 

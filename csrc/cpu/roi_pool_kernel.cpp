@@ -53,7 +53,7 @@ struct RoiBins {
 template <typename scalar_t, typename acc_t>
 void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
              const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  std::fill(out, out + n, acc_t(0));
+  fill_channels(out, acc_t(0), n);
   Taps<acc_t, 1> t{{0}, {acc_t(1)}};
   const int count = r.count(ph, pw);
   for (int i = 0; i < count; ++i) {
@@ -63,7 +63,7 @@ void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
 }
 
 template <typename scalar_t, typename acc_t>
-void bin_argmax(acc_t* best, int32_t* arg, acc_t* scratch, const RoiBins& r, int64_t ph,
+void bin_argmax(acc_t* best, acc_t* arg, acc_t* scratch, const RoiBins& r, int64_t ph,
                 int64_t pw, const View4<const scalar_t>& v, const scalar_t* src,
                 int64_t n) {
   const int count = r.count(ph, pw);
@@ -89,8 +89,8 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
 
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     RoiBins r;
-    acc_t acc[kChannelBlock], scratch[kChannelBlock];
-    int32_t arg[kChannelBlock];
+    acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
+    int32_t pixel[kChannelBlock];
     int64_t i0, i1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
       const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
@@ -102,19 +102,19 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
         for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
           const int count = r.count(ph, pw);
           if (count == 0) {
-            std::fill(acc, acc + n, acc_t(0));
-            std::fill(arg, arg + n, -1);
+            fill_channels(acc, acc_t(0), n);
+            fill_channels(pixel, int32_t(-1), n);
           } else if constexpr (M == Mode::Avg) {
             bin_sum(acc, r, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
           } else {
             bin_argmax(acc, arg, scratch, r, ph, pw, v, src, n);
-            for (int64_t c = 0; c < n; ++c) arg[c] = int32_t(r.pixel(ph, pw, arg[c], W, 1));
+            for (int64_t c = 0; c < n; ++c) pixel[c] = int32_t(r.pixel(ph, pw, int(arg[c]), W, 1));
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
           if constexpr (M == Mode::Max)
             store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
-                           arg, n);
+                           pixel, n);
         }
       }
     }

@@ -102,7 +102,7 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
 template <Sampling S, typename scalar_t, typename acc_t>
 inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  std::fill(out, out + n, acc_t(0));
+  fill_channels(out, acc_t(0), n);
   Taps<acc_t, kTapsOf<S>> t;
   const int count = r.count();
   for (int s = 0; s < count; ++s)
@@ -114,13 +114,13 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
 // Largest sample value and the index of the first sample attaining it, per channel.
 // Off-map samples count as 0. Only meaningful when r.count() > 0.
 template <Sampling S, typename scalar_t, typename acc_t>
-inline void bin_argmax(acc_t* best, int32_t* arg, acc_t* scratch,
+inline void bin_argmax(acc_t* best, acc_t* arg, acc_t* scratch,
                        const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                        const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
   const int count = r.count();
   for (int s = 0; s < count; ++s) {
-    std::fill(scratch, scratch + n, acc_t(0));
+    fill_channels(scratch, acc_t(0), n);
     if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(scratch, src, v.s1, n, t);
     update_max(best, arg, scratch, n, s);
   }
@@ -158,8 +158,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
     RoiSamples<acc_t> r, rt;
     TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
     std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
-    acc_t acc[kChannelBlock], scratch[kChannelBlock];
-    int32_t arg[kChannelBlock];
+    acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
     int64_t i0, i1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
       const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
@@ -176,8 +175,8 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
       for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
         for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
           if (R.count() == 0) {
-            std::fill(acc, acc + n, acc_t(0));
-            std::fill(arg, arg + n, -1);
+            fill_channels(acc, acc_t(0), n);
+            fill_channels(arg, acc_t(-1), n);
           } else if constexpr (M == Mode::Avg) {
             bin_mean<S>(acc, R, ph, pw, v, src, n);
           } else {
