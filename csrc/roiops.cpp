@@ -23,8 +23,9 @@ const std::vector<at::Tag> kTags{at::Tag::pt2_compliant_tag};
 // The single-map form reads `Tensor input` at `float spatial_scale`; the multilevel
 // form reads `Tensor[] inputs` (same N and C) with one scale per level and
 // levels[k], the level RoI k is pooled from. argmax (int32, like the output) holds
-// each bin's winning sample in max mode and is empty in avg mode: the backward and
-// the double backward reuse it instead of searching again. The backward ops are
+// each bin's winning sample in max mode and is empty in avg mode (or when
+// keep_argmax is false: no gradient will be asked for); the backward and the double
+// backward reuse it instead of searching again. The backward ops are
 // registered ops rather than Python code so that double backward, torch.compile and
 // torch.export see through them.
 void def_family(torch::Library& m, const std::string& name, const std::string& params,
@@ -37,7 +38,8 @@ void def_family(torch::Library& m, const std::string& name, const std::string& p
                                   ? "Tensor rois, Tensor levels, float[] spatial_scales, "
                                   : "Tensor rois, float spatial_scale, ";
     const std::string grads = multilevel ? "Tensor[]" : "Tensor";
-    m.def((op + "(" + maps + ", " + index + params + ") -> (Tensor output, Tensor argmax)").c_str(),
+    m.def((op + "(" + maps + ", " + index + params +
+           ", bool keep_argmax=True) -> (Tensor output, Tensor argmax)").c_str(),
           kTags);
     m.def(("_" + op + "_backward(Tensor grad, " + maps + ", Tensor argmax, " + index + params +
            ") -> " + grads).c_str(),

@@ -9,6 +9,9 @@ every order of input derivative available (double backward included). argmax is 
 forward's choice of sample per bin in max mode (empty in avg mode), which fixes J.
 roi_align also has _roi_align*_backward_rois, the analytic box gradient.
 
+The forward ops take a last argument keep_argmax: False skips the argmax (and its
+memory) when no gradient will be asked for; the Python wrappers decide it.
+
 `maps` is one feature map (roi_align, roi_warp, roi_pool; index = (rois,)) or the list
 of pyramid levels (the *_multilevel ops; index = (rois, levels)). In both forms
 params[1] and params[2] are the pooled height and width. The kernels never mutate
@@ -62,8 +65,9 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
 
     @torch.library.register_fake(forward)
     def _forward_fake(maps, *rest):
-        out = empty_output(maps, rest)
-        if rest[n_index + mode_index] == "max":
+        # rest = (*index, *params, keep_argmax)
+        out = empty_output(maps, rest[:-1])
+        if rest[n_index + mode_index] == "max" and rest[-1]:
             return out, torch.empty_like(out, dtype=torch.int32)
         return out, out.new_empty((0,), dtype=torch.int32)
 
@@ -100,7 +104,8 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
         return [torch.zeros_like(m) if g is None else g for g, m in zip(grads, like, strict=True)]
 
     def forward_setup(ctx, inputs, output):
-        save(ctx, inputs[0], output[1], inputs[1 : 1 + n_index], inputs[1 + n_index :])
+        # The backward ops take the forward's params without keep_argmax.
+        save(ctx, inputs[0], output[1], inputs[1 : 1 + n_index], inputs[1 + n_index : -1])
 
     def forward_backward(ctx, grad, _grad_argmax):
         maps, argmax, index = saved(ctx)
@@ -116,7 +121,7 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
             else:
                 detached = [m.detach() for m in maps] if multilevel else maps.detach()
                 grad_rois = rois_grad(grad, detached, argmax, rois, *index[1:], *ctx.params)
-        return (grad_maps, grad_rois) + (None,) * (n_index - 1 + len(ctx.params))
+        return (grad_maps, grad_rois) + (None,) * (n_index + len(ctx.params))
 
     torch.library.register_autograd(forward, forward_backward, setup_context=forward_setup)
 

@@ -108,3 +108,8 @@ def _check_like(op: str, name: str, t: Tensor, input: Tensor) -> None:
         raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
     if t.device != input.device:
         raise ValueError(f"{op}: {name} are on {t.device} but input is on {input.device}")
+
+
+def needs_argmax(*tensors: Tensor) -> bool:
+    """Whether a gradient may be asked for, so that the forward keeps max mode's argmax."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

@@ -135,8 +135,8 @@ at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_
                            maps[0].scalar_type());
 }
 
-at::Tensor empty_argmax(const at::Tensor& output, Mode mode) {
-  if (mode == Mode::Avg) return at::empty({0}, output.options().dtype(at::kInt));
+at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep) {
+  if (mode == Mode::Avg || !keep) return at::empty({0}, output.options().dtype(at::kInt));
   return at::empty_like(output, output.options().dtype(at::kInt));
 }
 

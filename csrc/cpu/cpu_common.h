@@ -67,8 +67,8 @@ at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
 
 // The [K, C, PH, PW] output of the forward / jvp ops, in the first map's format.
 at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
-// The forward's argmax: like the output in int32 for max mode, empty for avg mode.
-at::Tensor empty_argmax(const at::Tensor& output, Mode mode);
+// The forward's argmax: like the output in int32 for max mode when kept, else empty.
+at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep);
 // Checks the argmax given to a backward / jvp op: int32, and in max mode the shape
 // [K, C, PH, PW] of the forward's output.
 void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
@@ -228,12 +228,13 @@ template <typename scalar_t>
 View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
                                   int64_t sh, int64_t sw, const TileIndex& t, int64_t n) {
   const int64_t nr = t.rows.size(), nc = t.cols.size();
-  for (int64_t c = 0; c < n; ++c) {
-    const scalar_t* plane = src + c * cs;
-    for (int64_t i = 0; i < nr; ++i) {
-      const scalar_t* row = plane + t.rows[i] * sh;
-      scalar_t* dst = tile + i * nc * n + c;
-      for (int64_t j = 0; j < nc; ++j) dst[j * n] = row[t.cols[j] * sw];
+  // Written in order; the n planes read per pixel stay in L1 along a row.
+  scalar_t* dst = tile;
+  for (int64_t i = 0; i < nr; ++i) {
+    const scalar_t* row = src + t.rows[i] * sh;
+    for (int64_t j = 0; j < nc; ++j, dst += n) {
+      const scalar_t* pixel = row + t.cols[j] * sw;
+      for (int64_t c = 0; c < n; ++c) dst[c] = pixel[c * cs];
     }
   }
   return View4<const scalar_t>(tile, 0, 1, nc * n, n);
@@ -314,45 +315,6 @@ inline void fill_channels(T* dst, T value, int64_t n) {
   for (; c < n; ++c) dst[c] = value;
 }
 
-// Running first-maximum over samples: keeps the value and the index of the first
-// sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
-// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a bin's
-// pixel count) so that value and index update with the same vector blend.
-template <typename acc_t>
-inline void update_max(acc_t* best, acc_t* arg, const acc_t* v, int64_t n, int sample) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  if (sample == 0) {
-    copy_channels(best, v, n);
-    fill_channels(arg, acc_t(0), n);
-    return;
-  }
-  const Vec index(static_cast<acc_t>(sample));
-  int64_t c = 0;
-  for (; c + Vec::size() <= n; c += Vec::size()) {
-    const Vec x = Vec::loadu(v + c), b = Vec::loadu(best + c);
-    const Vec take = x > b;
-    Vec::blendv(b, x, take).store(best + c);
-    Vec::blendv(Vec::loadu(arg + c), index, take).store(arg + c);
-  }
-  for (; c < n; ++c) {
-    const bool take = v[c] > best[c];
-    best[c] = take ? v[c] : best[c];
-    arg[c] = take ? acc_t(sample) : arg[c];
-  }
-}
-
-// out[c * cs] = v[c] for c in [0, n), converting to the output type.
-template <typename out_t, typename in_t>
-inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
-  if constexpr (std::is_same_v<out_t, in_t>) {
-    if (cs == 1) {
-      copy_channels(out, v, n);
-      return;
-    }
-  }
-  for (int64_t c = 0; c < n; ++c) out[c * cs] = static_cast<out_t>(v[c]);
-}
-
 // v[c] = in[c * cs] for c in [0, n), converting to the accumulation type.
 template <typename acc_t, typename in_t>
 inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
@@ -369,6 +331,51 @@ inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
     }
   }
   for (int64_t c = 0; c < n; ++c) v[c] = static_cast<acc_t>(in[c * cs]);
+}
+
+
+// Running first-maximum over samples: keeps the value and the index of the first
+// sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
+// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a bin's
+// pixel count) so that value and index update with the same vector blend.
+// Values v[c * cs] are read in place (vectorized when cs == 1).
+template <typename acc_t, typename scalar_t>
+inline void update_max(acc_t* best, acc_t* arg, const scalar_t* v, int64_t cs, int64_t n,
+                       int sample) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  if (sample == 0) {
+    load_channels(best, v, cs, n);
+    fill_channels(arg, acc_t(0), n);
+    return;
+  }
+  const Vec index(static_cast<acc_t>(sample));
+  int64_t c = 0;
+  if (cs == 1) {
+    for (; c + Vec::size() <= n; c += Vec::size()) {
+      const Vec x = load_acc(v + c), b = Vec::loadu(best + c);
+      const Vec take = x > b;
+      Vec::blendv(b, x, take).store(best + c);
+      Vec::blendv(Vec::loadu(arg + c), index, take).store(arg + c);
+    }
+  }
+  for (; c < n; ++c) {
+    const acc_t x = static_cast<acc_t>(v[c * cs]);
+    const bool take = x > best[c];
+    best[c] = take ? x : best[c];
+    arg[c] = take ? acc_t(sample) : arg[c];
+  }
+}
+
+// out[c * cs] = v[c] for c in [0, n), converting to the output type.
+template <typename out_t, typename in_t>
+inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
+  if constexpr (std::is_same_v<out_t, in_t>) {
+    if (cs == 1) {
+      copy_channels(out, v, n);
+      return;
+    }
+  }
+  for (int64_t c = 0; c < n; ++c) out[c * cs] = static_cast<out_t>(v[c]);
 }
 
 }  // namespace roiops::cpu

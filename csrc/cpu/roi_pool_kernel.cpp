@@ -63,19 +63,16 @@ void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
 }
 
 template <typename scalar_t, typename acc_t>
-void bin_argmax(acc_t* best, acc_t* arg, acc_t* scratch, const RoiBins& r, int64_t ph,
-                int64_t pw, const View4<const scalar_t>& v, const scalar_t* src,
-                int64_t n) {
+void bin_argmax(acc_t* best, acc_t* arg, const RoiBins& r, int64_t ph, int64_t pw,
+                const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   const int count = r.count(ph, pw);
-  for (int i = 0; i < count; ++i) {
-    load_channels(scratch, src + r.pixel(ph, pw, i, v.s2, v.s3), v.s1, n);
-    update_max(best, arg, scratch, n, i);
-  }
+  for (int i = 0; i < count; ++i)
+    update_max(best, arg, src + r.pixel(ph, pw, i, v.s2, v.s3), v.s1, n, i);
 }
 
 // Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
 // RoI's map (-1 for an empty bin). Also the avg-mode JVP (linear), run on a tangent.
-// Tasks are (channel block, RoI), block outermost, as in sampled_forward.
+// Tasks are (channel block, RoI), ordered as in sampled_forward.
 template <typename scalar_t, Mode M>
 void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                   at::Tensor& argmax, const PoolArgs& a) {
@@ -84,17 +81,19 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const int64_t block = in.channels_contiguous() ? kChannelBlock : kPlanarBlock;
+  const bool planar = !in.channels_contiguous();
+  const int64_t block = planar ? kPlanarBlock : kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
 
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     RoiBins r;
-    acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
+    acc_t acc[kChannelBlock], arg[kChannelBlock];
     int32_t pixel[kChannelBlock];
-    int64_t i0, i1;
+    int64_t i0, i1, r_k = -1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
-      const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
-      r.build(rp, k, in, a);
+      const int64_t k = planar ? i % K : i / blocks;
+      const int64_t c0 = (planar ? i / K : i % blocks) * block, n = std::min(block, C - c0);
+      if (k != r_k) r.build(rp, k, in, a), r_k = k;
       const View4<const scalar_t>& v = in.views[r.level];
       const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
       const int64_t W = in.widths[r.level];
@@ -108,11 +107,11 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
             bin_sum(acc, r, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
           } else {
-            bin_argmax(acc, arg, scratch, r, ph, pw, v, src, n);
+            bin_argmax(acc, arg, r, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) pixel[c] = int32_t(r.pixel(ph, pw, int(arg[c]), W, 1));
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-          if constexpr (M == Mode::Max)
+          if (M == Mode::Max && am.data)
             store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
                            pixel, n);
         }
@@ -211,11 +210,11 @@ PoolArgs pool_args(int64_t ph, int64_t pw, Str mode) { return PoolArgs{ph, pw, p
 
 std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::Tensor& rois_in,
                                               const at::Tensor& levels_in, at::ArrayRef<double> scales,
-                                              const PoolArgs& a) {
+                                              const PoolArgs& a, bool keep_argmax) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
-  at::Tensor argmax = empty_argmax(out, a.mode);
+  at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool", [&] {
     const Maps<const scalar_t> in(inputs, scales, levels.data);
@@ -229,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::T
 
 at::Tensor jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
                   const at::Tensor& levels_in, at::ArrayRef<double> scales, const PoolArgs& a) {
-  if (a.mode == Mode::Avg) return std::get<0>(forward_op(tangents, rois_in, levels_in, scales, a));
+  if (a.mode == Mode::Avg) return std::get<0>(forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
@@ -265,9 +264,9 @@ using at::TensorList;
 using Scales = at::ArrayRef<double>;
 
 std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale, int64_t ph,
-                                   int64_t pw, Str mode) {
+                                   int64_t pw, Str mode, bool keep_argmax) {
   check_roi_args("roi_pool", input, rois, scale, ph, pw);
-  return forward_op(input, rois, {}, scale, pool_args(ph, pw, mode));
+  return forward_op(input, rois, {}, scale, pool_args(ph, pw, mode), keep_argmax);
 }
 
 Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, const Tensor& rois,
@@ -290,9 +289,10 @@ Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois, doub
 }
 
 std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois, const Tensor& levels,
-                                      Scales scales, int64_t ph, int64_t pw, Str mode) {
+                                      Scales scales, int64_t ph, int64_t pw, Str mode,
+                                      bool keep_argmax) {
   check_multilevel_args("roi_pool_multilevel", inputs, rois, levels, scales, ph, pw);
-  return forward_op(inputs, rois, levels, scales, pool_args(ph, pw, mode));
+  return forward_op(inputs, rois, levels, scales, pool_args(ph, pw, mode), keep_argmax);
 }
 
 std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Tensor& argmax,

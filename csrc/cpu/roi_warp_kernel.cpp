@@ -19,9 +19,10 @@ SampledArgs args(int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
 }
 
 std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale,
-                                   int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+                                   int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling,
+                                   bool keep_argmax) {
   check_roi_args("roi_warp", input, rois, scale, ph, pw);
-  return sampled_forward_op(input, rois, {}, scale, args(ph, pw, sr, mode, sampling));
+  return sampled_forward_op(input, rois, {}, scale, args(ph, pw, sr, mode, sampling), keep_argmax);
 }
 
 Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, const Tensor& rois,
@@ -45,9 +46,10 @@ Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois, doub
 
 std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois, const Tensor& levels,
                                       Scales scales, int64_t ph, int64_t pw, int64_t sr, Str mode,
-                                      Str sampling) {
+                                      Str sampling, bool keep_argmax) {
   check_multilevel_args("roi_warp_multilevel", inputs, rois, levels, scales, ph, pw);
-  return sampled_forward_op(inputs, rois, levels, scales, args(ph, pw, sr, mode, sampling));
+  return sampled_forward_op(inputs, rois, levels, scales, args(ph, pw, sr, mode, sampling),
+                            keep_argmax);
 }
 
 std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Tensor& argmax,

@@ -5,11 +5,11 @@ namespace roiops::cpu {
 std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, const at::Tensor& rois_in,
                                                       const at::Tensor& levels_in,
                                                       at::ArrayRef<double> scales,
-                                                      const SampledArgs& a) {
+                                                      const SampledArgs& a, bool keep_argmax) {
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
-  at::Tensor argmax = empty_argmax(out, a.mode);
+  at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
                                   "roiops_sampled_forward", [&] {
@@ -25,7 +25,7 @@ at::Tensor sampled_jvp_op(at::TensorList tangents, const at::Tensor& argmax, con
                           const at::Tensor& levels_in, at::ArrayRef<double> scales,
                           const SampledArgs& a) {
   if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
-    return std::get<0>(sampled_forward_op(tangents, rois_in, levels_in, scales, a));
+    return std::get<0>(sampled_forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);

@@ -79,10 +79,8 @@ struct RoiSamples {
 // The 2-D taps of sample s (row-major over the bin's sub-grid) for a feature map with
 // row stride sh and column stride sw; false when the sample lies off the map (reads 0).
 template <Sampling S, typename acc_t>
-inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
-                        int64_t ph, int64_t pw, int s, int64_t sh, int64_t sw) {
-  const AxisTaps<acc_t>& y = r.ty(ph, s);
-  const AxisTaps<acc_t>& x = r.tx(pw, s);
+inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const AxisTaps<acc_t>& y,
+                        const AxisTaps<acc_t>& x, int64_t sh, int64_t sw) {
   if (!y.valid || !x.valid) return false;
   t.off[0] = y.lo * sh + x.lo * sw;
   t.w[0] = y.w_lo * x.w_lo;
@@ -97,6 +95,12 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
   return true;
 }
 
+template <Sampling S, typename acc_t>
+inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
+                        int64_t ph, int64_t pw, int s, int64_t sh, int64_t sw) {
+  return sample_taps<S>(t, r.ty(ph, s), r.tx(pw, s), sh, sw);
+}
+
 // Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
 // image r.image): the avg forward.
 template <Sampling S, typename scalar_t, typename acc_t>
@@ -104,9 +108,13 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   fill_channels(out, acc_t(0), n);
   Taps<acc_t, kTapsOf<S>> t;
-  const int count = r.count();
-  for (int s = 0; s < count; ++s)
-    if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+  const int gh = r.g.grid_h, gw = r.g.grid_w;
+  const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
+  const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
+  for (int iy = 0; iy < gh; ++iy)
+    for (int ix = 0; ix < gw; ++ix)
+      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+  const int count = gh * gw;
   const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
   for (int64_t c = 0; c < n; ++c) out[c] *= inv;
 }
@@ -122,7 +130,7 @@ inline void bin_argmax(acc_t* best, acc_t* arg, acc_t* scratch,
   for (int s = 0; s < count; ++s) {
     fill_channels(scratch, acc_t(0), n);
     if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(scratch, src, v.s1, n, t);
-    update_max(best, arg, scratch, n, s);
+    update_max(best, arg, scratch, 1, n, s);
   }
 }
 
@@ -140,8 +148,10 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
 // Forward: the pooled output and, in max mode, each bin's argmax sample (-1 for a
 // bin without samples), which the backward and the double backward reuse. Also the
 // avg-mode Jacobian-vector product (the forward is linear there), run on a tangent.
-// Tasks are (channel block, RoI) with the block outermost: a planar pyramid is far
-// larger than the caches, and this keeps one block of planes hot across all RoIs.
+// Tasks are (channel block, RoI). Planar maps put the block outermost: a planar
+// pyramid is far larger than the caches, and this keeps one block of planes hot
+// across all RoIs. Channels-last maps read whole channel runs per tap anyway and put
+// the RoI outermost, so each RoI's geometry is built once.
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                      at::Tensor& argmax, const SampledArgs& a) {
@@ -159,10 +169,11 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
     TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
     std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
     acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
-    int64_t i0, i1;
+    int64_t i0, i1, r_k = -1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
-      const int64_t k = i % K, c0 = (i / K) * block, n = std::min(block, C - c0);
-      r.template build<S>(rp, k, in, a);
+      const int64_t k = planar ? i % K : i / blocks;
+      const int64_t c0 = (planar ? i / K : i % blocks) * block, n = std::min(block, C - c0);
+      if (k != r_k) r.template build<S>(rp, k, in, a), r_k = k;
       const View4<const scalar_t>& lev = in.views[r.level];
       View4<const scalar_t> v = lev;
       const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
@@ -183,7 +194,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
             bin_argmax<S>(acc, arg, scratch, R, ph, pw, v, src, n);
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-          if constexpr (M == Mode::Max)
+          if (M == Mode::Max && am.data)
             store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
                            arg, n);
         }
@@ -387,7 +398,7 @@ void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
 std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, const at::Tensor& rois,
                                                       const at::Tensor& levels,
                                                       at::ArrayRef<double> scales,
-                                                      const SampledArgs& a);
+                                                      const SampledArgs& a, bool keep_argmax);
 std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::TensorList inputs,
                                                   const at::Tensor& argmax, const at::Tensor& rois,
                                                   const at::Tensor& levels,

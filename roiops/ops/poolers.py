@@ -118,12 +118,15 @@ class MultiScaleRoIPooler(nn.Module):
         ph, pw = self.output_size
         ops = torch.ops.roiops
         args = (features, rois, self.levels(rois), self.scales, ph, pw)
+        keep = v.needs_argmax(rois, *features)
         if self.op == "roi_align":
-            output, _ = ops.roi_align_multilevel(*args, self.sampling_ratio, self.aligned, self.mode, self.sampling)
+            output, _ = ops.roi_align_multilevel(
+                *args, self.sampling_ratio, self.aligned, self.mode, self.sampling, keep
+            )
         elif self.op == "roi_warp":
-            output, _ = ops.roi_warp_multilevel(*args, self.sampling_ratio, self.mode, self.sampling)
+            output, _ = ops.roi_warp_multilevel(*args, self.sampling_ratio, self.mode, self.sampling, keep)
         else:
-            output, _ = ops.roi_pool_multilevel(*args, self.mode)
+            output, _ = ops.roi_pool_multilevel(*args, self.mode, keep)
         return output
 
     def extra_repr(self) -> str:

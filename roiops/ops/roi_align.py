@@ -61,6 +61,7 @@ def roi_align(
         bool(aligned),
         v.check_choice(op, "mode", mode, v.MODES),
         v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
+        v.needs_argmax(input, rois),
     )
     return output
 

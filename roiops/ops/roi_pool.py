@@ -37,6 +37,7 @@ def roi_pool(
         ph,
         pw,
         v.check_choice(op, "mode", mode, v.MODES),
+        v.needs_argmax(input, rois),
     )
     return output
 

@@ -42,6 +42,7 @@ def roi_warp(
         v.check_sampling_ratio(op, sampling_ratio),
         v.check_choice(op, "mode", mode, v.MODES),
         v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
+        v.needs_argmax(input, rois),
     )
     return output
 
