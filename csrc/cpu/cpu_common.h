@@ -30,9 +30,6 @@ namespace roiops::cpu {
 // Channels are processed in blocks of this many so the per-bin accumulators live on the
 // stack; 64 floats is a few cache lines and a multiple of every vector width.
 constexpr int64_t kChannelBlock = 64;
-// Planar (NCHW) forwards work on fewer channels at a time: a block of whole planes is
-// what stays in cache while every RoI is pooled from it (see sampled_forward).
-constexpr int64_t kPlanarBlock = 16;
 
 Mode parse_mode(std::string_view mode);
 Sampling parse_sampling(std::string_view sampling);

@@ -43,6 +43,24 @@ struct RoiBins {
     const int64_t h = p / W, w = p % W;
     return h >= h0[ph] && h < h1[ph] && w >= w0[pw] && w < w1[pw];
   }
+  // This RoI with its bins moved into the tile `t` (cleared first) that holds the
+  // rows and columns the bins cover; false when that footprint is empty or too
+  // large to tile. Bin-relative pixel order is unchanged.
+  bool to_tile(RoiBins& tiled, TileIndex& t) const {
+    t.clear();
+    const int y0 = *std::min_element(h0.begin(), h0.end()), y1 = *std::max_element(h1.begin(), h1.end());
+    const int x0 = *std::min_element(w0.begin(), w0.end()), x1 = *std::max_element(w1.begin(), w1.end());
+    if (y1 <= y0 || x1 <= x0 || int64_t(y1 - y0) * (x1 - x0) > kMaxTilePixels) return false;
+    for (int y = y0; y < y1; ++y) t.row(y);
+    for (int x = x0; x < x1; ++x) t.col(x);
+    tiled = *this;
+    tiled.image = tiled.level = 0;
+    for (int& v : tiled.h0) v -= y0;
+    for (int& v : tiled.h1) v -= y0;
+    for (int& v : tiled.w0) v -= x0;
+    for (int& v : tiled.w1) v -= x0;
+    return true;
+  }
   // Offset of the i-th pixel of bin (ph, pw) in row-major order.
   int64_t pixel(int64_t ph, int64_t pw, int i, int64_t sh, int64_t sw) const {
     const int bw = w1[pw] - w0[pw];
@@ -55,19 +73,21 @@ void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
              const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   fill_channels(out, acc_t(0), n);
   Taps<acc_t, 1> t{{0}, {acc_t(1)}};
-  const int count = r.count(ph, pw);
-  for (int i = 0; i < count; ++i) {
-    t.off[0] = r.pixel(ph, pw, i, v.s2, v.s3);
-    accumulate_taps(out, src, v.s1, n, t);
-  }
+  for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
+    for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
+      t.off[0] = h * v.s2 + w * v.s3;
+      accumulate_taps(out, src, v.s1, n, t);
+    }
 }
 
+// First maximum over the bin's pixels in row-major order; arg is bin-relative.
 template <typename scalar_t, typename acc_t>
 void bin_argmax(acc_t* best, acc_t* arg, const RoiBins& r, int64_t ph, int64_t pw,
                 const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  const int count = r.count(ph, pw);
-  for (int i = 0; i < count; ++i)
-    update_max(best, arg, src + r.pixel(ph, pw, i, v.s2, v.s3), v.s1, n, i);
+  int i = 0;
+  for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
+    for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w, ++i)
+      update_max(best, arg, src + h * v.s2 + w * v.s3, v.s1, n, i);
 }
 
 // Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
@@ -82,20 +102,30 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
   const bool planar = !in.channels_contiguous();
-  const int64_t block = planar ? kPlanarBlock : kChannelBlock;
+  const int64_t block = kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
 
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
-    RoiBins r;
+    RoiBins r, rt;
+    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
+    std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
     acc_t acc[kChannelBlock], arg[kChannelBlock];
     int32_t pixel[kChannelBlock];
-    int64_t i0, i1, r_k = -1;
+    int64_t i0, i1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
       const int64_t k = planar ? i % K : i / blocks;
       const int64_t c0 = (planar ? i / K : i % blocks) * block, n = std::min(block, C - c0);
-      if (k != r_k) r.build(rp, k, in, a), r_k = k;
-      const View4<const scalar_t>& v = in.views[r.level];
-      const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
+      r.build(rp, k, in, a);
+      const View4<const scalar_t>& lev = in.views[r.level];
+      View4<const scalar_t> v = lev;
+      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
+      // Planar maps: pool from a channels-last copy of the RoI's footprint.
+      const bool tiled = planar && r.to_tile(rt, index);
+      if (tiled) {
+        v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
+        src = v.data;
+      }
+      const RoiBins& R = tiled ? rt : r;
       const int64_t W = in.widths[r.level];
       for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
         for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
@@ -104,10 +134,10 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
             fill_channels(acc, acc_t(0), n);
             fill_channels(pixel, int32_t(-1), n);
           } else if constexpr (M == Mode::Avg) {
-            bin_sum(acc, r, ph, pw, v, src, n);
+            bin_sum(acc, R, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
           } else {
-            bin_argmax(acc, arg, r, ph, pw, v, src, n);
+            bin_argmax(acc, arg, R, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) pixel[c] = int32_t(r.pixel(ph, pw, int(arg[c]), W, 1));
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);

@@ -161,7 +161,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
   const bool planar = !in.channels_contiguous();
-  const int64_t block = planar ? kPlanarBlock : kChannelBlock;
+  const int64_t block = kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
 
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
