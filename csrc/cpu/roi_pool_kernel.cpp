@@ -138,7 +138,13 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
             for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
           } else {
             bin_argmax(acc, arg, R, ph, pw, v, src, n);
-            for (int64_t c = 0; c < n; ++c) pixel[c] = int32_t(r.pixel(ph, pw, int(arg[c]), W, 1));
+            // Bin-relative index -> map pixel h * W + w, without a division per channel.
+            const int bw = r.w1[pw] - r.w0[pw];
+            const double inv_bw = 1.0 / bw;
+            for (int64_t c = 0; c < n; ++c) {
+              const int i = int(arg[c]), row = int((i + 0.5) * inv_bw);
+              pixel[c] = int32_t((r.h0[ph] + row) * W + r.w0[pw] + (i - row * bw));
+            }
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
           if (M == Mode::Max && am.data)
@@ -203,7 +209,8 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
       const int64_t level = group / N, image = group % N;
       const int64_t n = std::min(block, C - c0);
       const View4<acc_t>& g = gi.views[level];
-      const int64_t W = shape.widths[level];
+      const int64_t plane = shape.heights[level] * shape.widths[level];
+      TORCH_INTERNAL_ASSERT(g.s2 == shape.widths[level] * g.s3);
       acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
       for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
         const int64_t k = buckets.order[i];
@@ -223,11 +230,11 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
             } else {
               load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
                             am.s1, n);
-              // Argmax entries come from the forward; ones outside the bin (a corrupted
+              // Argmax entries come from the forward; ones off the map (a corrupted
               // tensor passed to this op directly) are skipped rather than followed.
+              // The accumulator is dense per plane (s2 == W * s3): pixel p is at p * s3.
               for (int64_t c = 0; c < n; ++c)
-                if (r.contains(ph, pw, arg[c], W))
-                  dst[c * g.s1 + (arg[c] / W) * g.s2 + (arg[c] % W) * g.s3] += gout[c];
+                if (arg[c] >= 0 && arg[c] < plane) dst[c * g.s1 + arg[c] * g.s3] += gout[c];
             }
           }
         }

@@ -31,6 +31,7 @@ struct RoiSamples {
 
   int64_t level = 0;
   int64_t H = 0, W = 0;  // size of the map this RoI reads
+  double inv_grid_w = 0;
 
   // RoI k of `rois`, on its level of `maps`.
   template <Sampling S, typename scalar_t, typename T>
@@ -44,6 +45,7 @@ struct RoiSamples {
     g = sampled_roi<acc_t>(box, acc_t(maps.scales[level]), int(a.pooled_h),
                            int(a.pooled_w), int(a.sampling_ratio), a.aligned,
                            a.quantize);
+    inv_grid_w = g.grid_w > 0 ? 1.0 / g.grid_w : 0.0;
     ys.resize(a.pooled_h * g.grid_h);
     xs.resize(a.pooled_w * g.grid_w);
     for (int p = 0; p < a.pooled_h; ++p)
@@ -61,6 +63,7 @@ struct RoiSamples {
   bool to_tile(RoiSamples& tiled, TileIndex& t) const {
     t.clear();
     tiled.g = g;
+    tiled.inv_grid_w = inv_grid_w;
     tiled.image = tiled.level = 0;
     tiled.ys = ys;
     tiled.xs = xs;
@@ -72,8 +75,13 @@ struct RoiSamples {
   }
 
   int count() const { return g.grid_h * g.grid_w; }
-  const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + s / g.grid_w]; }
-  const AxisTaps<acc_t>& tx(int64_t pw, int s) const { return xs[pw * g.grid_w + s % g.grid_w]; }
+  // Row of sample s (s = iy * grid_w + ix) without an integer division, which would
+  // dominate the max-mode loops: s < 64 * 64, so the double quotient is exact.
+  int row_of(int s) const { return static_cast<int>((s + 0.5) * inv_grid_w); }
+  const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + row_of(s)]; }
+  const AxisTaps<acc_t>& tx(int64_t pw, int s) const {
+    return xs[pw * g.grid_w + (s - row_of(s) * g.grid_w)];
+  }
 };
 
 // The 2-D taps of sample s (row-major over the bin's sub-grid) for a feature map with
@@ -340,8 +348,9 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
         }
         sy *= y.moves;
         sx *= x.moves;
-        const acc_t fy = sample_fraction<acc_t>(int(ph), s / r.g.grid_w, r.g.grid_h, int(a.pooled_h));
-        const acc_t fx = sample_fraction<acc_t>(int(pw), s % r.g.grid_w, r.g.grid_w, int(a.pooled_w));
+        const int iy = r.row_of(s);
+        const acc_t fy = sample_fraction<acc_t>(int(ph), iy, r.g.grid_h, int(a.pooled_h));
+        const acc_t fx = sample_fraction<acc_t>(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
         d[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
         d[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
         d[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
