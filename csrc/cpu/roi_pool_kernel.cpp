@@ -210,7 +210,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
       const int64_t n = std::min(block, C - c0);
       const View4<acc_t>& g = gi.views[level];
       const int64_t plane = shape.heights[level] * shape.widths[level];
-      TORCH_INTERNAL_ASSERT(g.s2 == shape.widths[level] * g.s3);
+      TORCH_INTERNAL_ASSERT(plane == 0 || g.s2 == shape.widths[level] * g.s3);
       acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
       for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
         const int64_t k = buckets.order[i];
