@@ -120,6 +120,12 @@ def fwd_bwd(fn, x, rois):
     out.backward(torch.ones_like(out))
 
 
+def first_touch(out):
+    """Allocating and writing a tensor like the output once: a floor both libraries
+    pay (mostly page faults on first touch for outputs of tens of MB)."""
+    return torch.empty_like(out).zero_()
+
+
 def reference_fits(case: Case, quick: bool) -> bool:
     # The reference materialises K x C x PH x PW x samples x 4 corners (align) or
     # K x C x PH x PW x H x W (pool) values; only time it where that is small.
@@ -143,10 +149,11 @@ def run(quick: bool, repeats: int):
             fwd = [median_ms(repeats, f, x, rois) for f in (ours, theirs)]
             fb = [median_ms(repeats, fwd_bwd, f, x, rois) for f in (ours, theirs)]
             ref_ms = median_ms(1, ref, x, rois) if reference_fits(case, quick) else float("nan")
+            floor_ms = median_ms(repeats, first_touch, out)
             moved = (out.numel() + x.numel()) * 4 / 1e9
             rows.append(dict(
                 case=case.name, layout="channels_last" if channels_last else "NCHW",
-                rois=case.count(quick), fwd=fwd, fb=fb, ref=ref_ms, differs=differs,
+                rois=case.count(quick), fwd=fwd, fb=fb, ref=ref_ms, differs=differs, floor=floor_ms,
                 gbs=moved / (fwd[0] * 1e-3),
             ))
             r = rows[-1]
@@ -163,15 +170,15 @@ def table(rows, bandwidth, quick: bool) -> str:
         + (", --quick (fewer RoIs)" if quick else "") + ".",
         "",
         "| case | layout | RoIs | roiops fwd ms | torchvision fwd ms | fwd speedup | roiops fwd+bwd ms "
-        "| torchvision fwd+bwd ms | fwd+bwd speedup | roiops fwd GB/s (of copy BW) | reference fwd ms "
-        "| outputs differing from torchvision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| torchvision fwd+bwd ms | fwd+bwd speedup | roiops fwd GB/s (of copy BW) | output alloc+write ms "
+        "| reference fwd ms | outputs differing from torchvision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['layout']} | {r['rois']} | {r['fwd'][0]:.2f} | {r['fwd'][1]:.2f} | "
             f"{r['fwd'][1] / r['fwd'][0]:.1f}x | {r['fb'][0]:.2f} | {r['fb'][1]:.2f} | "
-            f"{r['fb'][1] / r['fb'][0]:.1f}x | {r['gbs']:.1f} ({100 * r['gbs'] / bandwidth:.0f}%) | "
+            f"{r['fb'][1] / r['fb'][0]:.1f}x | {r['gbs']:.1f} ({100 * r['gbs'] / bandwidth:.0f}%) | {r['floor']:.1f} | "
             + ("-" if r["ref"] != r["ref"] else f"{r['ref']:.0f}") + f" | {100 * r['differs']:.3f}% |"
         )
     return "\n".join(lines)

@@ -100,21 +100,6 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
                     " but input is on ", input.device());
 }
 
-void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& input) {
-  TORCH_CHECK_VALUE(tangent.sizes() == input.sizes(), op, ": tangent must have the input's shape ",
-                    input.sizes(), ", got ", tangent.sizes());
-  TORCH_CHECK_TYPE(tangent.scalar_type() == input.scalar_type(), op, ": tangent dtype ",
-                   tangent.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK_VALUE(tangent.device() == input.device(), op, ": tangent is on ",
-                    tangent.device(), " but input is on ", input.device());
-}
-
-void check_tangents(const char* op, at::TensorList tangents, at::TensorList inputs) {
-  TORCH_CHECK_VALUE(tangents.size() == inputs.size(), op, ": got ", tangents.size(),
-                    " tangents for ", inputs.size(), " feature maps");
-  for (size_t i = 0; i < inputs.size(); ++i) check_tangent(op, tangents[i], inputs[i]);
-}
-
 at::MemoryFormat output_format(const at::Tensor& input) {
   return input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
              ? at::MemoryFormat::ChannelsLast

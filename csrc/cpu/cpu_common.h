@@ -48,12 +48,10 @@ void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tens
                            const at::Tensor& levels, at::ArrayRef<double> scales,
                            int64_t pooled_h, int64_t pooled_w);
 
-// Checks for the internal backward / jvp ops: `grad` must be the forward's output
-// shape [K, C, PH, PW], `tangent` the input's shape.
+// Check for the internal backward ops: `grad` must have the forward's output shape
+// [K, C, PH, PW].
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
                 const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
-void check_tangent(const char* op, const at::Tensor& tangent, const at::Tensor& input);
-void check_tangents(const char* op, at::TensorList tangents, at::TensorList inputs);
 
 // The output / gradient layout: channels_last when the input is (strictly)
 // channels_last, otherwise contiguous NCHW. roiops/_registration.py states the same

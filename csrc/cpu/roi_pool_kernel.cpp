@@ -61,11 +61,6 @@ struct RoiBins {
     for (int& v : tiled.w1) v -= x0;
     return true;
   }
-  // Offset of the i-th pixel of bin (ph, pw) in row-major order.
-  int64_t pixel(int64_t ph, int64_t pw, int i, int64_t sh, int64_t sw) const {
-    const int bw = w1[pw] - w0[pw];
-    return (h0[ph] + i / bw) * sh + (w0[pw] + i % bw) * sw;
-  }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -223,10 +218,11 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                           go.s1, n);
             if constexpr (M == Mode::Avg) {
               for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
-              for (int p = 0; p < count; ++p) {
-                t.off[0] = r.pixel(ph, pw, p, g.s2, g.s3);
-                scatter_taps(dst, g.s1, gout, n, t);
-              }
+              for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
+                for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
+                  t.off[0] = h * g.s2 + w * g.s3;
+                  scatter_taps(dst, g.s1, gout, n, t);
+                }
             } else {
               load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
                             am.s1, n);
