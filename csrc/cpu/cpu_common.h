@@ -1,6 +1,7 @@
-// CPU-side helpers shared by every RoI kernel: argument checks, strided feature views,
-// per-image RoI buckets for the deterministic backward, and the channel loops that are
-// vectorized with at::vec when channels are contiguous (channels_last).
+// CPU-side helpers shared by every RoI kernel: argument checks, strided feature views
+// and pyramids, per-(level, image) RoI buckets for the deterministic backward, dynamic
+// scheduling, footprint tiles, and the channel loops that are vectorized with at::vec
+// when channels are contiguous (channels_last).
 #pragma once
 
 // at::vec picks its AVX2 implementation from CPU_CAPABILITY_AVX2; an extension is not
@@ -92,7 +93,6 @@ void parallel_dynamic(int64_t n, int64_t chunk, const Worker& worker) {
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { worker(claim); });
 }
 
-
 // A 4-D tensor seen through its strides, so NCHW, channels_last, sliced and expanded
 // tensors are all read in place.
 template <typename T>
@@ -182,7 +182,6 @@ RoiBuckets bucket_rois(const scalar_t* rois, int64_t K, int64_t N, const Maps<T>
 
 template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
-
 
 // Planar (NCHW) maps cost one scalar load per channel per tap. Forward kernels
 // instead transpose the pixels a RoI touches, for one channel block, into a small
