@@ -156,3 +156,21 @@ def test_corrupted_argmax_is_never_followed_out_of_bounds(name, params):
         assert torch.equal(grad, torch.zeros_like(X))
         jvp = getattr(ops, f"_{name}_jvp")(X, garbage, ROIS, 1.0, 2, 2, *params)
         assert torch.equal(jvp, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_bins_larger_than_float_index_precision(mode):
+    """A bin of more than 2^24 pixels (a 4097 x 4097 map pooled to 1 x 1): the max's
+    position is not representable in float32, yet the gradient lands on it exactly."""
+    side = 4097
+    x = torch.zeros(1, 1, side, side)
+    hot = side * side - 2  # odd, above 2^24
+    x.view(-1)[hot] = 1.0
+    x.requires_grad_()
+    out = roiops.roi_pool(x, torch.tensor([[0, 0.0, 0.0, side - 1.0, side - 1.0]]), 1, mode=mode)
+    out.sum().backward()
+    if mode == "max":
+        assert out.item() == 1.0
+        assert x.grad.view(-1)[hot].item() == 1.0 and x.grad.sum().item() == 1.0
+    else:
+        torch.testing.assert_close(out.item(), 1.0 / side**2)

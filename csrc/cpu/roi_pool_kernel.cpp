@@ -75,14 +75,45 @@ void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
     }
 }
 
-// First maximum over the bin's pixels in row-major order; arg is bin-relative.
+// First maximum over the bin's pixels in row-major order: best[c] and pixel[c], its
+// index h * W + w in the RoI's map. `bins` addresses `src` (possibly a tile), `at`
+// holds the same bins in map coordinates.
 template <typename scalar_t, typename acc_t>
-void bin_argmax(acc_t* best, acc_t* arg, const RoiBins& r, int64_t ph, int64_t pw,
-                const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
+void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins& at,
+                int64_t ph, int64_t pw, const View4<const scalar_t>& v, const scalar_t* src,
+                int64_t n, int64_t W) {
+  const int64_t bw = bins.w1[pw] - bins.w0[pw];
+  auto to_pixel = [&](int64_t i) {
+    const int64_t row = i / bw;
+    return int32_t((at.h0[ph] + row) * W + at.w0[pw] + (i - row * bw));
+  };
+  // update_max keeps indices in acc_t, exact below 2^24 in float; a bigger bin (a
+  // 4096 x 4096 map pooled to 1 x 1) is searched channel by channel with integers.
+  if (bins.count(ph, pw) >= (1 << 24)) {
+    for (int64_t c = 0; c < n; ++c) {
+      int64_t i = 0, first = 0;
+      acc_t top = acc_t(src[c * v.s1 + bins.h0[ph] * v.s2 + bins.w0[pw] * v.s3]);
+      for (int64_t h = bins.h0[ph]; h < bins.h1[ph]; ++h)
+        for (int64_t w = bins.w0[pw]; w < bins.w1[pw]; ++w, ++i) {
+          const acc_t x = acc_t(src[c * v.s1 + h * v.s2 + w * v.s3]);
+          if (x > top) top = x, first = i;
+        }
+      best[c] = top;
+      pixel[c] = to_pixel(first);
+    }
+    return;
+  }
+  acc_t arg[kChannelBlock];
   int i = 0;
-  for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
-    for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w, ++i)
+  for (int64_t h = bins.h0[ph]; h < bins.h1[ph]; ++h)
+    for (int64_t w = bins.w0[pw]; w < bins.w1[pw]; ++w, ++i)
       update_max(best, arg, src + h * v.s2 + w * v.s3, v.s1, n, i);
+  // Bin-relative index -> map pixel without an integer division per channel.
+  const double inv_bw = 1.0 / double(bw);
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t idx = int64_t(arg[c]), row = int64_t((idx + 0.5) * inv_bw);
+    pixel[c] = int32_t((at.h0[ph] + row) * W + at.w0[pw] + (idx - row * bw));
+  }
 }
 
 // Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
@@ -104,7 +135,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
     RoiBins r, rt;
     TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
     std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
-    acc_t acc[kChannelBlock], arg[kChannelBlock];
+    acc_t acc[kChannelBlock];
     int32_t pixel[kChannelBlock];
     int64_t i0, i1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
@@ -132,14 +163,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
             bin_sum(acc, R, ph, pw, v, src, n);
             for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
           } else {
-            bin_argmax(acc, arg, R, ph, pw, v, src, n);
-            // Bin-relative index -> map pixel h * W + w, without a division per channel.
-            const int bw = r.w1[pw] - r.w0[pw];
-            const double inv_bw = 1.0 / bw;
-            for (int64_t c = 0; c < n; ++c) {
-              const int i = int(arg[c]), row = int((i + 0.5) * inv_bw);
-              pixel[c] = int32_t((r.h0[ph] + row) * W + r.w0[pw] + (i - row * bw));
-            }
+            bin_argmax(acc, pixel, R, r, ph, pw, v, src, n, W);
           }
           store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
           if (M == Mode::Max && am.data)
