@@ -174,3 +174,10 @@ def test_bins_larger_than_float_index_precision(mode):
         assert x.grad.view(-1)[hot].item() == 1.0 and x.grad.sum().item() == 1.0
     else:
         torch.testing.assert_close(out.item(), 1.0 / side**2)
+
+
+def test_roi_pool_max_refuses_maps_beyond_int32_pixel_indices():
+    huge = torch.zeros(1, 1, 1, 1).expand(1, 1, 65536, 65536)  # no memory behind it
+    with pytest.raises(ValueError, match="records pixel indices as int32"):
+        roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1)
+    assert roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1, mode="avg").item() == 0.0

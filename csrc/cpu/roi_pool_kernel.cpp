@@ -268,6 +268,10 @@ PoolArgs pool_args(int64_t ph, int64_t pw, Str mode) { return PoolArgs{ph, pw, p
 std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::Tensor& rois_in,
                                               const at::Tensor& levels_in, at::ArrayRef<double> scales,
                                               const PoolArgs& a, bool keep_argmax) {
+  for (const at::Tensor& m : inputs)
+    TORCH_CHECK_VALUE(a.mode == Mode::Avg || m.size(2) * m.size(3) <= INT32_MAX,
+                      "roi_pool: max mode records pixel indices as int32; a ", m.size(2), " x ",
+                      m.size(3), " map has more pixels than that");
   const at::Tensor rois = rois_in.contiguous();
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
