@@ -292,6 +292,42 @@ inline void scatter_taps(acc_t* dst, int64_t cs, const acc_t* g, int64_t n,
   }
 }
 
+// The forward kernels' schedule: every (RoI, channel block) task, planar maps
+// block-major (a pyramid of planes is far larger than the caches; this keeps one
+// block of planes hot across all RoIs), channels-last maps RoI-major (each RoI's
+// geometry is built once; every tap reads a whole channel run anyway).
+// `build(geometry, k)` fills RoI k's geometry; `body(k, c0, n, at, geometry, view,
+// src)` pools channels [c0, c0 + n) of RoI k reading `src` through `view` and
+// `geometry`. For planar maps these address a channels-last tile of the RoI's
+// footprint when it fits (Geometry::to_tile), so the vectorized loops apply; `at`
+// is always the geometry in map coordinates.
+template <typename scalar_t, typename Geometry, typename Build, typename Body>
+void for_each_forward_task(const Maps<const scalar_t>& in, int64_t K, int64_t C,
+                           const Build& build, const Body& body) {
+  const bool planar = !in.channels_contiguous();
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
+    Geometry r, tiled;
+    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
+    std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * kChannelBlock] : nullptr);
+    int64_t i0, i1, built = -1;
+    while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = planar ? i % K : i / blocks;
+      const int64_t c0 = (planar ? i / K : i % blocks) * kChannelBlock;
+      const int64_t n = std::min(kChannelBlock, C - c0);
+      if (k != built) build(r, k), built = k;
+      const View4<const scalar_t>& lev = in.views[r.level];
+      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
+      if (planar && r.to_tile(tiled, index)) {
+        const View4<const scalar_t> v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
+        body(k, c0, n, r, tiled, v, v.data);
+      } else {
+        body(k, c0, n, r, r, lev, src);
+      }
+    }
+  });
+}
+
 // Short inline copies and fills of one channel block: std::copy / std::fill of a
 // runtime length become libc calls, which cost more than these loops at n <= 64.
 template <typename T>

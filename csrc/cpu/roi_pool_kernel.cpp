@@ -118,61 +118,41 @@ void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins&
 
 // Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
 // RoI's map (-1 for an empty bin). Also the avg-mode JVP (linear), run on a tangent.
-// Tasks are (channel block, RoI), ordered as in sampled_forward.
+// Scheduling and planar tiles: for_each_forward_task (cpu_common.h).
 template <typename scalar_t, Mode M>
 void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                   at::Tensor& argmax, const PoolArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const bool planar = !in.channels_contiguous();
-  const int64_t block = kChannelBlock;
-  const int64_t blocks = (C + block - 1) / block;
 
-  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
-    RoiBins r, rt;
-    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
-    std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
-    acc_t acc[kChannelBlock];
-    int32_t pixel[kChannelBlock];
-    int64_t i0, i1;
-    while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
-      const int64_t k = planar ? i % K : i / blocks;
-      const int64_t c0 = (planar ? i / K : i % blocks) * block, n = std::min(block, C - c0);
-      r.build(rp, k, in, a);
-      const View4<const scalar_t>& lev = in.views[r.level];
-      View4<const scalar_t> v = lev;
-      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
-      // Planar maps: pool from a channels-last copy of the RoI's footprint.
-      const bool tiled = planar && r.to_tile(rt, index);
-      if (tiled) {
-        v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
-        src = v.data;
-      }
-      const RoiBins& R = tiled ? rt : r;
-      const int64_t W = in.widths[r.level];
-      for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-        for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-          const int count = r.count(ph, pw);
-          if (count == 0) {
-            fill_channels(acc, acc_t(0), n);
-            fill_channels(pixel, int32_t(-1), n);
-          } else if constexpr (M == Mode::Avg) {
-            bin_sum(acc, R, ph, pw, v, src, n);
-            for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
-          } else {
-            bin_argmax(acc, pixel, R, r, ph, pw, v, src, n, W);
+  for_each_forward_task<scalar_t, RoiBins>(
+      in, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
+      [&](int64_t k, int64_t c0, int64_t n, const RoiBins& at, const RoiBins& r,
+          const View4<const scalar_t>& v, const scalar_t* src) {
+        acc_t acc[kChannelBlock];
+        int32_t pixel[kChannelBlock];
+        const int64_t W = in.widths[at.level];
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            const int count = r.count(ph, pw);
+            if (count == 0) {
+              fill_channels(acc, acc_t(0), n);
+              fill_channels(pixel, int32_t(-1), n);
+            } else if constexpr (M == Mode::Avg) {
+              bin_sum(acc, r, ph, pw, v, src, n);
+              for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
+            } else {
+              bin_argmax(acc, pixel, r, at, ph, pw, v, src, n, W);
+            }
+            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
+            if (M == Mode::Max && am.data)
+              store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
+                             pixel, n);
           }
-          store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-          if (M == Mode::Max && am.data)
-            store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
-                           pixel, n);
         }
-      }
-    }
-  });
+      });
 }
 
 // Max-mode JVP: the tangent at each bin's argmax pixel.

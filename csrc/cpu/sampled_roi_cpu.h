@@ -59,8 +59,9 @@ struct RoiSamples {
   }
 
   // This RoI with every valid tap renumbered into the compact tile `t` (cleared
-  // first); false when the footprint is too large to tile.
+  // first); false when it has no samples or the footprint is too large to tile.
   bool to_tile(RoiSamples& tiled, TileIndex& t) const {
+    if (count() == 0) return false;
     t.clear();
     tiled.g = g;
     tiled.inv_grid_w = inv_grid_w;
@@ -156,59 +157,38 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
 // Forward: the pooled output and, in max mode, each bin's argmax sample (-1 for a
 // bin without samples), which the backward and the double backward reuse. Also the
 // avg-mode Jacobian-vector product (the forward is linear there), run on a tangent.
-// Tasks are (channel block, RoI). Planar maps put the block outermost: a planar
-// pyramid is far larger than the caches, and this keeps one block of planes hot
-// across all RoIs. Channels-last maps read whole channel runs per tap anyway and put
-// the RoI outermost, so each RoI's geometry is built once.
+// Scheduling and planar tiles: for_each_forward_task (cpu_common.h).
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                      at::Tensor& argmax, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t K = rois.size(0), C = out.size(1);
+  using Roi = RoiSamples<acc_t>;
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const scalar_t* rp = rois.data_ptr<scalar_t>();
-  const bool planar = !in.channels_contiguous();
-  const int64_t block = kChannelBlock;
-  const int64_t blocks = (C + block - 1) / block;
 
-  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
-    RoiSamples<acc_t> r, rt;
-    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
-    std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * block] : nullptr);
-    acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
-    int64_t i0, i1, r_k = -1;
-    while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
-      const int64_t k = planar ? i % K : i / blocks;
-      const int64_t c0 = (planar ? i / K : i % blocks) * block, n = std::min(block, C - c0);
-      if (k != r_k) r.template build<S>(rp, k, in, a), r_k = k;
-      const View4<const scalar_t>& lev = in.views[r.level];
-      View4<const scalar_t> v = lev;
-      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
-      const bool tiled = planar && r.count() > 0 && r.to_tile(rt, index);
-      if (tiled) {
-        v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
-        src = v.data;
-      }
-      const RoiSamples<acc_t>& R = tiled ? rt : r;
-      for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-        for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-          if (R.count() == 0) {
-            fill_channels(acc, acc_t(0), n);
-            fill_channels(arg, acc_t(-1), n);
-          } else if constexpr (M == Mode::Avg) {
-            bin_mean<S>(acc, R, ph, pw, v, src, n);
-          } else {
-            bin_argmax<S>(acc, arg, scratch, R, ph, pw, v, src, n);
+  for_each_forward_task<scalar_t, Roi>(
+      in, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
+      [&](int64_t k, int64_t c0, int64_t n, const Roi&, const Roi& r,
+          const View4<const scalar_t>& v, const scalar_t* src) {
+        acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
+        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            if (r.count() == 0) {
+              fill_channels(acc, acc_t(0), n);
+              fill_channels(arg, acc_t(-1), n);
+            } else if constexpr (M == Mode::Avg) {
+              bin_mean<S>(acc, r, ph, pw, v, src, n);
+            } else {
+              bin_argmax<S>(acc, arg, scratch, r, ph, pw, v, src, n);
+            }
+            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
+            if (M == Mode::Max && am.data)
+              store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
+                             arg, n);
           }
-          store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-          if (M == Mode::Max && am.data)
-            store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
-                           arg, n);
         }
-      }
-    }
-  });
+      });
 }
 
 // Max-mode Jacobian-vector product: each bin's output is the tangent's value at the
