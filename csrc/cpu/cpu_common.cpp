@@ -139,6 +139,18 @@ void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& ma
   }
 }
 
+void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList maps,
+                         const at::Tensor& argmax, const at::Tensor& rois,
+                         const at::Tensor& levels, at::ArrayRef<double> scales,
+                         int64_t pooled_h, int64_t pooled_w, Mode mode) {
+  if (levels.defined())
+    check_multilevel_args(op, maps, rois, levels, scales, pooled_h, pooled_w);
+  else
+    check_roi_args(op, maps[0], rois, scales[0], pooled_h, pooled_w);
+  check_grad(op, grad, maps[0], rois, pooled_h, pooled_w);
+  check_argmax(op, argmax, maps[0], rois, pooled_h, pooled_w, mode);
+}
+
 std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps) {
   std::vector<at::Tensor> out;
   for (const at::Tensor& m : maps)

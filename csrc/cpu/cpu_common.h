@@ -69,6 +69,12 @@ at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep);
 // [K, C, PH, PW] of the forward's output.
 void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
                   const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, Mode mode);
+// Everything a backward op checks: the forward's arguments (single map when `levels`
+// is undefined, else the multilevel form), grad's shape and the argmax.
+void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList maps,
+                         const at::Tensor& argmax, const at::Tensor& rois,
+                         const at::Tensor& levels, at::ArrayRef<double> scales,
+                         int64_t pooled_h, int64_t pooled_w, Mode mode);
 
 // Input-gradient accumulators: one zero tensor per map, in the map's memory format and
 // the accumulation type (float32 for reduced types: many RoIs add into one pixel).
@@ -366,8 +372,9 @@ inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
 
 // Running first-maximum over samples: keeps the value and the index of the first
 // sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
-// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a bin's
-// pixel count) so that value and index update with the same vector blend.
+// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a
+// roi_pool bin below 2^24 pixels; larger bins are searched with integers) so that
+// value and index update with the same vector blend.
 // Values v[c * cs] are read in place (vectorized when cs == 1).
 template <typename acc_t, typename scalar_t>
 inline void update_max(acc_t* best, acc_t* arg, const scalar_t* v, int64_t cs, int64_t n,

@@ -30,9 +30,7 @@ Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, c
                 Str sampling) {
   const char* op = "_roi_align_backward";
   const SampledArgs a = args(ph, pw, sr, aligned, mode, sampling);
-  check_roi_args(op, input, rois, scale, ph, pw);
-  check_grad(op, grad, input, rois, ph, pw);
-  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  check_backward_args(op, grad, input, argmax, rois, {}, scale, ph, pw, a.mode);
   return sampled_backward_input_op(grad, input, argmax, rois, {}, scale, a)[0];
 }
 
@@ -41,9 +39,7 @@ Tensor backward_rois(const Tensor& grad, const Tensor& input, const Tensor& argm
                      bool aligned, Str mode, Str sampling) {
   const char* op = "_roi_align_backward_rois";
   const SampledArgs a = args(ph, pw, sr, aligned, mode, sampling);
-  check_roi_args(op, input, rois, scale, ph, pw);
-  check_grad(op, grad, input, rois, ph, pw);
-  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  check_backward_args(op, grad, input, argmax, rois, {}, scale, ph, pw, a.mode);
   return sampled_backward_rois_op(grad, input, argmax, rois, {}, scale, a);
 }
 
@@ -70,9 +66,7 @@ std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Ten
                                 Str sampling) {
   const char* op = "_roi_align_multilevel_backward";
   const SampledArgs a = args(ph, pw, sr, aligned, mode, sampling);
-  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
-  check_grad(op, grad, inputs[0], rois, ph, pw);
-  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  check_backward_args(op, grad, inputs, argmax, rois, levels, scales, ph, pw, a.mode);
   return sampled_backward_input_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 
@@ -81,9 +75,7 @@ Tensor ml_backward_rois(const Tensor& grad, TensorList inputs, const Tensor& arg
                         int64_t pw, int64_t sr, bool aligned, Str mode, Str sampling) {
   const char* op = "_roi_align_multilevel_backward_rois";
   const SampledArgs a = args(ph, pw, sr, aligned, mode, sampling);
-  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
-  check_grad(op, grad, inputs[0], rois, ph, pw);
-  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  check_backward_args(op, grad, inputs, argmax, rois, levels, scales, ph, pw, a.mode);
   return sampled_backward_rois_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 

@@ -314,9 +314,7 @@ Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, c
                 double scale, int64_t ph, int64_t pw, Str mode) {
   const char* op = "_roi_pool_backward";
   const PoolArgs a = pool_args(ph, pw, mode);
-  check_roi_args(op, input, rois, scale, ph, pw);
-  check_grad(op, grad, input, rois, ph, pw);
-  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  check_backward_args(op, grad, input, argmax, rois, {}, scale, ph, pw, a.mode);
   return backward_op(grad, input, argmax, rois, {}, scale, a)[0];
 }
 
@@ -341,9 +339,7 @@ std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Ten
                                 int64_t pw, Str mode) {
   const char* op = "_roi_pool_multilevel_backward";
   const PoolArgs a = pool_args(ph, pw, mode);
-  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
-  check_grad(op, grad, inputs[0], rois, ph, pw);
-  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  check_backward_args(op, grad, inputs, argmax, rois, levels, scales, ph, pw, a.mode);
   return backward_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 

@@ -29,9 +29,7 @@ Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, c
                 double scale, int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
   const char* op = "_roi_warp_backward";
   const SampledArgs a = args(ph, pw, sr, mode, sampling);
-  check_roi_args(op, input, rois, scale, ph, pw);
-  check_grad(op, grad, input, rois, ph, pw);
-  check_argmax(op, argmax, input, rois, ph, pw, a.mode);
+  check_backward_args(op, grad, input, argmax, rois, {}, scale, ph, pw, a.mode);
   return sampled_backward_input_op(grad, input, argmax, rois, {}, scale, a)[0];
 }
 
@@ -57,9 +55,7 @@ std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Ten
                                 int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
   const char* op = "_roi_warp_multilevel_backward";
   const SampledArgs a = args(ph, pw, sr, mode, sampling);
-  check_multilevel_args(op, inputs, rois, levels, scales, ph, pw);
-  check_grad(op, grad, inputs[0], rois, ph, pw);
-  check_argmax(op, argmax, inputs[0], rois, ph, pw, a.mode);
+  check_backward_args(op, grad, inputs, argmax, rois, levels, scales, ph, pw, a.mode);
   return sampled_backward_input_op(grad, inputs, argmax, rois, levels, scales, a);
 }
 

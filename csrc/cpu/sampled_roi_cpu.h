@@ -30,7 +30,6 @@ struct RoiSamples {
   std::vector<AxisTaps<acc_t>> ys, xs;
 
   int64_t level = 0;
-  int64_t H = 0, W = 0;  // size of the map this RoI reads
   double inv_grid_w = 0;
 
   // RoI k of `rois`, on its level of `maps`.
@@ -39,8 +38,7 @@ struct RoiSamples {
     const scalar_t* roi = rois + k * 5;
     image = static_cast<int64_t>(roi[0]);
     level = maps.level_of(k);
-    H = maps.heights[level];
-    W = maps.widths[level];
+    const int H = int(maps.heights[level]), W = int(maps.widths[level]);
     const acc_t box[4] = {acc_t(roi[1]), acc_t(roi[2]), acc_t(roi[3]), acc_t(roi[4])};
     g = sampled_roi<acc_t>(box, acc_t(maps.scales[level]), int(a.pooled_h),
                            int(a.pooled_w), int(a.sampling_ratio), a.aligned,
@@ -51,11 +49,11 @@ struct RoiSamples {
     for (int p = 0; p < a.pooled_h; ++p)
       for (int i = 0; i < g.grid_h; ++i)
         ys[p * g.grid_h + i] =
-            axis_taps<S>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), int(H));
+            axis_taps<S>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), H);
     for (int p = 0; p < a.pooled_w; ++p)
       for (int i = 0; i < g.grid_w; ++i)
         xs[p * g.grid_w + i] =
-            axis_taps<S>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), int(W));
+            axis_taps<S>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
   }
 
   // This RoI with every valid tap renumbered into the compact tile `t` (cleared
