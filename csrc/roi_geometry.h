@@ -17,134 +17,152 @@ namespace roiops {
 // pixels. roiops/reference.py states the same constant.
 constexpr int kMaxAdaptiveGrid = 64;
 
+// Bounds on the arguments, checked before any kernel runs (roiops/_validation.py
+// states them too). An explicit sampling_ratio is at most kMaxSamplingRatio, so a
+// bin holds at most 2^20 samples: sample counts and max-mode sample indices fit an
+// int, and the work per bin stays finite. output_size is at most kMaxOutputSize per
+// axis, so a RoI's per-axis sample tables (pooled * grid entries) fit an int index.
+// Feature maps have H, W < 2^31 (tap indices are int).
+constexpr int64_t kMaxSamplingRatio = 1024;
+constexpr int64_t kMaxOutputSize = 65536;
+constexpr int64_t kMaxMapSide = 2147483647;  // INT32_MAX
+static_assert(kMaxSamplingRatio * kMaxSamplingRatio <= kMaxMapSide,
+              "sample indices within a bin must fit an int");
+static_assert(kMaxOutputSize * kMaxSamplingRatio <= kMaxMapSide,
+              "per-axis sample tables must have int indices");
+
 enum class Mode : int { Avg = 0, Max = 1 };
 enum class Sampling : int { Bilinear = 0, Nearest = 1 };
 
-template <typename T>
-C10_HOST_DEVICE inline bool is_finite(T v) {
+C10_HOST_DEVICE inline bool is_finite(double v) {
   // v - v is 0 for finite v and NaN for inf/NaN; avoids std::isfinite, which is not
-  // available for every T in device code.
-  return v - v == T(0);
+  // available everywhere in device code.
+  return v - v == 0.0;
 }
 
 // ceil(extent) clamped to [0, kMaxAdaptiveGrid]; NaN gives 0 (an empty bin).
-template <typename T>
-C10_HOST_DEVICE inline int adaptive_grid(T extent) {
-  const T g = ::ceil(extent);
-  if (!(g > T(0))) return 0;
-  if (g > T(kMaxAdaptiveGrid)) return kMaxAdaptiveGrid;
+C10_HOST_DEVICE inline int adaptive_grid(double extent) {
+  const double g = ::ceil(extent);
+  if (!(g > 0.0)) return 0;
+  if (g > double(kMaxAdaptiveGrid)) return kMaxAdaptiveGrid;
   return static_cast<int>(g);
 }
+
+// All geometry below is computed in double from the box values, whatever the
+// feature dtype: float16, bfloat16, float32 and float64 maps (and CPU and CUDA) then
+// read the same pixels, even where a sample lands exactly on a pixel centre, a
+// rounding tie or the map border. Only tap weights are rounded, to the accumulation
+// type W, at the end.
 
 // Geometry of one RoI for the sampled ops (roi_align and roi_warp), in feature-map
 // coordinates. grid_h/grid_w == 0 means every bin of the RoI is empty (output 0),
 // which is also how a RoI with non-finite coordinates is represented.
-template <typename T>
 struct SampledRoi {
-  T y0, x0;            // top-left corner of bin (0, 0)
-  T bin_h, bin_w;      // bin size
+  double y0, x0;       // top-left corner of bin (0, 0)
+  double bin_h, bin_w; // bin size
   int grid_h, grid_w;  // samples per bin along each axis
   bool h_clamped, w_clamped;  // the min-size-1 clamp is active: extent has no gradient
 };
 
 // roi_align: box = (x1, y1, x2, y2) in image coordinates. roi_warp is the same with
-// quantize = true (coordinates rounded half away from zero after scaling, aligned off).
-template <typename T>
-C10_HOST_DEVICE inline SampledRoi<T> sampled_roi(
-    const T box[4], T scale, int pooled_h, int pooled_w, int sampling_ratio,
+// quantize = true (coordinates rounded half away from zero after scaling, aligned
+// off). sampling_ratio is within [.., kMaxSamplingRatio] (checked by the caller).
+C10_HOST_DEVICE inline SampledRoi sampled_roi(
+    const double box[4], double scale, int pooled_h, int pooled_w, int sampling_ratio,
     bool aligned, bool quantize) {
-  SampledRoi<T> r{};
-  T c[4];
+  SampledRoi r{};
+  double c[4];
   bool finite = true;
   for (int i = 0; i < 4; ++i) {
     c[i] = box[i] * scale;
     if (quantize) c[i] = ::round(c[i]);
     finite = finite && is_finite(c[i]);
   }
-  const T off = aligned ? T(0.5) : T(0);
+  const double off = aligned ? 0.5 : 0.0;
   r.x0 = c[0] - off;
   r.y0 = c[1] - off;
-  T rw = (c[2] - off) - r.x0;
-  T rh = (c[3] - off) - r.y0;
+  double rw = (c[2] - off) - r.x0;
+  double rh = (c[3] - off) - r.y0;
   if (!aligned) {
-    r.w_clamped = rw < T(1);
-    r.h_clamped = rh < T(1);
-    if (r.w_clamped) rw = T(1);
-    if (r.h_clamped) rh = T(1);
+    r.w_clamped = rw < 1.0;
+    r.h_clamped = rh < 1.0;
+    if (r.w_clamped) rw = 1.0;
+    if (r.h_clamped) rh = 1.0;
   }
-  r.bin_w = rw / T(pooled_w);
-  r.bin_h = rh / T(pooled_h);
+  r.bin_w = rw / double(pooled_w);
+  r.bin_h = rh / double(pooled_h);
   if (!finite || !is_finite(r.bin_w) || !is_finite(r.bin_h)) {
     r.grid_h = r.grid_w = 0;
     return r;
   }
-  r.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(rh / T(pooled_h));
-  r.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(rw / T(pooled_w));
+  r.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(rh / double(pooled_h));
+  r.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(rw / double(pooled_w));
   return r;
 }
 
 // Position of sample `i` of bin `p` along one axis (cell centres of the sub-grid).
-template <typename T>
-C10_HOST_DEVICE inline T sample_coord(T start, T bin, int p, int i, int grid) {
-  return start + T(p) * bin + (T(i) + T(0.5)) * bin / T(grid);
+C10_HOST_DEVICE inline double sample_coord(double start, double bin, int p, int i, int grid) {
+  return start + double(p) * bin + (double(i) + 0.5) * bin / double(grid);
 }
 
 // d(sample_coord)/d(start) and d/d(end) of the unclamped extent: the sample sits at
 // fraction `a` of the RoI, so it moves by (1 - a) with the start and by a with the end.
-template <typename T>
-C10_HOST_DEVICE inline T sample_fraction(int p, int i, int grid, int pooled) {
-  return (T(p) + (T(i) + T(0.5)) / T(grid)) / T(pooled);
+C10_HOST_DEVICE inline double sample_fraction(int p, int i, int grid, int pooled) {
+  return (double(p) + (double(i) + 0.5) / double(grid)) / double(pooled);
 }
 
-// One axis of a sample: two taps (lo, hi) with weights. The 2-D sample is the outer
-// product of the y and x axes. `valid == false` means the sample reads as 0;
-// `moves` is d(weight_hi)/d(coord): 0 where the coordinate was clamped.
-template <typename T>
+// One axis of a sample: two taps (lo, hi) with weights in the accumulation type W.
+// The 2-D sample is the outer product of the y and x axes. `valid == false` means
+// the sample reads as 0; `moves` is d(weight_hi)/d(coord): 0 where the coordinate
+// was clamped.
+template <typename W>
 struct AxisTaps {
   int lo, hi;
-  T w_lo, w_hi;
-  T moves;
+  W w_lo, w_hi;
+  W moves;
   bool valid;
 };
 
-template <typename T>
-C10_HOST_DEVICE inline AxisTaps<T> invalid_taps() {
-  return AxisTaps<T>{0, 0, T(0), T(0), T(0), false};
+template <typename W>
+C10_HOST_DEVICE inline AxisTaps<W> invalid_taps() {
+  return AxisTaps<W>{0, 0, W(0), W(0), W(0), false};
 }
 
-template <typename T>
-C10_HOST_DEVICE inline AxisTaps<T> bilinear_taps(T v, int size) {
-  if (size <= 0 || !(v >= T(-1) && v <= T(size))) return invalid_taps<T>();
-  T moves = T(1);
-  if (v < T(0)) {
-    v = T(0);
-    moves = T(0);
+// size < 2^31 (kMaxMapSide), so every index below fits an int.
+template <typename W>
+C10_HOST_DEVICE inline AxisTaps<W> bilinear_taps(double v, int64_t size) {
+  if (size <= 0 || !(v >= -1.0 && v <= double(size))) return invalid_taps<W>();
+  W moves = W(1);
+  if (v < 0.0) {
+    v = 0.0;
+    moves = W(0);
   }
-  int lo = static_cast<int>(v);  // v >= 0, so truncation is floor
-  int hi;
-  if (lo >= size - 1) {
-    lo = hi = size - 1;
-    v = T(lo);
-    moves = T(0);
+  const int64_t last = size - 1;
+  int64_t lo = static_cast<int64_t>(v);  // v >= 0, so truncation is floor
+  int64_t hi;
+  if (lo >= last) {
+    lo = hi = last;
+    v = double(lo);
+    moves = W(0);
   } else {
     hi = lo + 1;
   }
-  const T l = v - T(lo);
-  return AxisTaps<T>{lo, hi, T(1) - l, l, moves, true};
+  const double l = v - double(lo);
+  return AxisTaps<W>{int(lo), int(hi), W(1.0 - l), W(l), moves, true};
 }
 
-template <typename T>
-C10_HOST_DEVICE inline AxisTaps<T> nearest_taps(T v, int size) {
-  if (size <= 0 || !(v >= T(-1) && v <= T(size))) return invalid_taps<T>();
-  if (v < T(0)) v = T(0);
-  int idx = static_cast<int>(::floor(v + T(0.5)));
+template <typename W>
+C10_HOST_DEVICE inline AxisTaps<W> nearest_taps(double v, int64_t size) {
+  if (size <= 0 || !(v >= -1.0 && v <= double(size))) return invalid_taps<W>();
+  if (v < 0.0) v = 0.0;
+  int64_t idx = static_cast<int64_t>(::floor(v + 0.5));
   if (idx > size - 1) idx = size - 1;
-  return AxisTaps<T>{idx, idx, T(1), T(0), T(0), true};
+  return AxisTaps<W>{int(idx), int(idx), W(1), W(0), W(0), true};
 }
 
-template <Sampling S, typename T>
-C10_HOST_DEVICE inline AxisTaps<T> axis_taps(T v, int size) {
-  return S == Sampling::Bilinear ? bilinear_taps(v, size) : nearest_taps(v, size);
+template <Sampling S, typename W>
+C10_HOST_DEVICE inline AxisTaps<W> axis_taps(double v, int64_t size) {
+  return S == Sampling::Bilinear ? bilinear_taps<W>(v, size) : nearest_taps<W>(v, size);
 }
 
 // roi_pool (Fast R-CNN): integer bins. Row range of bin p is

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch._prims_common import suggest_memory_format
 
 _OPS = {
     # public op -> (has a box-gradient op, else the box gradient is 0; index of `mode`
@@ -33,17 +34,30 @@ _OPS = {
 
 
 def output_memory_format(input: Tensor) -> torch.memory_format:
-    """channels_last when the input is strictly channels_last, else contiguous.
+    """The format PyTorch's own ops would give an output computed from ``input``
+    (``Tensor::suggest_memory_format``), as csrc/cpu/cpu_common.cpp: output_format."""
+    return suggest_memory_format(input)
 
-    The same rule as csrc/cpu/cpu_common.cpp: output_format.
-    """
-    if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+
+def finest(maps: list[Tensor]) -> Tensor:
+    """The level with the most pixels (the first of equals): it decides the format of
+    a multilevel op's output, as csrc/cpu/cpu_common.cpp: empty_output."""
+    return max(maps, key=lambda m: m.shape[2] * m.shape[3])
 
 
 def _empty(like: Tensor, shape) -> Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
+
+
+def check_devices(op: str, named: dict) -> None:
+    """The fake kernels' counterpart of the kernels' device checks: a direct op call
+    mixing devices (e.g. a meta tensor with CPU tensors, which dispatches here) must
+    raise rather than return uninitialised memory on the first tensor's device."""
+    tensors = [(name, t) for name, v in named.items() for t in (v if isinstance(v, (list, tuple)) else [v])]
+    device = tensors[0][1].device
+    for name, t in tensors:
+        if t.device != device:
+            raise ValueError(f"{op}: {name} are on {t.device} but {tensors[0][0]} are on {device}")
 
 
 def _op(name: str):
@@ -56,16 +70,20 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
     rois_grad = _op(f"_{base}_backward_rois") if has_rois_grad else None
     n_index = 2 if multilevel else 1  # (rois, levels) or (rois,)
 
-    def first(maps):
-        return maps[0] if multilevel else maps
-
     def empty_output(maps, rest):
         index, params = rest[:n_index], rest[n_index:]
-        return _empty(first(maps), (index[0].shape[0], first(maps).shape[1], params[1], params[2]))
+        like = finest(maps) if multilevel else maps
+        return _empty(like, (index[0].shape[0], like.shape[1], params[1], params[2]))
+
+    def check(op, maps_name, maps, rest, **named):
+        # rest starts with the index tensors: (rois,) or (rois, levels)
+        index = dict(zip(("boxes", "levels"), rest[:n_index], strict=False))
+        check_devices(op, {maps_name: maps, **index, **named})
 
     @torch.library.register_fake(forward)
     def _forward_fake(maps, *rest):
         # rest = (*index, *params, keep_argmax)
+        check(base, "inputs", maps, rest)
         out = empty_output(maps, rest[:-1])
         if rest[n_index + mode_index] == "max" and rest[-1]:
             return out, torch.empty_like(out, dtype=torch.int32)
@@ -73,12 +91,14 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
 
     @torch.library.register_fake(backward)
     def _backward_fake(grad, maps, argmax, *rest):
+        check(f"_{base}_backward", "inputs", maps, rest, grad=grad, argmax=argmax)
         if multilevel:
             return [_empty(m, m.shape) for m in maps]
         return _empty(maps, maps.shape)
 
     @torch.library.register_fake(jvp)
     def _jvp_fake(tangents, argmax, *rest):
+        check(f"_{base}_jvp", "tangents", tangents, rest, argmax=argmax)
         return empty_output(tangents, rest)
 
     def save(ctx, maps, argmax, index, params):
@@ -154,8 +174,9 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
     if rois_grad is not None:
 
         @torch.library.register_fake(rois_grad)
-        def _rois_grad_fake(grad, maps, argmax, rois, *rest):
-            return torch.empty_like(rois, memory_format=torch.contiguous_format)
+        def _rois_grad_fake(grad, maps, argmax, *rest):
+            check(f"_{base}_backward_rois", "inputs", maps, rest, grad=grad, argmax=argmax)
+            return torch.empty_like(rest[0], memory_format=torch.contiguous_format)
 
         def no_second_order(ctx, g):
             raise NotImplementedError(

@@ -8,6 +8,7 @@ Python side without data-dependent branches.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -17,6 +18,10 @@ from torch import Tensor
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MODES = ("avg", "max")
 SAMPLINGS = ("bilinear", "nearest")
+# Bounds stated in csrc/roi_geometry.h (kMaxSamplingRatio, kMaxOutputSize): they keep
+# sample counts, indices and per-RoI tables within int and the work per bin finite.
+MAX_SAMPLING_RATIO = 1024
+MAX_OUTPUT_SIZE = 65536
 
 
 def check_input(op: str, input: Tensor) -> None:
@@ -43,6 +48,8 @@ def output_size_pair(op: str, output_size: int | Sequence[int]) -> tuple[int, in
         raise TypeError(f"{op}: output_size must be an int or a pair of ints, got {output_size!r}")
     if pair[0] <= 0 or pair[1] <= 0:
         raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
+    if pair[0] > MAX_OUTPUT_SIZE or pair[1] > MAX_OUTPUT_SIZE:
+        raise ValueError(f"{op}: output_size must be at most {MAX_OUTPUT_SIZE} per side, got {output_size!r}")
     return pair
 
 
@@ -57,7 +64,11 @@ def check_scale(op: str, spatial_scale: float) -> float:
 def check_sampling_ratio(op: str, sampling_ratio: int) -> int:
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise TypeError(f"{op}: sampling_ratio must be an int, got {sampling_ratio!r}")
-    return sampling_ratio
+    if sampling_ratio > MAX_SAMPLING_RATIO:
+        raise ValueError(
+            f"{op}: sampling_ratio must be at most {MAX_SAMPLING_RATIO} (<= 0 for adaptive), got {sampling_ratio}"
+        )
+    return max(sampling_ratio, 0)
 
 
 def check_choice(op: str, name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -69,8 +80,11 @@ def check_choice(op: str, name: str, value: str, choices: tuple[str, ...]) -> st
 def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
     """Return boxes as a [K, 5] Tensor of (batch_index, x1, y1, x2, y2).
 
-    Accepts that form directly, or a list with one [L_i, 4] Tensor per image.
-    The result stays differentiable with respect to the given boxes.
+    Accepts that form directly, or a list with one [L_i, 4] Tensor per image. Boxes
+    keep their own floating dtype, whatever the input's: the list form uses the
+    boxes' dtype unless it cannot hold every batch index exactly (bfloat16 beyond
+    256 images, float16 beyond 2048), then float32 (float64 beyond 2^24). The result stays differentiable
+    with respect to the given boxes.
     """
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
@@ -78,34 +92,34 @@ def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) ->
                 f"{op}: boxes must be a [K, 5] Tensor (batch_index, x1, y1, x2, y2) or a "
                 f"list of [L, 4] Tensors, got shape {tuple(boxes.shape)}"
             )
-        rois = boxes
-    elif isinstance(boxes, (list, tuple)):
-        if len(boxes) != input.shape[0]:
-            raise ValueError(
-                f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images"
-            )
-        parts = []
-        for i, b in enumerate(boxes):
-            if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-                shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-                raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {shape}")
-            _check_like(op, f"boxes[{i}]", b, input)
-            parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))
-        if not parts:
-            return input.new_zeros((0, 5))
-        rois = torch.cat(parts, dim=0)
-    else:
+        _check_boxes(op, "boxes", boxes, input)
+        return boxes
+    if not isinstance(boxes, (list, tuple)):
         raise TypeError(
             f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
             f"{type(boxes).__name__}"
         )
-    _check_like(op, "boxes", rois, input)
-    return rois
+    if len(boxes) != input.shape[0]:
+        raise ValueError(f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images")
+    for i, b in enumerate(boxes):
+        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {shape}")
+        _check_boxes(op, f"boxes[{i}]", b, input)
+    if not boxes:
+        return input.new_zeros((0, 5))
+    dtype = functools.reduce(torch.promote_types, (b.dtype for b in boxes))
+    if len(boxes) - 1 > 2 / torch.finfo(dtype).eps:  # the largest run of exact integers
+        dtype = torch.float32 if len(boxes) <= 2**24 else torch.float64
+    return torch.cat(
+        [torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], dim=1) for i, b in enumerate(boxes)],
+        dim=0,
+    )
 
 
-def _check_like(op: str, name: str, t: Tensor, input: Tensor) -> None:
-    if t.dtype != input.dtype:
-        raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
+def _check_boxes(op: str, name: str, t: Tensor, input: Tensor) -> None:
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
     if t.device != input.device:
         raise ValueError(f"{op}: {name} are on {t.device} but input is on {input.device}")
 

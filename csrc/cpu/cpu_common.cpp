@@ -17,18 +17,6 @@ Sampling parse_sampling(std::string_view sampling) {
                     sampling, "'");
 }
 
-template <typename scalar_t>
-static void check_batch_indices(const char* op, const at::Tensor& rois, int64_t N) {
-  const scalar_t* r = rois.data_ptr<scalar_t>();
-  const int64_t K = rois.size(0);
-  for (int64_t k = 0; k < K; ++k) {
-    const double b = static_cast<double>(r[k * 5]);
-    TORCH_CHECK_VALUE(std::floor(b) == b && b >= 0 && b < static_cast<double>(N), op,
-                      ": boxes[", k, ", 0] (batch index) must be an integer in [0, ", N,
-                      "), got ", b);
-  }
-}
-
 void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
                     double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ",
@@ -36,25 +24,44 @@ void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& r
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
                    ": input must be float16, bfloat16, float32 or float64, got ",
                    input.scalar_type());
+  TORCH_CHECK_VALUE(input.size(2) <= kMaxMapSide && input.size(3) <= kMaxMapSide, op,
+                    ": feature map height and width must be below 2^31, got ", input.sizes());
   TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
                     ": boxes must be [K, 5] (batch_index, x1, y1, x2, y2), got ",
                     rois.sizes());
-  TORCH_CHECK_TYPE(rois.scalar_type() == input.scalar_type(), op,
-                   ": boxes dtype ", rois.scalar_type(), " differs from input dtype ",
-                   input.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(rois.scalar_type()), op,
+                   ": boxes must be a floating-point tensor, got ", rois.scalar_type());
   TORCH_CHECK_VALUE(rois.device() == input.device(), op, ": boxes are on ",
                     rois.device(), " but input is on ", input.device());
   TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, op,
                     ": output_size must be positive, got (", pooled_h, ", ", pooled_w,
                     ")");
+  TORCH_CHECK_VALUE(pooled_h <= kMaxOutputSize && pooled_w <= kMaxOutputSize, op,
+                    ": output_size must be at most ", kMaxOutputSize, " per side, got (",
+                    pooled_h, ", ", pooled_w, ")");
   TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, op,
                     ": spatial_scale must be positive and finite, got ", spatial_scale);
   if (rois.device().is_cpu()) {
-    const at::Tensor r = rois.contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "roiops_check_batch_indices", [&] {
-      check_batch_indices<scalar_t>(op, r, input.size(0));
-    });
+    const at::Tensor r = rois_as_double(rois);
+    const double* p = r.data_ptr<double>();
+    const int64_t N = input.size(0);
+    for (int64_t k = 0; k < r.size(0); ++k) {
+      const double b = p[k * 5];
+      TORCH_CHECK_VALUE(std::floor(b) == b && b >= 0 && b < static_cast<double>(N), op,
+                        ": boxes[", k, ", 0] (batch index) must be an integer in [0, ", N,
+                        "), got ", b);
+    }
   }
+}
+
+void check_sampling_ratio(const char* op, int64_t sampling_ratio) {
+  TORCH_CHECK_VALUE(sampling_ratio <= kMaxSamplingRatio, op,
+                    ": sampling_ratio must be at most ", kMaxSamplingRatio,
+                    " (<= 0 for adaptive), got ", sampling_ratio);
+}
+
+at::Tensor rois_as_double(const at::Tensor& rois) {
+  return rois.to(at::kDouble).contiguous();
 }
 
 void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tensor& rois,
@@ -70,6 +77,9 @@ void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tens
                           inputs[i].size(1) == inputs[0].size(1),
                       op, ": every level must have the same N and C; level ", i, " is ",
                       inputs[i].sizes(), ", level 0 is ", inputs[0].sizes());
+    TORCH_CHECK_TYPE(inputs[i].scalar_type() == inputs[0].scalar_type(), op,
+                     ": every level must have the same dtype; level ", i, " is ",
+                     inputs[i].scalar_type(), ", level 0 is ", inputs[0].scalar_type());
   }
   TORCH_CHECK_VALUE(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
                     ": levels must be [K] with K = ", rois.size(0), ", got ", levels.sizes());
@@ -101,9 +111,7 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
 }
 
 at::MemoryFormat output_format(const at::Tensor& input) {
-  return input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous()
-             ? at::MemoryFormat::ChannelsLast
-             : at::MemoryFormat::Contiguous;
+  return input.suggest_memory_format();
 }
 
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
@@ -116,7 +124,10 @@ at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
 namespace roiops::cpu {
 
 at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w) {
-  return empty_like_format(maps[0], {K, maps[0].size(1), pooled_h, pooled_w},
+  const at::Tensor* finest = &maps[0];
+  for (const at::Tensor& m : maps)
+    if (m.size(2) * m.size(3) > finest->size(2) * finest->size(3)) finest = &m;
+  return empty_like_format(*finest, {K, maps[0].size(1), pooled_h, pooled_w},
                            maps[0].scalar_type());
 }
 

@@ -18,6 +18,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string_view>
@@ -35,33 +36,44 @@ constexpr int64_t kChannelBlock = 64;
 Mode parse_mode(std::string_view mode);
 Sampling parse_sampling(std::string_view sampling);
 
-// Shape, dtype, device and value checks shared by every op entry point. Python callers
-// get the same checks earlier with friendlier messages (roiops/_validation.py); these
-// protect direct torch.ops.roiops calls from ever reading out of bounds.
+// Shape, dtype, device, bound and value checks shared by every op entry point.
+// Python callers get the same checks earlier with friendlier messages
+// (roiops/_validation.py); these protect direct torch.ops.roiops calls from ever
+// reading out of bounds. Boxes may have any floating dtype, independent of the
+// input's (float32 boxes with bfloat16 features is what autocast produces).
 void check_roi_args(
     const char* op, const at::Tensor& input, const at::Tensor& rois,
     double spatial_scale, int64_t pooled_h, int64_t pooled_w);
 
+// sampling_ratio <= kMaxSamplingRatio (roi_geometry.h); <= 0 means adaptive.
+void check_sampling_ratio(const char* op, int64_t sampling_ratio);
+
 // Checks for the multilevel ops: a non-empty list of maps with equal N, C, dtype and
 // device, one positive scale per map, and levels an int64 [K] tensor of indices
-// into the list. The output's memory format follows the first map.
+// into the list.
 void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tensor& rois,
                            const at::Tensor& levels, at::ArrayRef<double> scales,
                            int64_t pooled_h, int64_t pooled_w);
+
+// The boxes as a contiguous float64 [K, 5] tensor: every kernel reads box values in
+// double (the geometry is computed in double whatever the dtypes), so one small
+// conversion replaces a dispatch over box dtypes in every kernel.
+at::Tensor rois_as_double(const at::Tensor& rois);
 
 // Check for the internal backward ops: `grad` must have the forward's output shape
 // [K, C, PH, PW].
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
                 const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
 
-// The output / gradient layout: channels_last when the input is (strictly)
-// channels_last, otherwise contiguous NCHW. roiops/_registration.py states the same
-// rule for the fake kernels.
+// The output / gradient layout: the one PyTorch's own ops would choose for `input`
+// (suggest_memory_format). roiops/_registration.py states the same rule for the
+// fake kernels.
 at::MemoryFormat output_format(const at::Tensor& input);
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
 
-// The [K, C, PH, PW] output of the forward / jvp ops, in the first map's format.
+// The [K, C, PH, PW] output of the forward / jvp ops, in the format of the finest
+// map (the one with the most pixels; the first of equals).
 at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
 // The forward's argmax: like the output in int32 for max mode when kept, else empty.
 at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep);
@@ -129,7 +141,7 @@ struct Maps {
   std::vector<int64_t> heights, widths;
   std::vector<double> scales;
   const int64_t* levels = nullptr;  // null: a single map
-  int64_t batch = 0, channels = 0, max_h = 0, max_w = 0;
+  int64_t batch = 0, channels = 0;
 
   Maps(at::TensorList maps, at::ArrayRef<double> s, const int64_t* roi_levels)
       : scales(s.begin(), s.end()), levels(roi_levels) {
@@ -139,8 +151,6 @@ struct Maps {
       views.push_back(view4<T>(m));
       heights.push_back(m.size(2));
       widths.push_back(m.size(3));
-      max_h = std::max(max_h, m.size(2));
-      max_w = std::max(max_w, m.size(3));
     }
   }
   int64_t level_of(int64_t k) const { return levels ? levels[k] : 0; }
@@ -172,8 +182,8 @@ struct RoiBuckets {
   std::vector<int64_t> start;  // groups + 1 offsets into order
   std::vector<int64_t> order;
 };
-template <typename scalar_t, typename T>
-RoiBuckets bucket_rois(const scalar_t* rois, int64_t K, int64_t N, const Maps<T>& maps) {
+template <typename T>
+RoiBuckets bucket_rois(const double* rois, int64_t K, int64_t N, const Maps<T>& maps) {
   const int64_t groups = N * maps.count();
   auto group = [&](int64_t k) { return maps.level_of(k) * N + static_cast<int64_t>(rois[k * 5]); };
   RoiBuckets b;
@@ -196,29 +206,31 @@ using acc_type = at::opmath_type<scalar_t>;
 // (huge adaptive grids) stay on the direct path to bound the per-thread buffer.
 constexpr int64_t kMaxTilePixels = 4096;
 
-// Compact numbering of the rows and columns a RoI touches: source index -> tile index.
+// Compact numbering of the rows and columns a RoI touches: the sorted distinct
+// source rows / columns; a source index's tile index is its position. Built per RoI
+// from its taps, so no buffer scales with the map (a map can be 2^31 pixels high
+// through expand()).
 struct TileIndex {
-  std::vector<int> rows, cols;          // source row / column of each tile row / column
-  std::vector<int> row_slot, col_slot;  // tile index of each source row / column, or -1
+  std::vector<int> rows, cols;  // source row / column of each tile row / column
 
-  TileIndex(int64_t H, int64_t W) : row_slot(H, -1), col_slot(W, -1) {}
-  int row(int y) { return slot(row_slot, rows, y); }
-  int col(int x) { return slot(col_slot, cols, x); }
-  int64_t pixels() const { return int64_t(rows.size()) * int64_t(cols.size()); }
   void clear() {
-    for (int y : rows) row_slot[y] = -1;
-    for (int x : cols) col_slot[x] = -1;
     rows.clear();
     cols.clear();
   }
+  // Call once every touched row and column has been pushed.
+  void finish() {
+    for (std::vector<int>* v : {&rows, &cols}) {
+      std::sort(v->begin(), v->end());
+      v->erase(std::unique(v->begin(), v->end()), v->end());
+    }
+  }
+  int row(int y) const { return position(rows, y); }
+  int col(int x) const { return position(cols, x); }
+  int64_t pixels() const { return int64_t(rows.size()) * int64_t(cols.size()); }
 
  private:
-  static int slot(std::vector<int>& slots, std::vector<int>& list, int v) {
-    if (slots[v] < 0) {
-      slots[v] = static_cast<int>(list.size());
-      list.push_back(v);
-    }
-    return slots[v];
+  static int position(const std::vector<int>& sorted, int v) {
+    return int(std::lower_bound(sorted.begin(), sorted.end(), v) - sorted.begin());
   }
 };
 
@@ -314,7 +326,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, int64_t K, int64_t C,
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     Geometry r, tiled;
-    TileIndex index(planar ? in.max_h : 0, planar ? in.max_w : 0);
+    TileIndex index;
     std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * kChannelBlock] : nullptr);
     int64_t i0, i1, built = -1;
     while (claim(i0, i1)) for (int64_t i = i0; i < i1; ++i) {
@@ -370,36 +382,42 @@ inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
 }
 
 
+// Integer type of a max-mode sample index kept beside an acc_t running maximum: the
+// same width as acc_t, so value and index lanes update with one blend mask.
+template <typename acc_t>
+using index_of = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
+
 // Running first-maximum over samples: keeps the value and the index of the first
-// sample that attains it (SEMANTICS: ties go to the first sample in row-major order).
-// The index is kept as acc_t (exact: at most kMaxAdaptiveGrid^2 samples, or a
-// roi_pool bin below 2^24 pixels; larger bins are searched with integers) so that
-// value and index update with the same vector blend.
-// Values v[c * cs] are read in place (vectorized when cs == 1).
+// sample that attains it (SEMANTICS: ties go to the first sample in row-major order;
+// a NaN wins over any number and the first NaN is kept, so NaN propagates as in
+// torch.amax). Values v[c * cs] are read in place (vectorized when cs == 1).
 template <typename acc_t, typename scalar_t>
-inline void update_max(acc_t* best, acc_t* arg, const scalar_t* v, int64_t cs, int64_t n,
-                       int sample) {
+inline void update_max(acc_t* best, index_of<acc_t>* arg, const scalar_t* v, int64_t cs,
+                       int64_t n, int64_t sample) {
   using Vec = at::vec::Vectorized<acc_t>;
+  using Idx = index_of<acc_t>;
+  using IVec = at::vec::Vectorized<Idx>;
+  static_assert(Vec::size() == IVec::size());
   if (sample == 0) {
     load_channels(best, v, cs, n);
-    fill_channels(arg, acc_t(0), n);
+    fill_channels(arg, Idx(0), n);
     return;
   }
-  const Vec index(static_cast<acc_t>(sample));
   int64_t c = 0;
   if (cs == 1) {
+    const IVec index(static_cast<Idx>(sample));
     for (; c + Vec::size() <= n; c += Vec::size()) {
       const Vec x = load_acc(v + c), b = Vec::loadu(best + c);
-      const Vec take = x > b;
+      const Vec take = (x > b) | ((x != x) & (b == b));
       Vec::blendv(b, x, take).store(best + c);
-      Vec::blendv(Vec::loadu(arg + c), index, take).store(arg + c);
+      IVec::blendv(IVec::loadu(arg + c), index, at::vec::cast<Idx>(take)).store(arg + c);
     }
   }
   for (; c < n; ++c) {
-    const acc_t x = static_cast<acc_t>(v[c * cs]);
-    const bool take = x > best[c];
-    best[c] = take ? x : best[c];
-    arg[c] = take ? acc_t(sample) : arg[c];
+    const acc_t x = static_cast<acc_t>(v[c * cs]), b = best[c];
+    const bool take = x > b || (x != x && b == b);
+    best[c] = take ? x : b;
+    arg[c] = take ? static_cast<Idx>(sample) : arg[c];
   }
 }
 

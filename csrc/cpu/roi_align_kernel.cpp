@@ -13,8 +13,7 @@ using Str = c10::string_view;
 using Scales = at::ArrayRef<double>;
 
 SampledArgs args(int64_t ph, int64_t pw, int64_t sr, bool aligned, Str mode, Str sampling) {
-  return SampledArgs{ph, pw, sr, aligned, /*quantize=*/false, parse_mode(mode),
-                     parse_sampling(sampling)};
+  return sampled_args("roi_align", ph, pw, sr, aligned, /*quantize=*/false, mode, sampling);
 }
 
 std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale,

@@ -21,25 +21,27 @@ struct RoiBins {
   std::vector<int> h0, h1, w0, w1;
 
   // RoI k of `rois`, on its level of `maps`.
-  template <typename scalar_t, typename T>
-  void build(const scalar_t* rois, int64_t k, const Maps<T>& maps, const PoolArgs& a) {
-    const scalar_t* roi = rois + k * 5;
+  template <typename T>
+  void build(const double* rois, int64_t k, const Maps<T>& maps, const PoolArgs& a) {
+    const double* roi = rois + k * 5;
     image = static_cast<int64_t>(roi[0]);
     level = maps.level_of(k);
     const int64_t H = maps.heights[level], W = maps.widths[level];
     const double scale = maps.scales[level];
-    const PoolAxis y = pool_axis(double(roi[2]), double(roi[4]), scale);
-    const PoolAxis x = pool_axis(double(roi[1]), double(roi[3]), scale);
+    const PoolAxis y = pool_axis(roi[2], roi[4], scale);
+    const PoolAxis x = pool_axis(roi[1], roi[3], scale);
     h0.resize(a.pooled_h), h1.resize(a.pooled_h), w0.resize(a.pooled_w), w1.resize(a.pooled_w);
     for (int p = 0; p < a.pooled_h; ++p) pool_bin(y, p, int(a.pooled_h), int(H), &h0[p], &h1[p]);
     for (int p = 0; p < a.pooled_w; ++p) pool_bin(x, p, int(a.pooled_w), int(W), &w0[p], &w1[p]);
   }
-  int count(int64_t ph, int64_t pw) const {
-    return std::max(h1[ph] - h0[ph], 0) * std::max(w1[pw] - w0[pw], 0);
+  // Pixels in bin (ph, pw): up to (2^31)^2, so int64.
+  int64_t count(int64_t ph, int64_t pw) const {
+    return int64_t(std::max(h1[ph] - h0[ph], 0)) * std::max(w1[pw] - w0[pw], 0);
   }
-  // Whether pixel index p = h * W + w lies in bin (ph, pw).
+  // Whether pixel index p = h * W + w lies in bin (ph, pw). An empty bin (every bin
+  // of a map with W == 0) contains nothing, which also keeps W out of the division.
   bool contains(int64_t ph, int64_t pw, int32_t p, int64_t W) const {
-    if (p < 0) return false;
+    if (p < 0 || count(ph, pw) == 0) return false;
     const int64_t h = p / W, w = p % W;
     return h >= h0[ph] && h < h1[ph] && w >= w0[pw] && w < w1[pw];
   }
@@ -51,8 +53,8 @@ struct RoiBins {
     const int y0 = *std::min_element(h0.begin(), h0.end()), y1 = *std::max_element(h1.begin(), h1.end());
     const int x0 = *std::min_element(w0.begin(), w0.end()), x1 = *std::max_element(w1.begin(), w1.end());
     if (y1 <= y0 || x1 <= x0 || int64_t(y1 - y0) * (x1 - x0) > kMaxTilePixels) return false;
-    for (int y = y0; y < y1; ++y) t.row(y);
-    for (int x = x0; x < x1; ++x) t.col(x);
+    for (int y = y0; y < y1; ++y) t.rows.push_back(y);  // sorted and distinct already
+    for (int x = x0; x < x1; ++x) t.cols.push_back(x);
     tiled = *this;
     tiled.image = tiled.level = 0;
     for (int& v : tiled.h0) v -= y0;
@@ -63,55 +65,51 @@ struct RoiBins {
   }
 };
 
+// Sum over the bin's pixels. A float32 running sum stops growing after 2^24 equal
+// terms (the mean of a 8192 x 8192 bin of ones would be 0.25), so pixels are summed
+// in acc_t in row-major runs of kSumRun and the runs are added in double.
+constexpr int64_t kSumRun = 4096;
+
 template <typename scalar_t, typename acc_t>
-void bin_sum(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw,
+void bin_sum(double* out, const RoiBins& r, int64_t ph, int64_t pw,
              const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  fill_channels(out, acc_t(0), n);
+  acc_t run[kChannelBlock];
+  fill_channels(out, 0.0, n);
+  fill_channels(run, acc_t(0), n);
   Taps<acc_t, 1> t{{0}, {acc_t(1)}};
+  int64_t in_run = 0;
   for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
     for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
       t.off[0] = h * v.s2 + w * v.s3;
-      accumulate_taps(out, src, v.s1, n, t);
+      accumulate_taps(run, src, v.s1, n, t);
+      if (++in_run == kSumRun) {
+        for (int64_t c = 0; c < n; ++c) out[c] += double(run[c]);
+        fill_channels(run, acc_t(0), n);
+        in_run = 0;
+      }
     }
+  for (int64_t c = 0; c < n; ++c) out[c] += double(run[c]);
 }
 
-// First maximum over the bin's pixels in row-major order: best[c] and pixel[c], its
-// index h * W + w in the RoI's map. `bins` addresses `src` (possibly a tile), `at`
-// holds the same bins in map coordinates.
+// First maximum over the bin's pixels in row-major order (NaN first, update_max):
+// best[c] and pixel[c], its index h * W + w in the RoI's map (< 2^31: max mode
+// refuses larger maps). `bins` addresses `src` (possibly a tile), `at` holds the
+// same bins in map coordinates.
 template <typename scalar_t, typename acc_t>
 void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins& at,
                 int64_t ph, int64_t pw, const View4<const scalar_t>& v, const scalar_t* src,
                 int64_t n, int64_t W) {
   const int64_t bw = bins.w1[pw] - bins.w0[pw];
-  auto to_pixel = [&](int64_t i) {
-    const int64_t row = i / bw;
-    return int32_t((at.h0[ph] + row) * W + at.w0[pw] + (i - row * bw));
-  };
-  // update_max keeps indices in acc_t, exact below 2^24 in float; a bigger bin (a
-  // 4096 x 4096 map pooled to 1 x 1) is searched channel by channel with integers.
-  if (bins.count(ph, pw) >= (1 << 24)) {
-    for (int64_t c = 0; c < n; ++c) {
-      int64_t i = 0, first = 0;
-      acc_t top = acc_t(src[c * v.s1 + bins.h0[ph] * v.s2 + bins.w0[pw] * v.s3]);
-      for (int64_t h = bins.h0[ph]; h < bins.h1[ph]; ++h)
-        for (int64_t w = bins.w0[pw]; w < bins.w1[pw]; ++w, ++i) {
-          const acc_t x = acc_t(src[c * v.s1 + h * v.s2 + w * v.s3]);
-          if (x > top) top = x, first = i;
-        }
-      best[c] = top;
-      pixel[c] = to_pixel(first);
-    }
-    return;
-  }
-  acc_t arg[kChannelBlock];
-  int i = 0;
+  index_of<acc_t> arg[kChannelBlock];
+  int64_t i = 0;
   for (int64_t h = bins.h0[ph]; h < bins.h1[ph]; ++h)
     for (int64_t w = bins.w0[pw]; w < bins.w1[pw]; ++w, ++i)
       update_max(best, arg, src + h * v.s2 + w * v.s3, v.s1, n, i);
-  // Bin-relative index -> map pixel without an integer division per channel.
+  // Bin-relative index -> map pixel without an integer division per channel: the
+  // double quotient of idx < 2^31 is far from rounding across an integer.
   const double inv_bw = 1.0 / double(bw);
   for (int64_t c = 0; c < n; ++c) {
-    const int64_t idx = int64_t(arg[c]), row = int64_t((idx + 0.5) * inv_bw);
+    const int64_t idx = int64_t(arg[c]), row = int64_t((double(idx) + 0.5) * inv_bw);
     pixel[c] = int32_t((at.h0[ph] + row) * W + at.w0[pw] + (idx - row * bw));
   }
 }
@@ -125,24 +123,25 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   using acc_t = acc_type<scalar_t>;
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, RoiBins>(
       in, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins& at, const RoiBins& r,
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock];
+        double sum[kChannelBlock];
         int32_t pixel[kChannelBlock];
         const int64_t W = in.widths[at.level];
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            const int count = r.count(ph, pw);
+            const int64_t count = r.count(ph, pw);
             if (count == 0) {
               fill_channels(acc, acc_t(0), n);
               fill_channels(pixel, int32_t(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_sum(acc, r, ph, pw, v, src, n);
-              for (int64_t c = 0; c < n; ++c) acc[c] /= acc_t(count);
+              bin_sum<scalar_t, acc_t>(sum, r, ph, pw, v, src, n);
+              for (int64_t c = 0; c < n; ++c) acc[c] = acc_t(sum[c] / double(count));
             } else {
               bin_argmax(acc, pixel, r, at, ph, pw, v, src, n, W);
             }
@@ -162,7 +161,7 @@ void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
   const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
 
   parallel_dynamic(K, 4, [&](auto& claim) {
     RoiBins r;
@@ -192,7 +191,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
   const int64_t N = shape.batch, C = shape.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
   const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
   const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
   const int64_t blocks = (C + block - 1) / block;
@@ -216,7 +215,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
         r.build(rp, k, shape, a);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            const int count = r.count(ph, pw);
+            const int64_t count = r.count(ph, pw);
             if (count == 0) continue;
             load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
                           go.s1, n);
@@ -252,7 +251,7 @@ std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::T
     TORCH_CHECK_VALUE(a.mode == Mode::Avg || m.size(2) * m.size(3) <= INT32_MAX,
                       "roi_pool: max mode records pixel indices as int32; a ", m.size(2), " x ",
                       m.size(3), " map has more pixels than that");
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
   at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
@@ -270,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::T
 at::Tensor jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
                   const at::Tensor& levels_in, at::ArrayRef<double> scales, const PoolArgs& a) {
   if (a.mode == Mode::Avg) return std::get<0>(forward_op(tangents, rois_in, levels_in, scales, a, false));
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
   if (out.numel() == 0) return out;
@@ -284,7 +283,7 @@ std::vector<at::Tensor> backward_op(const at::Tensor& grad, at::TensorList input
                                     const at::Tensor& argmax, const at::Tensor& rois_in,
                                     const at::Tensor& levels_in, at::ArrayRef<double> scales,
                                     const PoolArgs& a) {
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
   const at::ScalarType dtype = inputs[0].scalar_type();

@@ -14,8 +14,8 @@ using Str = c10::string_view;
 using Scales = at::ArrayRef<double>;
 
 SampledArgs args(int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
-  return SampledArgs{ph, pw, sr, /*aligned=*/false, /*quantize=*/true, parse_mode(mode),
-                     parse_sampling(sampling)};
+  return sampled_args("roi_warp", ph, pw, sr, /*aligned=*/false, /*quantize=*/true, mode,
+                      sampling);
 }
 
 std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale,

@@ -6,7 +6,7 @@ std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, con
                                                       const at::Tensor& levels_in,
                                                       at::ArrayRef<double> scales,
                                                       const SampledArgs& a, bool keep_argmax) {
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
   at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
@@ -26,7 +26,7 @@ at::Tensor sampled_jvp_op(at::TensorList tangents, const at::Tensor& argmax, con
                           const SampledArgs& a) {
   if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
     return std::get<0>(sampled_forward_op(tangents, rois_in, levels_in, scales, a, false));
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
   if (out.numel() == 0) return out;
@@ -45,7 +45,7 @@ std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::Te
                                                   const at::Tensor& argmax, const at::Tensor& rois_in,
                                                   const at::Tensor& levels_in,
                                                   at::ArrayRef<double> scales, const SampledArgs& a) {
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
   const at::ScalarType dtype = inputs[0].scalar_type();
@@ -66,20 +66,22 @@ at::Tensor sampled_backward_rois_op(const at::Tensor& grad, at::TensorList input
                                     const at::Tensor& argmax, const at::Tensor& rois_in,
                                     const at::Tensor& levels_in, at::ArrayRef<double> scales,
                                     const SampledArgs& a) {
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor gr = at::zeros_like(rois, at::MemoryFormat::Contiguous);
+  at::Tensor gr = at::zeros_like(rois);
   // Box gradients exist only through bilinear sample positions of an unquantized box.
-  if (a.quantize || a.sampling != Sampling::Bilinear || inputs[0].size(1) == 0) return gr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rois.scalar_type(),
-                                  "roiops_sampled_backward_rois", [&] {
-    const Maps<const scalar_t> in(inputs, scales, levels.data);
-    if (a.mode == Mode::Avg)
-      sampled_backward_rois<scalar_t, Mode::Avg>(grad, argmax, in, rois, gr, a);
-    else
-      sampled_backward_rois<scalar_t, Mode::Max>(grad, argmax, in, rois, gr, a);
-  });
-  return gr;
+  if (!a.quantize && a.sampling == Sampling::Bilinear && inputs[0].size(1) > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(),
+                                    "roiops_sampled_backward_rois", [&] {
+      const Maps<const scalar_t> in(inputs, scales, levels.data);
+      if (a.mode == Mode::Avg)
+        sampled_backward_rois<scalar_t, Mode::Avg>(grad, argmax, in, rois, gr, a);
+      else
+        sampled_backward_rois<scalar_t, Mode::Max>(grad, argmax, in, rois, gr, a);
+    });
+  }
+  // In the boxes' own dtype and the contiguous layout the fake kernel states.
+  return gr.to(rois_in.scalar_type());
 }
 
 }  // namespace roiops::cpu

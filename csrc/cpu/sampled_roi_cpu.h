@@ -12,20 +12,32 @@
 namespace roiops::cpu {
 
 struct SampledArgs {
-  int64_t pooled_h, pooled_w, sampling_ratio;
+  int64_t pooled_h, pooled_w;
+  int sampling_ratio;  // in [0, kMaxSamplingRatio]; 0 = adaptive
   bool aligned, quantize;
   Mode mode;
   Sampling sampling;
 };
 
+// The op arguments of roi_align (quantize = false) and roi_warp (quantize = true),
+// with sampling_ratio checked against its bound and every value <= 0 made 0.
+inline SampledArgs sampled_args(const char* op, int64_t pooled_h, int64_t pooled_w,
+                                int64_t sampling_ratio, bool aligned, bool quantize,
+                                c10::string_view mode, c10::string_view sampling) {
+  check_sampling_ratio(op, sampling_ratio);
+  return SampledArgs{pooled_h, pooled_w, int(std::max<int64_t>(sampling_ratio, 0)), aligned,
+                     quantize, parse_mode(mode), parse_sampling(sampling)};
+}
+
 template <Sampling S>
 constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 
 // One RoI's geometry plus the taps of every sample row and column, computed once per
-// RoI and shared by all channels: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
+// RoI (in double, roi_geometry.h) and shared by all channels: ys[ph * grid_h + iy],
+// xs[pw * grid_w + ix], with weights rounded to acc_t.
 template <typename acc_t>
 struct RoiSamples {
-  SampledRoi<acc_t> g{};
+  SampledRoi g{};
   int64_t image = 0;
   std::vector<AxisTaps<acc_t>> ys, xs;
 
@@ -33,27 +45,25 @@ struct RoiSamples {
   double inv_grid_w = 0;
 
   // RoI k of `rois`, on its level of `maps`.
-  template <Sampling S, typename scalar_t, typename T>
-  void build(const scalar_t* rois, int64_t k, const Maps<T>& maps, const SampledArgs& a) {
-    const scalar_t* roi = rois + k * 5;
+  template <Sampling S, typename T>
+  void build(const double* rois, int64_t k, const Maps<T>& maps, const SampledArgs& a) {
+    const double* roi = rois + k * 5;
     image = static_cast<int64_t>(roi[0]);
     level = maps.level_of(k);
-    const int H = int(maps.heights[level]), W = int(maps.widths[level]);
-    const acc_t box[4] = {acc_t(roi[1]), acc_t(roi[2]), acc_t(roi[3]), acc_t(roi[4])};
-    g = sampled_roi<acc_t>(box, acc_t(maps.scales[level]), int(a.pooled_h),
-                           int(a.pooled_w), int(a.sampling_ratio), a.aligned,
-                           a.quantize);
+    const int64_t H = maps.heights[level], W = maps.widths[level];
+    g = sampled_roi(roi + 1, maps.scales[level], int(a.pooled_h), int(a.pooled_w),
+                    a.sampling_ratio, a.aligned, a.quantize);
     inv_grid_w = g.grid_w > 0 ? 1.0 / g.grid_w : 0.0;
     ys.resize(a.pooled_h * g.grid_h);
     xs.resize(a.pooled_w * g.grid_w);
     for (int p = 0; p < a.pooled_h; ++p)
       for (int i = 0; i < g.grid_h; ++i)
         ys[p * g.grid_h + i] =
-            axis_taps<S>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), H);
+            axis_taps<S, acc_t>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), H);
     for (int p = 0; p < a.pooled_w; ++p)
       for (int i = 0; i < g.grid_w; ++i)
         xs[p * g.grid_w + i] =
-            axis_taps<S>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
+            axis_taps<S, acc_t>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
   }
 
   // This RoI with every valid tap renumbered into the compact tile `t` (cleared
@@ -61,6 +71,12 @@ struct RoiSamples {
   bool to_tile(RoiSamples& tiled, TileIndex& t) const {
     if (count() == 0) return false;
     t.clear();
+    for (const AxisTaps<acc_t>& y : ys)
+      if (y.valid) t.rows.push_back(y.lo), t.rows.push_back(y.hi);
+    for (const AxisTaps<acc_t>& x : xs)
+      if (x.valid) t.cols.push_back(x.lo), t.cols.push_back(x.hi);
+    t.finish();
+    if (t.pixels() > kMaxTilePixels) return false;
     tiled.g = g;
     tiled.inv_grid_w = inv_grid_w;
     tiled.image = tiled.level = 0;
@@ -70,12 +86,13 @@ struct RoiSamples {
       if (y.valid) y.lo = t.row(y.lo), y.hi = t.row(y.hi);
     for (AxisTaps<acc_t>& x : tiled.xs)
       if (x.valid) x.lo = t.col(x.lo), x.hi = t.col(x.hi);
-    return t.pixels() <= kMaxTilePixels;
+    return true;
   }
 
   int count() const { return g.grid_h * g.grid_w; }
   // Row of sample s (s = iy * grid_w + ix) without an integer division, which would
-  // dominate the max-mode loops: s < 64 * 64, so the double quotient is exact.
+  // dominate the max-mode loops: s < 2^20 (kMaxSamplingRatio^2), so the double
+  // quotient is far from rounding across an integer.
   int row_of(int s) const { return static_cast<int>((s + 0.5) * inv_grid_w); }
   const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + row_of(s)]; }
   const AxisTaps<acc_t>& tx(int64_t pw, int s) const {
@@ -129,7 +146,7 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
 // Largest sample value and the index of the first sample attaining it, per channel.
 // Off-map samples count as 0. Only meaningful when r.count() > 0.
 template <Sampling S, typename scalar_t, typename acc_t>
-inline void bin_argmax(acc_t* best, acc_t* arg, acc_t* scratch,
+inline void bin_argmax(acc_t* best, index_of<acc_t>* arg, acc_t* scratch,
                        const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                        const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
@@ -163,18 +180,19 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   using Roi = RoiSamples<acc_t>;
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, Roi>(
       in, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
       [&](int64_t k, int64_t c0, int64_t n, const Roi&, const Roi& r,
           const View4<const scalar_t>& v, const scalar_t* src) {
-        acc_t acc[kChannelBlock], scratch[kChannelBlock], arg[kChannelBlock];
+        acc_t acc[kChannelBlock], scratch[kChannelBlock];
+        index_of<acc_t> arg[kChannelBlock];
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             if (r.count() == 0) {
               fill_channels(acc, acc_t(0), n);
-              fill_channels(arg, acc_t(-1), n);
+              fill_channels(arg, index_of<acc_t>(-1), n);
             } else if constexpr (M == Mode::Avg) {
               bin_mean<S>(acc, r, ph, pw, v, src, n);
             } else {
@@ -198,7 +216,7 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
   const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
 
   parallel_dynamic(K, 4, [&](auto& claim) {
     RoiSamples<acc_t> r;
@@ -229,7 +247,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   using acc_t = acc_type<scalar_t>;
   const int64_t N = shape.batch, C = shape.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
   const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   // Contiguous channels scatter a whole vector per tap; planar layouts touch one
@@ -284,7 +302,8 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
 }
 
 // Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
-// sample positions (roi_geometry.h: sample_fraction). Column 0 (batch index) stays 0.
+// sample positions (roi_geometry.h: sample_fraction), into the float64 [K, 5]
+// `grad_rois`. Column 0 (batch index) stays 0.
 template <typename scalar_t, Mode M>
 void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
                            const Maps<const scalar_t>& in, const at::Tensor& rois,
@@ -293,8 +312,8 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
   constexpr Sampling S = Sampling::Bilinear;
   const int64_t K = rois.size(0), C = in.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const scalar_t* rp = rois.data_ptr<scalar_t>();
-  scalar_t* gr = grad_rois.data_ptr<scalar_t>();
+  const double* rp = rois.data_ptr<double>();
+  double* gr = grad_rois.data_ptr<double>();
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
 
   parallel_dynamic(K, 4, [&](auto& claim) {
@@ -307,7 +326,7 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
       const View4<const scalar_t>& v = in.views[r.level];
       const int count = r.count();
       // d(loss)/d(y1, y2, x1, x2) of the scaled box, accumulated in a fixed order.
-      acc_t d[4] = {0, 0, 0, 0};
+      double d[4] = {0, 0, 0, 0};
       // Adds the gradient through sample s of bin (ph, pw), channels weighted by g.
       auto through_sample = [&](int64_t ph, int64_t pw, int s, const scalar_t* src,
                                 const acc_t* g, int64_t n) {
@@ -327,12 +346,12 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
         sy *= y.moves;
         sx *= x.moves;
         const int iy = r.row_of(s);
-        const acc_t fy = sample_fraction<acc_t>(int(ph), iy, r.g.grid_h, int(a.pooled_h));
-        const acc_t fx = sample_fraction<acc_t>(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
-        d[0] += r.g.h_clamped ? sy : sy * (acc_t(1) - fy);
-        d[1] += r.g.h_clamped ? acc_t(0) : sy * fy;
-        d[2] += r.g.w_clamped ? sx : sx * (acc_t(1) - fx);
-        d[3] += r.g.w_clamped ? acc_t(0) : sx * fx;
+        const double fy = sample_fraction(int(ph), iy, r.g.grid_h, int(a.pooled_h));
+        const double fx = sample_fraction(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
+        d[0] += r.g.h_clamped ? double(sy) : sy * (1.0 - fy);
+        d[1] += r.g.h_clamped ? 0.0 : sy * fy;
+        d[2] += r.g.w_clamped ? double(sx) : sx * (1.0 - fx);
+        d[3] += r.g.w_clamped ? 0.0 : sx * fx;
       };
       for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
         const int64_t n = std::min(kChannelBlock, C - c0);
@@ -354,13 +373,13 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
           }
         }
       }
-      const acc_t scale = acc_t(in.scales[r.level]);
-      scalar_t* row = gr + k * 5;
-      row[0] = scalar_t(0);
-      row[1] = scalar_t(d[2] * scale);  // x1
-      row[2] = scalar_t(d[0] * scale);  // y1
-      row[3] = scalar_t(d[3] * scale);  // x2
-      row[4] = scalar_t(d[1] * scale);  // y2
+      const double scale = in.scales[r.level];
+      double* row = gr + k * 5;
+      row[0] = 0;
+      row[1] = d[2] * scale;  // x1
+      row[2] = d[0] * scale;  // y1
+      row[3] = d[3] * scale;  // x2
+      row[4] = d[1] * scale;  // y2
     }
   });
 }

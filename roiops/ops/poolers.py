@@ -27,9 +27,11 @@ def fpn_levels(
     Level ``k = floor(canonical_level + log2(sqrt(area) / canonical_size) + eps)``
     clamped to ``[min_level, max_level]`` (Feature Pyramid Networks, eq. 1); ``eps``
     keeps boxes of exactly canonical size on their level despite rounding, as in
-    torchvision. The choice of level carries no gradient.
+    torchvision. The choice of level carries no gradient. It is computed in float64
+    from the box values whatever their dtype: a float16 area overflows at 256 px
+    per side and bfloat16 rounding moves boxes across level boundaries.
     """
-    boxes = rois[:, 1:].detach()
+    boxes = rois[:, 1:].detach().to(torch.float64)
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
     k = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_size) + eps)
     k = torch.nan_to_num(k, nan=float(min_level), posinf=float(max_level), neginf=float(min_level))
@@ -53,7 +55,8 @@ class MultiScaleRoIPooler(nn.Module):
 
     ``forward(features, boxes)`` takes the list of level maps ``[N, C, H_l, W_l]``
     (same N, C, dtype and device) and boxes as ``Tensor[K, 5]`` or a list of N
-    ``Tensor[L_i, 4]``; it returns ``[K, C, PH, PW]`` in the order of the boxes. With
+    ``Tensor[L_i, 4]`` of any floating dtype; it returns ``[K, C, PH, PW]`` in the
+    order of the boxes, in the features' dtype and the finest level's memory format. With
     ``op="roi_align", aligned=False`` it computes what torchvision's
     MultiScaleRoIAlign computes, in one op call instead of one per level, with
     gradients for every level, the boxes (roi_align) and double backward.

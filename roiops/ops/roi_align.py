@@ -28,21 +28,27 @@ def roi_align(
 
     Args:
         input: feature map ``[N, C, H, W]``; float16, bfloat16, float32 or float64,
-            NCHW or channels_last (the output keeps the memory format).
+            NCHW or channels_last (the output takes the memory format PyTorch's own
+            ops would, ``input.suggest_memory_format()``); H and W below 2^31.
         boxes: ``Tensor[K, 5]`` of ``(batch_index, x1, y1, x2, y2)`` or a list of N
-            ``Tensor[L_i, 4]``, in input-image coordinates, same dtype as ``input``.
-        output_size: ``PH`` and ``PW`` as an int or a pair.
+            ``Tensor[L_i, 4]``, in input-image coordinates, of any floating dtype
+            (float32 boxes with bfloat16 features keep their precision; the box
+            gradient comes back in the boxes' dtype).
+        output_size: ``PH`` and ``PW`` as an int or a pair, each at most 65536.
         spatial_scale: feature-map pixels per image pixel (e.g. 1/16).
-        sampling_ratio: samples per bin along each axis; ``<= 0`` is adaptive,
-            ``ceil(bin size)`` capped at 64 per axis so huge boxes cannot hang.
+        sampling_ratio: samples per bin along each axis, at most 1024; ``<= 0`` is
+            adaptive, ``ceil(bin size)`` capped at 64 per axis so huge boxes cannot
+            hang.
         aligned: shift boxes by -0.5 pixel (pixel centres at half-integers) and allow
             sub-pixel boxes; ``False`` clamps box size to at least 1.
-        mode: ``"avg"`` (mean of a bin's samples) or ``"max"`` (largest sample).
+        mode: ``"avg"`` (mean of a bin's samples) or ``"max"`` (largest sample; a
+            NaN sample makes the bin NaN, as ``torch.amax``).
         sampling: ``"bilinear"`` or ``"nearest"`` interpolation of each sample.
 
     Returns:
-        ``[K, C, PH, PW]``, dtype and memory format of ``input``. A box with a
-        non-finite coordinate pools to zeros.
+        ``[K, C, PH, PW]`` in the dtype of ``input``. A box with a non-finite
+        coordinate pools to zeros. The geometry (which pixels are read, with which
+        weights) is computed in float64 whatever the dtypes.
 
     Gradients flow to ``input`` (any order) and, for bilinear sampling, to the box
     coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
