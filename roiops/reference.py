@@ -6,6 +6,11 @@ samples are materialised, and gradients (input, box, second order) come from
 PyTorch's autograd through the same formulas. It is vectorised over RoIs, bins and
 samples so that hundreds of small random cases run in seconds.
 
+All geometry (box transform, bins, sample positions, taps and per-axis weights) is
+computed in float64 from the box values, whatever the feature and box dtypes; only
+the per-axis weights are rounded to the accumulation dtype. Boxes may have any
+floating dtype, independent of the input's; their gradient comes back in their dtype.
+
 Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool``
 (output in contiguous NCHW).
 """
@@ -28,36 +33,81 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _round_half_away(x: Tensor) -> Tensor:
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+    """Round half away from zero, exactly (C's ``round``).
+
+    ``sign(x) * floor(|x| + 0.5)`` is wrong just below a half: |x| + 0.5 rounds up to 1
+    for x = 0.49999997 (float32) or 0.49999999999999994 (float64). ``x - trunc(x)`` is
+    exact, so comparing it with 0.5 is too. Non-finite x stay non-finite (inf - inf is
+    NaN, which compares false and keeps trunc(x) = x). The gradient is zero.
+    """
+    t = torch.trunc(x)
+    return torch.where((x - t).abs() >= 0.5, t + torch.sign(x), t)
 
 
 def _axis_taps(coord: Tensor, size: int, sampling: str):
-    """Per-axis taps of sample coordinates: (lo, hi, w_lo, w_hi, valid)."""
-    valid = (coord >= -1) & (coord <= size) & (size > 0)
+    """Per-axis taps of float64 sample coordinates: (lo, hi, w_lo, w_hi, valid).
+
+    Weights stay float64 here (the caller rounds them); nearest returns one index and
+    no weights, as it reads exactly one pixel (a 0 weight times an inf pixel would be
+    NaN). Requires size > 0.
+    """
+    valid = (coord >= -1) & (coord <= size)  # also false for NaN
     coord = torch.where(valid, coord, torch.zeros_like(coord))  # keep NaN out of indices
     coord = torch.where(coord < 0, torch.zeros_like(coord), coord)
     if sampling == "nearest":
-        idx = torch.clamp(torch.floor(coord + 0.5), max=max(size - 1, 0)).long()
-        one = torch.ones_like(coord)
-        return idx, idx, one, torch.zeros_like(coord), valid
+        idx = torch.clamp(torch.floor(coord + 0.5), max=size - 1).long()
+        return idx, idx, None, None, valid
     lo = torch.floor(coord).long()
     at_edge = lo >= size - 1
-    lo = torch.where(at_edge, torch.full_like(lo, max(size - 1, 0)), lo)
+    lo = torch.where(at_edge, torch.full_like(lo, size - 1), lo)
     hi = torch.where(at_edge, lo, lo + 1)
     coord = torch.where(at_edge, lo.to(coord.dtype), coord)
     frac = coord - lo.to(coord.dtype)
     return lo, hi, 1 - frac, frac, valid
 
 
+def _empty_map_output(x: Tensor, shape) -> Tensor:
+    """Zeros of ``shape`` when there is nothing to pool: a map with no pixel (H, W or
+    C == 0) or no RoI (K == 0, an empty output).
+
+    Adding the sum of the map keeps the output on the input's autograd graph, so the
+    input gradient exists and has the input's shape; the sum is exactly 0 for an empty
+    map, and for K == 0 the output has no element to receive it.
+    """
+    return x.new_zeros(shape) + x.sum()
+
+
+def _reduce_max(vals: Tensor, mask: Tensor, count: Tensor) -> Tensor:
+    """Max over the last axis among the candidates ``mask``; 0 where ``count == 0``.
+
+    A NaN candidate makes the result NaN (as torch.amax and max_pool2d do) and the
+    gradient goes to the first NaN candidate; otherwise to the first maximal one. The
+    index is chosen among the candidates explicitly: an argmax over a -inf-filled
+    tensor would pick a non-candidate when every candidate is -inf. The value is then
+    gathered, so autograd routes the gradient to that one sample.
+    """
+    mx = torch.where(mask, vals, torch.full_like(vals, float("-inf"))).amax(-1, keepdim=True)
+    hit = mask & ((vals == mx) | (torch.isnan(vals) & torch.isnan(mx)))
+    n = vals.shape[-1]
+    pos = torch.arange(n, device=vals.device)
+    first = torch.where(hit, pos, n).amin(-1, keepdim=True).clamp(max=n - 1)  # n: no hit
+    out = torch.gather(vals, -1, first).squeeze(-1)
+    return torch.where(count > 0, out, torch.zeros_like(out))
+
+
 def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, quantize,
              mode, sampling):
     acc = _acc_dtype(input.dtype)
     x = input.to(acc)
-    r = rois.to(acc)
     N, C, H, W = x.shape
     PH, PW = output_size
-    K = r.shape[0]
-    batch = r[:, 0].long()
+    K = rois.shape[0]
+    if H == 0 or W == 0 or K == 0 or C == 0:
+        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
+    # Geometry in float64 whatever the box and feature dtypes (autograd carries the
+    # box gradient back through .to() in the boxes' own dtype).
+    r = rois.to(torch.float64)
+    batch = r[:, 0].detach().long()
 
     c = r[:, 1:] * spatial_scale
     if quantize:
@@ -76,17 +126,18 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
         if sampling_ratio > 0:
             g = torch.full((K,), sampling_ratio, dtype=torch.long, device=r.device)
         else:
-            g = torch.nan_to_num(torch.ceil(extent / pooled), nan=0.0)
+            g = torch.nan_to_num(torch.ceil(extent.detach() / pooled), nan=0.0)
             g = g.clamp(0, MAX_ADAPTIVE_GRID).long()
         return torch.where(finite & torch.isfinite(bw) & torch.isfinite(bh), g, 0)
 
     gh, gw = grid(rh, PH), grid(rw, PW)
-    Gy, Gx = max(int(gh.max()) if K else 0, 1), max(int(gw.max()) if K else 0, 1)
+    Gy, Gx = max(int(gh.max()), 1), max(int(gw.max()), 1)
 
     def coords(start, bin_size, g, pooled, G):
-        p = torch.arange(pooled, device=r.device, dtype=acc)[None, :, None]
-        i = torch.arange(G, device=r.device, dtype=acc)[None, None, :]
-        gs = g.clamp(min=1).to(acc)[:, None, None]
+        # Same operation order as csrc/roi_geometry.h: sample_coord, so ties agree bitwise.
+        p = torch.arange(pooled, device=r.device, dtype=torch.float64)[None, :, None]
+        i = torch.arange(G, device=r.device, dtype=torch.float64)[None, None, :]
+        gs = g.clamp(min=1).to(torch.float64)[:, None, None]
         return start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / gs
 
     ylo, yhi, wylo, wyhi, vy = _axis_taps(coords(y0, bh, gh, PH, Gy), H, sampling)  # [K, PH, Gy]
@@ -97,20 +148,27 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
         return x[batch[:, None, None, None, None], :, yi[:, :, :, None, None], xi[:, None, None, :, :]]
 
     def outer(a, b):
-        return a[:, :, :, None, None] * b[:, None, None, :, :]
+        # Per-axis weights rounded to the accumulation dtype first, then multiplied in it.
+        a, b = a.to(acc), b.to(acc)
+        return (a[:, :, :, None, None] * b[:, None, None, :, :])[..., None]
 
-    val = (
-        outer(wylo, wxlo)[..., None] * at(ylo, xlo)
-        + outer(wylo, wxhi)[..., None] * at(ylo, xhi)
-        + outer(wyhi, wxlo)[..., None] * at(yhi, xlo)
-        + outer(wyhi, wxhi)[..., None] * at(yhi, xhi)
-    )
+    if sampling == "nearest":
+        val = at(ylo, xlo)  # one pixel, no weight: +-inf and NaN pass through unchanged
+    else:
+        val = (
+            outer(wylo, wxlo) * at(ylo, xlo)
+            + outer(wylo, wxhi) * at(ylo, xhi)
+            + outer(wyhi, wxlo) * at(yhi, xlo)
+            + outer(wyhi, wxhi) * at(yhi, xhi)
+        )
     iy = torch.arange(Gy, device=r.device)
     ix = torch.arange(Gx, device=r.device)
     in_grid = (iy[None, None, :, None, None] < gh[:, None, None, None, None]) & (
         ix[None, None, None, None, :] < gw[:, None, None, None, None]
     )  # [K, 1, Gy, 1, Gx]
     on_map = vy[:, :, :, None, None] & vx[:, None, None, :, :]
+    # Off-map samples read as 0 (still max candidates); samples beyond a RoI's grid are
+    # padding of the [Gy, Gx] tensor and are excluded below.
     val = torch.where((in_grid & on_map)[..., None], val, torch.zeros_like(val))
 
     val = val.permute(0, 5, 1, 3, 2, 4).reshape(K, C, PH, PW, Gy * Gx)  # samples row-major
@@ -119,10 +177,7 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
         out = val.sum(-1) / count.clamp(min=1).to(acc)
     else:
         grid_mask = in_grid.permute(0, 1, 3, 2, 4).reshape(K, 1, 1, 1, Gy * Gx)
-        masked = torch.where(grid_mask, val, torch.full_like(val, float("-inf")))
-        first = masked.argmax(dim=-1, keepdim=True)  # first maximal sample
-        out = torch.gather(val, -1, first).squeeze(-1)
-        out = torch.where(count > 0, out, torch.zeros_like(out))
+        out = _reduce_max(val, grid_mask, count)
     return out.to(input.dtype)
 
 
@@ -132,8 +187,11 @@ def _pool(input, rois, output_size, spatial_scale, mode):
     N, C, H, W = x.shape
     PH, PW = output_size
     K = rois.shape[0]
-    batch = rois[:, 0].long()
-    c = _round_half_away(rois[:, 1:].detach().double() * spatial_scale)
+    if H == 0 or W == 0 or K == 0 or C == 0:
+        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
+    batch = rois[:, 0].detach().long()
+    # Bins in float64 from the box values, whatever the dtypes; no box gradient.
+    c = _round_half_away(rois[:, 1:].detach().to(torch.float64) * spatial_scale)
     finite = torch.isfinite(c).all(dim=1)
     c = torch.where(finite[:, None], c, torch.zeros_like(c))
 
@@ -152,14 +210,11 @@ def _pool(input, rois, output_size, spatial_scale, mode):
     mask = rows[:, :, None, :, None] & cols[:, None, :, None, :]  # [K, PH, PW, H, W]
     mask = mask.reshape(K, 1, PH, PW, H * W)
     vals = x[batch].reshape(K, C, 1, 1, H * W)
-    count = mask.sum(-1)
+    count = mask.sum(-1)  # int64
     if mode == "avg":
         out = torch.where(mask, vals, torch.zeros_like(vals)).sum(-1) / count.clamp(min=1)
     else:
-        masked = torch.where(mask, vals, torch.full_like(vals, float("-inf")))
-        first = masked.argmax(dim=-1, keepdim=True)
-        out = torch.gather(vals.expand_as(masked), -1, first).squeeze(-1)
-        out = torch.where(count > 0, out, torch.zeros_like(out))
+        out = _reduce_max(vals.expand(K, C, PH, PW, H * W), mask, count)
     return out.to(input.dtype)
 
 

@@ -47,10 +47,16 @@ coordinate = st.one_of(
 )
 
 
+SPECIALS = (float("nan"), float("inf"), float("-inf"))
+
+
 @st.composite
-def cases(draw, op=None, dtype=None, channels_last=None):
+def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, specials=True):
+    """A random problem. Boxes get their own dtype (any floating one, independent of
+    the features'); with `specials`, one case in eight holds NaN / +-inf pixels."""
     op = draw(st.sampled_from(OPS) if op is None else op)
     dtype = draw(st.sampled_from(DTYPES) if dtype is None else dtype)
+    box_dtype = draw(st.sampled_from(DTYPES) if box_dtype is None else box_dtype)
     N = draw(st.integers(1, 2))
     C = draw(st.integers(1, 4))
     H = draw(st.integers(1, 10))
@@ -79,18 +85,22 @@ def cases(draw, op=None, dtype=None, channels_last=None):
     seed = draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(dtype)
+    if specials and draw(st.integers(0, 7)) == 0:
+        for _ in range(draw(st.integers(1, 3))):
+            x.view(-1)[draw(st.integers(0, x.numel() - 1))] = draw(st.sampled_from(SPECIALS))
     cl = draw(st.booleans()) if channels_last is None else channels_last
     if cl:
         x = x.contiguous(memory_format=torch.channels_last)
-    rois = torch.tensor(rows, dtype=torch.float64).reshape(K, 5).to(dtype)
+    rois = torch.tensor(rows, dtype=torch.float64).reshape(K, 5).to(box_dtype)
     return Case(op, x, rois, kwargs)
 
 
 def reference_grads(case: Case, grad_out: torch.Tensor):
-    """Reference (input, box) gradients; reduced dtypes go through float32."""
+    """Reference (input, box) gradients; reduced feature dtypes go through float32,
+    boxes keep their dtype (the geometry is float64 from their values either way)."""
     dt = torch.float32 if case.input.dtype in (torch.float16, torch.bfloat16) else case.input.dtype
     x = case.input.to(dt).requires_grad_()
-    r = case.rois.to(dt).requires_grad_()
+    r = case.rois.clone().requires_grad_()
     out = case.run(reference, x, r)
     gx, gr = torch.autograd.grad(out, (x, r), grad_out.to(dt), allow_unused=True)
     return gx, torch.zeros_like(r) if gr is None else gr

@@ -182,3 +182,150 @@ def test_roi_pool_max_refuses_maps_beyond_int32_pixel_indices():
     with pytest.raises(ValueError, match="records pixel indices as int32"):
         roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1)
     assert roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1, mode="avg").item() == 0.0
+
+
+@pytest.mark.parametrize("ratio", [1025, 4097, 46341, 65536, 10**6, 2**32 + 2])
+def test_sampling_ratio_is_bounded(ratio):
+    """Beyond 1024 samples per bin axis the ratio is refused, by the public ops and by
+    direct calls of the registered ops (which used to truncate it to int and hang,
+    wrap around or read uninitialised memory)."""
+    rois = torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])
+    x = torch.randn(1, 1, 4, 4)
+    match = r"sampling_ratio must be at most 1024"
+    for fn in (roiops.roi_align, roiops.roi_warp):
+        with pytest.raises(ValueError, match=match):
+            fn(x, rois, 1, 1.0, ratio)
+    with pytest.raises(ValueError, match=match):
+        roiops.MultiScaleRoIPooler(1, [1.0], sampling_ratio=ratio)
+    ops = torch.ops.roiops
+    for mode in ("avg", "max"):
+        with pytest.raises(ValueError, match=match):
+            ops.roi_align(x, rois, 1.0, 1, 1, ratio, True, mode, "bilinear", True)
+        with pytest.raises(ValueError, match=match):
+            ops._roi_warp_backward(torch.ones(1, 1, 1, 1), x, EMPTY, rois, 1.0, 1, 1, ratio, "avg", "bilinear")
+        with pytest.raises(ValueError, match=match):
+            ops.roi_align_multilevel([x], rois, torch.zeros(1, dtype=torch.long), [1.0], 1, 1, ratio, True, mode,
+                                     "nearest", True)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_largest_sampling_ratio_matches_the_reference(mode):
+    """1024 x 1024 samples in one bin: 2^20 sample indices stay exact integers, so the
+    max-mode gradient lands on the sample that won (here the last one)."""
+    from roiops import reference
+
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4).requires_grad_()
+    rois = torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]])
+    out = roiops.roi_align(x, rois, 1, 1.0, 1024, aligned=True, mode=mode)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    xr = x.detach().clone().requires_grad_()
+    want = reference.roi_align(xr, rois, 1, 1.0, 1024, aligned=True, mode=mode)
+    (gr,) = torch.autograd.grad(want.sum(), xr)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(g, gr)
+
+
+@pytest.mark.parametrize("size", [65537, (1, 2**31), 2**31, 2**40])
+def test_output_size_is_bounded(size):
+    x, rois = torch.randn(1, 1, 4, 4), torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])
+    for fn in (roiops.roi_align, roiops.roi_warp, roiops.roi_pool):
+        with pytest.raises(ValueError, match="output_size must be at most 65536"):
+            fn(x, rois, size)
+    ph, pw = (size, size) if isinstance(size, int) else size
+    if max(ph, pw) < 2**63:
+        with pytest.raises(ValueError, match="output_size must be at most 65536"):
+            torch.ops.roiops.roi_pool(x, rois, 1.0, ph, pw, "max", True)
+
+
+def test_maps_of_2_to_the_31_rows_are_refused():
+    huge = torch.zeros(1, 1, 1, 1).expand(1, 1, 2**31, 2)  # no memory behind it
+    for fn in (roiops.roi_align, roiops.roi_warp, roiops.roi_pool):
+        with pytest.raises(ValueError, match="height and width must be below 2"):
+            fn(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1, mode="avg")
+        with pytest.raises(ValueError, match="height and width must be below 2"):
+            fn(huge.transpose(2, 3), torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1, mode="avg")
+
+
+@pytest.mark.parametrize("name,fn", PUBLIC, ids=ids)
+def test_maps_just_below_2_to_the_31_rows_read_the_right_pixels(name, fn):
+    """H = 2^31 - 1 through expand(): planar maps are pooled from a per-RoI tile
+    whose index no longer allocates per map row (8 GB per thread before), and boxes
+    at the bottom read the bottom rows."""
+    H = 2**31 - 1
+    x = torch.tensor([1.0, 2.0]).reshape(1, 2, 1, 1).expand(1, 2, H, 1)
+    rois = torch.tensor([[0, 0.0, 0.0, 0.0, 4.0], [0, 0.0, H - 5.0, 0.0, H - 1.0], [0, 0.0, H + 10.0, 0.0, H + 20.0]],
+                        dtype=torch.float64)
+    out = fn(x, rois, size=2)
+    want = torch.tensor([1.0, 2.0]).reshape(1, 2, 1, 1).expand(2, 2, 2, 2)
+    assert torch.equal(out[:2], want)
+    assert torch.equal(out[2], torch.zeros(2, 2, 2))
+
+
+@pytest.mark.parametrize("multilevel", [False, True])
+def test_roi_pool_jvp_on_an_empty_map_with_a_forged_argmax(multilevel):
+    """W = 0 with argmax >= 0 used to divide by W (SIGFPE, the process died)."""
+    ops = torch.ops.roiops
+    x = torch.zeros(2, 3, 4, 0)
+    rois = torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])
+    argmax = torch.zeros(1, 3, 2, 2, dtype=torch.int32)
+    if multilevel:
+        out = ops._roi_pool_multilevel_jvp([x, x], argmax, rois, torch.tensor([1]), [1.0, 0.5], 2, 2, "max")
+    else:
+        out = ops._roi_pool_jvp(x, argmax, rois, 1.0, 2, 2, "max")
+    assert torch.equal(out, torch.zeros(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("side", [4096, 8192])
+def test_roi_pool_avg_stays_exact_over_huge_bins(side):
+    """A float32 running sum stops growing at 2^24 terms: the mean of an all-ones
+    8192 x 8192 bin was 0.25. Now it is 1, and the mean of a ramp is exact."""
+    ones = torch.ones(1, 1, 1, 1).expand(1, 2, side, side)
+    rois = torch.tensor([[0, 0.0, 0.0, side - 1.0, side - 1.0]])
+    assert torch.equal(roiops.roi_pool(ones, rois, 1, mode="avg"), torch.ones(1, 2, 1, 1))
+    ramp = torch.arange(side, dtype=torch.float32).reshape(1, 1, 1, side).expand(1, 1, side, side)
+    torch.testing.assert_close(roiops.roi_pool(ramp, rois, 1, mode="avg").item(), (side - 1) / 2, rtol=1e-6, atol=0)
+
+
+def test_roi_pool_avg_counts_more_than_2_to_the_31_pixels():
+    """46341^2 > 2^31 pixels in one bin: the count is int64 (an int wrapped negative)."""
+    side = 46341
+    ones = torch.ones(1, 1, 1, 1).expand(1, 1, side, side)
+    out = roiops.roi_pool(ones, torch.tensor([[0, 0.0, 0.0, side - 1.0, side - 1.0]]), 1, mode="avg")
+    assert out.item() == 1.0
+
+
+META = torch.zeros(2, 3, 8, 9, device="meta")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda o: o.roi_align(X, ROIS.to("meta"), 1.0, 2, 2, 2, True, "avg", "bilinear", True),
+        lambda o: o.roi_warp(META, ROIS, 1.0, 2, 2, 2, "max", "bilinear", True),
+        lambda o: o.roi_pool(META, ROIS, 1.0, 2, 2, "max", True),
+        lambda o: o._roi_align_backward(torch.ones(2, 3, 2, 2, device="meta"), X, EMPTY, ROIS, 1.0, 2, 2, 2, True,
+                                        "avg", "bilinear"),
+        lambda o: o._roi_align_backward_rois(torch.ones(2, 3, 2, 2), META, EMPTY, ROIS, 1.0, 2, 2, 2, True, "avg",
+                                             "bilinear"),
+        lambda o: o._roi_pool_jvp(META, EMPTY.to("meta"), ROIS, 1.0, 2, 2, "avg"),
+        lambda o: o.roi_align_multilevel([X, META], ROIS, torch.zeros(2, dtype=torch.long), [1.0, 0.5], 2, 2, 2, True,
+                                         "avg", "bilinear", True),
+        lambda o: o.roi_pool_multilevel([X], ROIS, torch.zeros(2, dtype=torch.long, device="meta"), [1.0], 2, 2,
+                                        "max", True),
+        lambda o: o._roi_warp_multilevel_backward(torch.ones(2, 3, 2, 2), [META], EMPTY, ROIS,
+                                                  torch.zeros(2, dtype=torch.long), [1.0], 2, 2, 2, "avg", "nearest"),
+    ],
+)
+def test_mixing_meta_and_cpu_tensors_in_a_direct_call_raises(call):
+    """Such a call dispatches to the fake kernel, which used to return
+    uninitialised CPU memory."""
+    with pytest.raises(ValueError, match="are on (meta|cpu) but .* are on (cpu|meta)"):
+        call(torch.ops.roiops)
+
+
+def test_multilevel_maps_of_different_dtypes_are_refused():
+    ops = torch.ops.roiops
+    feats = [torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4, dtype=torch.float64)]
+    with pytest.raises(TypeError, match="every level must have the same dtype"):
+        ops.roi_align_multilevel(feats, torch.tensor([[0, 1.0, 1.0, 5.0, 5.0]]), torch.tensor([1]), [1.0, 0.5], 2, 2,
+                                 2, True, "avg", "bilinear", True)

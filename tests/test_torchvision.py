@@ -19,10 +19,13 @@ def tv_call(case, x, r):
     return torchvision.ops.roi_pool(x, r, kw["output_size"], kw["spatial_scale"])
 
 
+# Finite features only: torchvision's roi_pool max skips a NaN unless it comes first,
+# where roiops (SEMANTICS.md) propagates it as torch.amax does.
 @given(cases(op=st.sampled_from(["roi_align", "roi_pool"]),
-             dtype=st.sampled_from([torch.float64, torch.float32])))
+             dtype=st.sampled_from([torch.float64, torch.float32]), specials=False))
 def test_values_and_gradients_match_torchvision(case):
     kw = case.kwargs
+    case.rois = case.rois.to(case.input.dtype)  # torchvision's kernels want one dtype
     if case.op == "roi_align":
         kw.update(mode="avg", sampling="bilinear")
     else:

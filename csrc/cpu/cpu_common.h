@@ -33,6 +33,11 @@ namespace roiops::cpu {
 // stack; 64 floats is a few cache lines and a multiple of every vector width.
 constexpr int64_t kChannelBlock = 64;
 
+// A float32 running sum loses accuracy over many terms (it stops growing at 2^24
+// equal terms), so avg-mode sums over more than this many samples or pixels add
+// acc_t partial sums of at most this many terms into double totals.
+constexpr int64_t kSumRun = 256;
+
 Mode parse_mode(std::string_view mode);
 Sampling parse_sampling(std::string_view sampling);
 

@@ -65,11 +65,8 @@ struct RoiBins {
   }
 };
 
-// Sum over the bin's pixels. A float32 running sum stops growing after 2^24 equal
-// terms (the mean of a 8192 x 8192 bin of ones would be 0.25), so pixels are summed
-// in acc_t in row-major runs of kSumRun and the runs are added in double.
-constexpr int64_t kSumRun = 4096;
-
+// Sum over the bin's pixels, in acc_t runs of kSumRun pixels (row-major) added in
+// double: the mean of an 8192 x 8192 bin of ones would be 0.25 in float32.
 template <typename scalar_t, typename acc_t>
 void bin_sum(double* out, const RoiBins& r, int64_t ph, int64_t pw,
              const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {

@@ -126,21 +126,34 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
 }
 
 // Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
-// image r.image): the avg forward.
+// image r.image): the avg forward. Grids of more than kSumRun samples add each
+// sample row's sum (at most kMaxSamplingRatio terms) into double.
 template <Sampling S, typename scalar_t, typename acc_t>
 inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  fill_channels(out, acc_t(0), n);
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
   const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
   const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
-  for (int iy = 0; iy < gh; ++iy)
+  auto add_row = [&](int iy) {
     for (int ix = 0; ix < gw; ++ix)
       if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+  };
   const int count = gh * gw;
-  const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
-  for (int64_t c = 0; c < n; ++c) out[c] *= inv;
+  fill_channels(out, acc_t(0), n);
+  if (count <= kSumRun) {
+    for (int iy = 0; iy < gh; ++iy) add_row(iy);
+    const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
+    for (int64_t c = 0; c < n; ++c) out[c] *= inv;
+    return;
+  }
+  double total[kChannelBlock] = {};
+  for (int iy = 0; iy < gh; ++iy) {
+    add_row(iy);
+    for (int64_t c = 0; c < n; ++c) total[c] += double(out[c]);
+    fill_channels(out, acc_t(0), n);
+  }
+  for (int64_t c = 0; c < n; ++c) out[c] = acc_t(total[c] / double(count));
 }
 
 // Largest sample value and the index of the first sample attaining it, per channel.

@@ -1,0 +1,153 @@
+"""The reference (roiops.reference) on exact hand-computed cases of the contract
+(shared/design/SEMANTICS.md): rounding ties, float64 geometry whatever the dtypes,
+empty maps and non-finite values. The parity tests trust the reference; these pin it."""
+
+import pytest
+import torch
+
+from roiops import reference
+
+INF, NAN = float("inf"), float("nan")
+
+
+def grads(out, *tensors):
+    """Gradients of out.sum(); zeros where the output does not depend on a tensor."""
+    got = torch.autograd.grad(out.sum(), tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, got, strict=True)]
+
+
+def ramp(H, W, dtype):
+    """Map [1, 1, H, W] with pixel (y, x) = 10 y + x: the value says which pixel was read."""
+    y = torch.arange(H, dtype=dtype)[:, None]
+    x = torch.arange(W, dtype=dtype)[None, :]
+    return (10 * y + x)[None, None]
+
+
+def test_round_half_away_is_exact():
+    x32 = torch.tensor([0.49999997, -0.49999997, 0.5, -0.5, 1.5, -2.5, 2.4999998, INF, -INF, NAN])
+    torch.testing.assert_close(
+        reference._round_half_away(x32),
+        torch.tensor([0.0, 0.0, 1.0, -1.0, 2.0, -3.0, 2.0, INF, -INF, NAN]), equal_nan=True, atol=0, rtol=0)
+    x64 = torch.tensor([0.49999999999999994, -0.49999999999999994, 2.5, -2.4999999999999996], dtype=torch.float64)
+    torch.testing.assert_close(reference._round_half_away(x64),
+                               torch.tensor([0.0, 0.0, 3.0, -2.0], dtype=torch.float64), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,just_below_half", [(torch.float32, 0.49999997), (torch.float64, 0.49999999999999994)],
+                         ids=["float32", "float64"])
+def test_quantized_box_rounds_just_below_half_down(dtype, just_below_half):
+    """A coordinate just below 0.5 rounds to pixel 0 (|x| + 0.5 would round up to 1)."""
+    x = ramp(3, 3, dtype)
+    c = just_below_half
+    rois = torch.tensor([[0, c, c, c, c]], dtype=dtype)
+    # roi_pool: the box is pixel (0, 0) alone.
+    assert reference.roi_pool(x, rois, 1).item() == 0
+    # roi_warp: box [0, 0, 0, 0] widened to 1 px, one sample at (0.5, 0.5): 5.5.
+    assert reference.roi_warp(x, rois, 1, sampling_ratio=1, mode="avg").item() == 5.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_geometry_is_float64_whatever_the_feature_dtype(dtype):
+    """The quantized box [2, 1, 4, 1] puts sample 0 of bin 2 at 2 + 2*(2/3) + (2/3)/4:
+    3.4999999999999996 in float64 (nearest pixel 3), exactly 3.5 in float32 (pixel 4).
+    Every feature dtype must read the float64 pixel."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 4, 6, dtype=torch.float64, generator=gen).to(dtype)
+    rois = torch.tensor([[0, 2.2989, 1.2374, 3.7274, 1.2399]], dtype=torch.float64).to(dtype)
+    kw = dict(output_size=(2, 3), spatial_scale=1.0, sampling_ratio=2, mode="max", sampling="nearest")
+    expected = reference.roi_warp(x.double(), rois.double(), **kw)
+    got = reference.roi_warp(x, rois, **kw)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected.to(dtype), atol=0, rtol=0)
+
+
+SAMPLED_AND_POOL = [
+    pytest.param("roi_align", dict(sampling="bilinear"), id="roi_align-bilinear"),
+    pytest.param("roi_align", dict(sampling="nearest"), id="roi_align-nearest"),
+    pytest.param("roi_warp", dict(sampling="bilinear"), id="roi_warp-bilinear"),
+    pytest.param("roi_warp", dict(sampling="nearest"), id="roi_warp-nearest"),
+    pytest.param("roi_pool", {}, id="roi_pool"),
+]
+
+
+@pytest.mark.parametrize("op,kw", SAMPLED_AND_POOL)
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("shape,K", [((1, 2, 0, 5), 2), ((1, 2, 4, 0), 2), ((1, 0, 4, 5), 2), ((1, 2, 4, 5), 0)],
+                         ids=["H=0", "W=0", "C=0", "K=0"])
+def test_empty_map_or_no_roi_gives_zeros(op, kw, mode, shape, K):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 1.0, 3.0, 2.5]] * K, dtype=torch.float64).reshape(K, 5).requires_grad_()
+    out = getattr(reference, op)(x, rois, (2, 3), mode=mode, **kw)
+    torch.testing.assert_close(out, torch.zeros(K, shape[1], 2, 3, dtype=torch.float64), atol=0, rtol=0)
+    gx, gr = grads(out, x, rois)
+    assert gx.shape == x.shape and gr.shape == rois.shape
+    assert not gx.any() and not gr.any()
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_warp"])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("value", [INF, -INF, NAN])
+def test_nearest_reads_one_pixel_so_non_finite_passes_through(op, mode, value):
+    """Box [0, 0, 1, 1], one sample at (0.5, 0.5): nearest pixel (1, 1), read alone (a
+    zero-weighted second tap would turn inf into NaN)."""
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 1, 1] = value
+    rois = torch.tensor([[0, 0.0, 0.0, 1.0, 1.0]])
+    out = getattr(reference, op)(x, rois, 1, sampling_ratio=1, mode=mode, sampling="nearest")
+    torch.testing.assert_close(out, torch.full((1, 1, 1, 1), value), equal_nan=True, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("op,kw", [p for p in SAMPLED_AND_POOL if "bilinear" not in p.id])
+def test_max_with_nan_is_nan_and_gradient_goes_to_first_nan(op, kw):
+    """Row 0..4 = [0, 1, inf, nan, nan]; the single bin sees pixels 1..4 (samples at
+    x = 0.5 .. 3.5, nearest 1 .. 4; roi_pool: columns 1 .. 4). The bin is NaN and its
+    gradient goes to pixel 3, the first NaN, not to the +inf before it."""
+    x = torch.tensor([[[[0.0, 1.0, INF, NAN, NAN]]]], requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 0.0, 4.0, 0.0]] if op == "roi_pool" else [[0, 0.0, 0.0, 4.0, 1.0]])
+    out = getattr(reference, op)(x, rois, 1, mode="max", **kw)
+    assert out.isnan().all()
+    (gx,) = grads(out, x)
+    torch.testing.assert_close(gx, torch.tensor([[[[0.0, 0.0, 0.0, 1.0, 0.0]]]]), atol=0, rtol=0)
+
+
+def test_roi_pool_max_of_only_minus_inf_stays_in_the_bin():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, -INF]]]], requires_grad=True)
+    out = reference.roi_pool(x, torch.tensor([[0, 1.0, 1.0, 1.0, 1.0]]), 1, mode="max")
+    assert out.item() == -INF
+    (gx,) = grads(out, x)
+    torch.testing.assert_close(gx, torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]]), atol=0, rtol=0)
+
+
+def test_float32_boxes_on_bfloat16_features_read_the_float64_pixels():
+    """Autocast's mix: float32 boxes, bfloat16 features. The same pixels as float32 or
+    float64 features with the same boxes (the float64-geometry tie of
+    test_geometry_is_float64_whatever_the_feature_dtype). _sampled is called directly
+    so that the public argument checks do not decide which dtype pairs are allowed."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 4, 6, dtype=torch.float64, generator=gen).to(torch.bfloat16)
+    rois = torch.tensor([[0, 2.2989, 1.2374, 3.7274, 1.2399]], dtype=torch.float32)
+    args = ((2, 3), 1.0, 2, False, True, "max", "nearest")  # roi_warp
+    got = reference._sampled(x, rois, *args)
+    assert got.dtype == torch.bfloat16
+    for features, boxes in ((x.float(), rois), (x.double(), rois.double())):
+        torch.testing.assert_close(got, reference._sampled(features, boxes, *args).to(torch.bfloat16),
+                                   atol=0, rtol=0)
+
+
+def test_float64_boxes_keep_their_precision_on_float16_features():
+    """x1 = 1 - 2^-40 is 1.0 in float32. The one sample of box [x1, 0, x1, 0] (widened
+    to 1 px) is at x = 1.5 - 2^-40: nearest pixel column 1, not 2. The box gradient of
+    roi_align comes back in the boxes' dtype."""
+    x = ramp(3, 4, torch.float16)
+    c = 1 - 2.0**-40
+    rois = torch.tensor([[0, c, 0.0, c, 0.0]], dtype=torch.float64, requires_grad=True)
+    args = ((1, 1), 1.0, 1, False, False, "avg")  # roi_align
+    assert reference._sampled(x, rois, *args, "nearest").item() == 11  # pixel (1, 1)
+    out = reference._sampled(x, rois, *args, "bilinear")
+    (gr,) = grads(out, rois)
+    assert gr.dtype == torch.float64
+    # Same values and box gradient as float32 features: both accumulate in float32.
+    r32 = rois.detach().clone().requires_grad_()
+    out32 = reference._sampled(x.float(), r32, *args, "bilinear")
+    torch.testing.assert_close(out.float(), out32.to(torch.float16).float(), atol=0, rtol=0)
+    torch.testing.assert_close(gr, grads(out32, r32)[0], atol=0, rtol=0)
