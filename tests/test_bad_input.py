@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import roiops
 
@@ -138,9 +140,18 @@ def test_degenerate_and_inverted_boxes_are_defined():
     for name, fn in PUBLIC:
         out = fn(X, rois)
         assert torch.isfinite(out).all(), name
-    # aligned=True: a zero- or negative-size box has no samples and pools to 0.
+    # aligned=True with adaptive sampling: a zero- or negative-size box has no samples
+    # and pools to 0. With a fixed sampling_ratio it is sampled where the formulas put
+    # the samples (a zero-size box reads one point), as the reference states.
     out = roiops.roi_align(X, rois[:2], 2, aligned=True, sampling_ratio=-1)
     assert torch.equal(out, torch.zeros_like(out))
+    from roiops import reference
+
+    out = roiops.roi_align(X, rois[:2], 2, aligned=True, sampling_ratio=2)
+    assert (out != 0).all()
+    torch.testing.assert_close(out, reference.roi_align(X, rois[:2], 2, aligned=True, sampling_ratio=2))
+    point = roiops.roi_align(X, rois[:1], 1, aligned=True, sampling_ratio=1)
+    torch.testing.assert_close(out[0], point[0].expand(3, 2, 2))
 
 
 @pytest.mark.parametrize(
@@ -182,6 +193,25 @@ def test_roi_pool_max_refuses_maps_beyond_int32_pixel_indices():
     with pytest.raises(ValueError, match="records pixel indices as int32"):
         roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1)
     assert roiops.roi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1, mode="avg").item() == 0.0
+
+
+@given(ratio=st.integers(-(2**63), 2**63 - 1), size=st.integers(-(2**40), 2**40))
+@settings(max_examples=60)
+def test_sampling_ratio_and_output_size_either_work_or_name_their_bound(ratio, size):
+    """Across the whole int64 range: a value within the bounds runs (small values
+    here, to stay fast), anything else is a ValueError naming the bound."""
+    x, rois = torch.randn(1, 2, 4, 4), torch.tensor([[0, 0.5, 0.5, 3.0, 2.5]])
+    for fn in (roiops.roi_align, roiops.roi_warp):
+        if ratio > 1024:
+            with pytest.raises(ValueError, match="sampling_ratio must be at most 1024"):
+                fn(x, rois, 1, 1.0, ratio)
+        elif ratio <= 8:
+            assert fn(x, rois, 1, 1.0, ratio).shape == (1, 2, 1, 1)
+    if not 0 < size <= 65536:
+        with pytest.raises(ValueError, match="output_size must be"):
+            roiops.roi_pool(x, rois, size)
+    elif size <= 16:
+        assert roiops.roi_pool(x, rois, size).shape == (1, 2, size, size)
 
 
 @pytest.mark.parametrize("ratio", [1025, 4097, 46341, 65536, 10**6, 2**32 + 2])

@@ -173,6 +173,35 @@ def test_backward_is_bitwise_deterministic_across_thread_counts():
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other, strict=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_levels_are_computed_in_float64_from_the_box_values(dtype):
+    """A 300 px float16 box has an area (90000) beyond float16's range: it went to the
+    top level as inf. In bfloat16, [0, 0, 222, 904] has area 200688, rounded to 200704
+    = 448^2, which crossed the level-5 boundary. The level now depends only on the
+    box values (all exact in each dtype here), never on the dtype's arithmetic."""
+    rois = torch.tensor([[0, 0.0, 0.0, 300.0, 300.0], [0, 0.0, 0.0, 222.0, 904.0], [0, 8.0, 8.0, 24.0, 40.0],
+                         [0, 0.0, 0.0, 448.0, 448.0]], dtype=torch.float64)
+    want = roiops.fpn_levels(rois, 2, 5)
+    assert want.tolist() == [2, 2, 0, 3]
+    assert torch.equal(roiops.fpn_levels(rois.to(dtype), 2, 5), want)
+    pooler = roiops.MultiScaleRoIPooler(7, SCALES)
+    assert torch.equal(pooler.levels(rois.to(dtype)), want)
+
+
+def test_multilevel_output_takes_the_finest_levels_memory_format():
+    gen = torch.Generator().manual_seed(5)
+    rois = spread_rois(gen, 6, 2, (192, 256), torch.float32)
+    for formats in ([True, False, False], [False, True, True]):
+        feats = pyramid(gen, 3, torch.float32, formats)
+        out = roiops.MultiScaleRoIPooler(2, SCALES[:3], canonical_size=32)(feats, rois)
+        fmt = torch.channels_last if formats[0] else torch.contiguous_format
+        assert out.is_contiguous(memory_format=fmt)
+        # The registered op decides by size, not by position in the list.
+        coarse_first = torch.ops.roiops.roi_pool_multilevel(feats[::-1], rois, torch.zeros(6, dtype=torch.long),
+                                                            SCALES[:3][::-1], 2, 2, "max", False)[0]
+        assert coarse_first.is_contiguous(memory_format=fmt)
+
+
 @pytest.mark.parametrize(
     "make,exc,match",
     [
