@@ -65,27 +65,36 @@ struct RoiBins {
   }
 };
 
-// Sum over the bin's pixels, in acc_t runs of kSumRun pixels (row-major) added in
-// double: the mean of an 8192 x 8192 bin of ones would be 0.25 in float32.
+// Mean over the bin's `count` pixels. Bins of more than kSumRun pixels are summed in
+// acc_t runs of kSumRun pixels (row-major) added in double: in float32 the mean of
+// an 8192 x 8192 bin of ones would be 0.25.
 template <typename scalar_t, typename acc_t>
-void bin_sum(double* out, const RoiBins& r, int64_t ph, int64_t pw,
-             const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  acc_t run[kChannelBlock];
-  fill_channels(out, 0.0, n);
-  fill_channels(run, acc_t(0), n);
+void bin_mean(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw, int64_t count,
+              const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   Taps<acc_t, 1> t{{0}, {acc_t(1)}};
+  fill_channels(out, acc_t(0), n);
+  if (count <= kSumRun) {
+    for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
+      for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
+        t.off[0] = h * v.s2 + w * v.s3;
+        accumulate_taps(out, src, v.s1, n, t);
+      }
+    for (int64_t c = 0; c < n; ++c) out[c] /= acc_t(count);
+    return;
+  }
+  double total[kChannelBlock] = {};
   int64_t in_run = 0;
   for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
     for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
       t.off[0] = h * v.s2 + w * v.s3;
-      accumulate_taps(run, src, v.s1, n, t);
+      accumulate_taps(out, src, v.s1, n, t);
       if (++in_run == kSumRun) {
-        for (int64_t c = 0; c < n; ++c) out[c] += double(run[c]);
-        fill_channels(run, acc_t(0), n);
+        for (int64_t c = 0; c < n; ++c) total[c] += double(out[c]);
+        fill_channels(out, acc_t(0), n);
         in_run = 0;
       }
     }
-  for (int64_t c = 0; c < n; ++c) out[c] += double(run[c]);
+  for (int64_t c = 0; c < n; ++c) out[c] = acc_t((total[c] + double(out[c])) / double(count));
 }
 
 // First maximum over the bin's pixels in row-major order (NaN first, update_max):
@@ -127,7 +136,6 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins& at, const RoiBins& r,
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock];
-        double sum[kChannelBlock];
         int32_t pixel[kChannelBlock];
         const int64_t W = in.widths[at.level];
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
@@ -137,8 +145,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
               fill_channels(acc, acc_t(0), n);
               fill_channels(pixel, int32_t(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_sum<scalar_t, acc_t>(sum, r, ph, pw, v, src, n);
-              for (int64_t c = 0; c < n; ++c) acc[c] = acc_t(sum[c] / double(count));
+              bin_mean(acc, r, ph, pw, count, v, src, n);
             } else {
               bin_argmax(acc, pixel, r, at, ph, pw, v, src, n, W);
             }
