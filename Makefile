@@ -21,7 +21,8 @@ test: build lint
 $(VENV)/.ready: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy pytest hypothesis pybind11 ninja ruff
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy pytest hypothesis pybind11 ninja ruff \
+		pycocotools matplotlib tqdm
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 

@@ -115,6 +115,9 @@ setup(
     packages=find_packages(include=["roiops", "roiops.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "numpy"],
+    # The reference Mask R-CNN, its data, evaluation and ablation (roiops.models,
+    # roiops.data, roiops.eval, python -m roiops.ablation); `import roiops` needs torch only.
+    extras_require={"models": ["torchvision", "pycocotools", "matplotlib", "tqdm", "Pillow"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -138,3 +138,66 @@ class MultiScaleRoIPooler(nn.Module):
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}, "
             f"sampling={self.sampling!r}, canonical=({self.canonical_size}, {self.canonical_level})"
         )
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """Drop-in for ``torchvision.ops.MultiScaleRoIAlign``, pooling every level in one
+    fused op call (torchvision makes one call, and a device sync, per level).
+
+    Same constructor and ``forward(features: dict, boxes: list, image_shapes)``, so
+    any torchvision detector takes it as its ``roi_heads.box_roi_pool`` /
+    ``roi_heads.mask_roi_pool`` (assign it after construction: torchvision's
+    constructors type-check their poolers against their own class). With the
+    defaults it computes what torchvision's computes (roi_align, avg, bilinear,
+    ``aligned=False``). The level scales are inferred from the feature and image sizes
+    on the first call, as torchvision does (``2 ** round(log2(feature / image))`` of
+    the heights), and kept.
+
+    Args:
+        featmap_names: the keys of ``features`` to pool from, finest first; one name
+            gives single-level pooling.
+        output_size, sampling_ratio: as for :func:`roiops.roi_align`.
+        canonical_scale, canonical_level: FPN level mapping (224 and 4, eq. 1).
+        op, mode, sampling, aligned: roiops' extras, as for
+            :class:`MultiScaleRoIPooler` (``aligned`` defaults to torchvision's False).
+    """
+
+    def __init__(
+        self,
+        featmap_names: Sequence[str],
+        output_size: int | tuple[int, int],
+        sampling_ratio: int,
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+        op: str = "roi_align",
+        mode: str | None = None,
+        sampling: str = "bilinear",
+        aligned: bool = False,
+    ):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        if not self.featmap_names:
+            raise ValueError("MultiScaleRoIAlign: featmap_names must name at least one feature map")
+        self.output_size = v.output_size_pair("MultiScaleRoIAlign", output_size)
+        self.options = dict(op=op, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode, sampling=sampling,
+                            canonical_size=canonical_scale, canonical_level=canonical_level)
+        # Checks the options now rather than on the first forward.
+        MultiScaleRoIPooler(self.output_size, [1.0], **self.options)
+        self.pooler: MultiScaleRoIPooler | None = None
+
+    def forward(self, x: dict[str, Tensor], boxes: Sequence[Tensor], image_shapes: Sequence[tuple[int, int]]) -> Tensor:
+        missing = [name for name in self.featmap_names if name not in x]
+        if missing:
+            raise ValueError(f"MultiScaleRoIAlign: features lack {missing}; got {list(x)}")
+        features = [x[name] for name in self.featmap_names]
+        if self.pooler is None:
+            if not image_shapes:
+                raise ValueError("MultiScaleRoIAlign: image_shapes must not be empty")
+            height = max(int(s[0]) for s in image_shapes)
+            scales = [2.0 ** round(math.log2(f.shape[-2] / height)) for f in features]
+            self.pooler = MultiScaleRoIPooler(self.output_size, scales, **self.options)
+        return self.pooler(features, list(boxes))
+
+    def extra_repr(self) -> str:
+        return f"featmap_names={self.featmap_names}, output_size={self.output_size}, {self.options}"
