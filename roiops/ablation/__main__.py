@@ -39,9 +39,10 @@ def main(argv=None) -> None:
     if args.data is not None:
         train_dir, val_dir = args.data / "train", args.data / "val"
     elif quick:
-        train_dir, val_dir = synthetic_dataset(args.cache / "synthetic-quick", seed=0, train_images=64, val_images=16)
+        train_dir, val_dir = synthetic_dataset(args.cache / "synthetic-quick", seed=0, train_images=64, val_images=16,
+                                               progress=not args.no_progress)
     else:
-        train_dir, val_dir = synthetic_dataset(args.cache / "synthetic", seed=0)
+        train_dir, val_dir = synthetic_dataset(args.cache / "synthetic", seed=0, progress=not args.no_progress)
     specs = [
         runner.RunSpec(layer, stride, seed, iterations, str(train_dir), str(val_dir),
                        runs_dir=str(out / f"ablation-runs-{tag}" if quick else out / "ablation-runs"),
