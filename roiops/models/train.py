@@ -129,7 +129,7 @@ def train(
         schedule.step()
         log.append({k: float(v.detach()) for k, v in losses.items()})
         if progress and rank == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         done = iteration + 1
         if path is not None and (done % config.checkpoint_every == 0 or done == end):
             save(done)
@@ -159,3 +159,45 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 8, device: str | torch
         for target, output in zip(targets, outputs, strict=True):
             results.append((int(target["image_id"]), {k: v.cpu() for k, v in output.items()}))
     return coco_evaluate(dataset.coco, results, dataset.label_to_category)
+
+
+def main(argv=None) -> None:
+    """``python -m roiops.models.train`` (one process) or ``torchrun --nproc_per_node N
+    -m roiops.models.train`` (data-parallel): train one model on a COCO-format folder
+    and print its COCO AP on the validation folder."""
+    import argparse
+
+    from ..data import CocoInstances
+    from . import mask_rcnn
+
+    p = argparse.ArgumentParser(prog="python -m roiops.models.train", description=main.__doc__)
+    p.add_argument("--data", type=Path, required=True, help="folder with train/ and val/ COCO-format subfolders")
+    p.add_argument("--roi", default="roialign-avg", help="RoI layer (roiops.models.ROI_LAYERS)")
+    p.add_argument("--variant", default="c4", choices=["c4", "fpn"])
+    p.add_argument("--stride", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=TrainConfig.iterations)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="images per process")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, default=None, help="save here, and resume from here if it exists")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("nccl" if str(args.device).startswith("cuda") else "gloo")
+        if str(args.device).startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    train_set, val_set = CocoInstances(args.data / "train"), CocoInstances(args.data / "val")
+    torch.manual_seed(args.seed)
+    model = mask_rcnn(args.roi, num_classes=len(train_set.category_names) + 1, variant=args.variant,
+                      stride=args.stride)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    train(model, train_set, config, checkpoint=args.checkpoint, progress=True, device=args.device)
+    if _world()[0] == 0:
+        print(f"{args.roi} on {args.device} x {world}:", evaluate(model, val_set, device=args.device))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
