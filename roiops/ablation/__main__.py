@@ -47,7 +47,7 @@ def main(argv=None) -> None:
         runner.RunSpec(layer, stride, seed, iterations, str(train_dir), str(val_dir),
                        runs_dir=str(out / f"ablation-runs-{tag}" if quick else out / "ablation-runs"),
                        checkpoint_dir=str(args.cache / f"checkpoints-{tag}"))
-        for layer, stride in rows for seed in seeds
+        for seed in seeds for layer, stride in rows  # every row's first seed first: partial runs cover all rows
     ]
     results = runner.run_all(specs, args.jobs, progress=not args.no_progress)
     table = runner.aggregate(specs, results, rows, seeds)

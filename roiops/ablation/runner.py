@@ -34,6 +34,9 @@ ROWS = (
     ("roipool-max", 32), ("roialign-avg", 32),
 )
 QUICK_ROWS = (("roipool-max", 16), ("roialign-avg", 16))
+# Names the model and training recipe (roiops.models defaults, TrainConfig): bump it
+# whenever they change, so finished runs of an older recipe are not reused.
+RECIPE = "c4-gn-head-1"
 METRICS = ("mask_ap", "mask_ap50", "mask_ap75", "mask_aps", "mask_apm", "mask_apl",
            "box_ap", "box_ap50", "box_ap75", "box_aps", "box_apm", "box_apl")
 
@@ -61,7 +64,7 @@ class RunSpec:
     def identity(self) -> dict:
         """What a finished run must match to be reused."""
         return dict(layer=self.layer, stride=self.stride, seed=self.seed, iterations=self.iterations,
-                    data=os.path.abspath(self.train_dir))
+                    data=os.path.abspath(self.train_dir), recipe=RECIPE)
 
 
 def finished(spec: RunSpec) -> dict | None:
@@ -150,7 +153,7 @@ def aggregate(specs: list[RunSpec], results: list[dict], rows, seeds) -> dict:
         row["paper"] = PAPER.get((layer, stride))
         out_rows.append(row)
     first = specs[0]
-    return dict(iterations=first.iterations, seeds=list(seeds), data=first.identity()["data"],
+    return dict(iterations=first.iterations, seeds=list(seeds), data=first.identity()["data"], recipe=RECIPE,
                 machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 seconds_per_run=round(sum(r["seconds"] for r in results) / len(results), 1), rows=out_rows)
 

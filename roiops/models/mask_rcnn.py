@@ -81,18 +81,22 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(8, channels)
+
+
 class BasicBlock(nn.Module):
     """A ResNet basic block; a strided 1x1 projection where the shape changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, norm=nn.BatchNorm2d):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), norm(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), norm(cout),
         )
         self.skip = (
             nn.Identity() if stride == 1 and cin == cout
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -149,17 +153,24 @@ class Pyramid(nn.Module):
 
 class Res5Head(nn.Module):
     """The res5-style stage run on every RoI (stride 2: 14x14 -> 7x7), shared by the
-    box and the mask branch as in the paper's C4 head. ``pool`` True (the box branch)
-    averages it to a vector."""
+    box and the mask branch as in the paper's C4 head. ``fc`` (the box branch) maps
+    the 7x7 result to a vector through one fully connected layer: at this width a
+    global average (ResNet's, over 2048 channels) would leave the box regressor no
+    spatial layout to work from.
 
-    def __init__(self, cin: int, cout: int, shared: nn.Module | None = None, pool: bool = False):
+    It normalises with GroupNorm: BatchNorm statistics over RoIs would differ between
+    the box pass (sampled RoIs, mostly background), the mask pass (positives only) and
+    inference (detections), which the shared stage cannot all fit."""
+
+    def __init__(self, cin: int, cout: int, shared: nn.Module | None = None, fc: int = 0, resolution: int = 7):
         super().__init__()
-        self.stage = shared if shared is not None else BasicBlock(cin, cout, 2)
-        self.pool = pool
+        self.stage = shared if shared is not None else BasicBlock(cin, cout, 2, norm=group_norm)
+        self.fc = (nn.Sequential(nn.Flatten(), nn.Linear(cout * resolution**2, fc), nn.ReLU(inplace=True))
+                   if fc else None)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stage(x)
-        return x.mean(dim=(2, 3)) if self.pool else x
+        return self.fc(x) if self.fc is not None else x
 
 
 class C4MaskPredictor(nn.Sequential):
@@ -225,12 +236,12 @@ def mask_rcnn(
         c = backbone.out_channels
         pool = MultiScaleRoIAlign(["0"], 14, sampling_ratio, **pool_kw)
         mask_pool = MultiScaleRoIAlign(["0"], 14, sampling_ratio, **pool_kw)
-        box_head = Res5Head(c, head_channels, pool=True)
+        box_head = Res5Head(c, head_channels, fc=256)
         mask_head = Res5Head(c, head_channels, shared=box_head.stage)
         model = MaskRCNN(
             backbone, None,
             rpn_anchor_generator=AnchorGenerator((anchor_sizes,), (ratios,)),
-            box_head=box_head, box_predictor=FastRCNNPredictor(head_channels, num_classes),
+            box_head=box_head, box_predictor=FastRCNNPredictor(256, num_classes),
             mask_head=mask_head, mask_predictor=C4MaskPredictor(head_channels, num_classes),
             **defaults,
         )
