@@ -58,6 +58,12 @@ class RunSpec:
         return f"{self.layer}-stride{self.stride}-seed{self.seed}"
 
     @property
+    def checkpoint_path(self) -> Path:
+        # Named by recipe and length too: a checkpoint of another recipe or schedule
+        # must never be resumed.
+        return Path(self.checkpoint_dir) / f"{self.name}-{RECIPE}-it{self.iterations}.pt"
+
+    @property
     def result_path(self) -> Path:
         return Path(self.runs_dir) / f"{self.name}.json"
 
@@ -91,7 +97,7 @@ def run_one(spec: RunSpec) -> dict:
     config = TrainConfig(iterations=spec.iterations, seed=spec.seed,
                          checkpoint_every=max(1, min(200, spec.iterations)))
     Path(spec.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    log = train(model, train_set, config, checkpoint=Path(spec.checkpoint_dir) / f"{spec.name}.pt")
+    log = train(model, train_set, config, checkpoint=spec.checkpoint_path)
     ap = evaluate(model, val_set)
     metrics = {f"{kind}_{k.lower()}": v for kind, iou in (("mask", "segm"), ("box", "bbox"))
                for k, v in ap[iou].items()}
@@ -232,7 +238,7 @@ def mask_figure(specs: list[RunSpec], layers: tuple[str, ...], path: Path, count
     fig, axes = plt.subplots(len(images), len(chosen), figsize=(3 * len(chosen), 3 * len(images)), squeeze=False)
     for col, spec in enumerate(chosen):
         model = mask_rcnn(spec.layer, num_classes=len(val.category_names) + 1, stride=spec.stride)
-        state = torch.load(Path(spec.checkpoint_dir) / f"{spec.name}.pt", map_location="cpu", weights_only=False)
+        state = torch.load(spec.checkpoint_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         model.eval()
         with torch.no_grad():
