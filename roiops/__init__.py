@@ -12,8 +12,9 @@ import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
 from . import (
     _C,  # noqa: F401  (loads the library that registers torch.ops.roiops)
     _registration,  # noqa: F401  (fake kernels and autograd)
+    ops,
 )
-from .ops import (
+from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     MultiScaleRoIAlign,
     MultiScaleRoIPooler,
     RoIAlign,
@@ -27,14 +28,4 @@ from .ops import (
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MultiScaleRoIAlign",
-    "MultiScaleRoIPooler",
-    "RoIAlign",
-    "RoIPool",
-    "RoIWarp",
-    "fpn_levels",
-    "roi_align",
-    "roi_pool",
-    "roi_warp",
-]
+__all__ = list(ops.__all__)
