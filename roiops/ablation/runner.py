@@ -120,13 +120,21 @@ def run_all(specs: list[RunSpec], jobs: int, progress: bool = True) -> list[dict
         from tqdm import tqdm
 
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="ablation runs", disable=not progress)
+        failed = []
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(run_one, s): s for s in todo}
             for future in as_completed(futures):
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as e:  # report it now; the other runs go on
+                    failed.append(futures[future].name)
+                    bar.write(f"run {futures[future].name} failed: {type(e).__name__}: {e}")
+                    continue
                 bar.set_postfix_str(f"{result['name']}: mask AP {result['metrics']['mask_ap']:.1f}")
                 bar.update()
         bar.close()
+        if failed:
+            raise RuntimeError(f"{len(failed)} ablation runs failed: {failed}; rerun to retry them")
     return [finished(s) for s in specs]
 
 
