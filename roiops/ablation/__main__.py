@@ -22,6 +22,9 @@ def main(argv=None) -> None:
                    help="where the synthetic data and the run checkpoints go (default ~/.cache/roiops)")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="per-run results folder, read and written (default OUT/ablation-runs, or "
+                        "OUT/ablation-runs-quick with --quick); e.g. aggregate fewer seeds of finished runs elsewhere")
     p.add_argument("--json", type=Path, default=None, help="also write the results JSON here")
     p.add_argument("--quick", action="store_true",
                    help="a few minutes: 2 rows, 1 seed, 30 iterations on a small synthetic set")
@@ -45,7 +48,7 @@ def main(argv=None) -> None:
         train_dir, val_dir = synthetic_dataset(args.cache / "synthetic", seed=0, progress=not args.no_progress)
     specs = [
         runner.RunSpec(layer, stride, seed, iterations, str(train_dir), str(val_dir),
-                       runs_dir=str(out / f"ablation-runs-{tag}" if quick else out / "ablation-runs"),
+                       runs_dir=str(args.runs or (out / f"ablation-runs-{tag}" if quick else out / "ablation-runs")),
                        checkpoint_dir=str(args.cache / f"checkpoints-{tag}"))
         for seed in seeds for layer, stride in rows  # every row's first seed first: partial runs cover all rows
     ]
