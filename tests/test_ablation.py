@@ -37,6 +37,11 @@ def test_quick_ablation_end_to_end_and_resume(tmp_path):
     main(args)  # every run finished: read back, not retrained
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert json.loads((out / "ablation-quick.json").read_text())["rows"] == table["rows"]
+    # --runs: aggregate the same finished runs into another folder, nothing retrained.
+    other = tmp_path / "other"
+    main([*args[:6], "--out", str(other), "--runs", str(out / "ablation-runs-quick")])
+    assert json.loads((other / "ablation-quick.json").read_text())["rows"] == table["rows"]
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
 
 
 def test_data_option_reads_any_coco_folder(tmp_path):
