@@ -162,7 +162,9 @@ def aggregate(specs: list[RunSpec], results: list[dict], rows, seeds) -> dict:
                 continue
             mean = sum(values) / len(values)
             row[m] = round(mean, 2)
-            row[f"{m}_std"] = round(math.sqrt(sum((x - mean) ** 2 for x in values) / max(len(values) - 1, 1)), 2)
+            # Sample standard deviation; undefined (None) for a single run.
+            row[f"{m}_std"] = (round(math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1)), 2)
+                               if len(values) > 1 else None)
             row[f"{m}_runs"] = [round(x, 2) for x in values]
         row["paper"] = PAPER.get((layer, stride))
         out_rows.append(row)
@@ -188,7 +190,9 @@ def markdown(table: dict) -> str:
             paper += f" ({p['mask_ap50']} / {p['mask_ap75']})"
 
         def pm(m, r=r):
-            return "-" if r[m] is None else f"{r[m]:.1f} +- {r[m + '_std']:.1f}"
+            if r[m] is None:
+                return "-"
+            return f"{r[m]:.1f}" if r[m + "_std"] is None else f"{r[m]:.1f} +- {r[m + '_std']:.1f}"
 
         def one(m, r=r):
             return "-" if r[m] is None else f"{r[m]:.1f}"
@@ -211,7 +215,7 @@ def bar_chart(table: dict, path: Path) -> None:
     labels = [f"{r['name']}\nstride {r['stride']}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
     xs = range(len(rows))
-    ax.bar(xs, [r["mask_ap"] for r in rows], yerr=[r["mask_ap_std"] for r in rows], capsize=4,
+    ax.bar(xs, [r["mask_ap"] for r in rows], yerr=[r["mask_ap_std"] or 0 for r in rows], capsize=4,
            color=["#c44" if r["layer"] == "roipool" else "#d93" if r["layer"] == "roiwarp" else "#48c" for r in rows],
            label="roiops (synthetic data)")
     paper = [(x, r["paper"]["mask_ap"]) for x, r in zip(xs, rows, strict=True) if r["paper"]]
