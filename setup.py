@@ -7,7 +7,9 @@ Environment knobs:
   ROIOPS_MARCH     value for -march= on x86-64 (default "native": the CPU kernels are
                    vectorized for the machine that builds them; use e.g. "x86-64-v3" for
                    a portable AVX2 build, or "" to pass no -march at all).
-  TORCH_CUDA_ARCH_LIST  GPU architectures; defaults to "9.0" when no GPU can be queried.
+  TORCH_CUDA_ARCH_LIST  GPU architectures. When unset and no GPU can be queried: every
+                   architecture CUDA 13 supports that PyTorch's wheels ship, with PTX of
+                   the newest (DEFAULT_CUDA_ARCHS); CI sets one to stay fast.
   MAX_JOBS         parallel compile jobs (ninja).
 """
 
@@ -19,6 +21,7 @@ import shutil
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 # torch derives CUDA_HOME from `which nvcc` before it looks at /usr/local/cuda, so an
 # nvcc wrapper in /usr/local/bin makes it look for the toolkit in /usr/local.
@@ -73,6 +76,8 @@ def extension():
     with_cuda = cuda_requested()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # The CPU emulation of the CUDA kernels (roiops_emulated ops) needs no nvcc.
+    sources += sorted(glob.glob(os.path.join("csrc", "emulator", "*.cpp")))
     # -ffp-contract=off: no implicit FMA contraction, so the box geometry rounds exactly
     # as roiops.reference computes it (sample positions decide which pixels are read).
     # -fopenmp: at::parallel_for is header code that is only parallel when the
@@ -94,7 +99,7 @@ def extension():
         import torch
 
         if not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", "-DNDEBUG", "--fmad=false"]
