@@ -31,6 +31,11 @@ static_assert(kMaxSamplingRatio * kMaxSamplingRatio <= kMaxMapSide,
 static_assert(kMaxOutputSize * kMaxSamplingRatio <= kMaxMapSide,
               "per-axis sample tables must have int indices");
 
+// A float32 running sum loses accuracy over many terms (it stops growing at 2^24
+// equal terms), so avg-mode sums over more than this many samples or pixels add
+// partial sums of at most this many terms into double totals.
+constexpr int64_t kSumRun = 256;
+
 enum class Mode : int { Avg = 0, Max = 1 };
 enum class Sampling : int { Bilinear = 0, Nearest = 1 };
 

@@ -54,9 +54,7 @@ void def_family(torch::Library& m, const std::string& name, const std::string& p
   }
 }
 
-}  // namespace
-
-TORCH_LIBRARY(roiops, m) {
+void define_ops(torch::Library& m) {
   def_family(m, "roi_align",
              "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, str mode, "
              "str sampling",
@@ -67,3 +65,11 @@ TORCH_LIBRARY(roiops, m) {
   def_family(m, "roi_pool", "int pooled_height, int pooled_width, str mode",
              /*box_gradient=*/false);
 }
+
+}  // namespace
+
+TORCH_LIBRARY(roiops, m) { define_ops(m); }
+
+// The same ops run by the CPU emulation of the CUDA kernels (csrc/emulator): the
+// tests compare them with the CPU kernels and the reference on CPU tensors.
+TORCH_LIBRARY(roiops_emulated, m) { define_ops(m); }

@@ -15,3 +15,11 @@ settings.register_profile(
 settings.load_profile("ci")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cuda_emulated: the CUDA kernels run on the CPU by the grid emulator (no GPU needed)",
+    )
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")

@@ -11,24 +11,6 @@
 
 namespace roiops::cpu {
 
-struct SampledArgs {
-  int64_t pooled_h, pooled_w;
-  int sampling_ratio;  // in [0, kMaxSamplingRatio]; 0 = adaptive
-  bool aligned, quantize;
-  Mode mode;
-  Sampling sampling;
-};
-
-// The op arguments of roi_align (quantize = false) and roi_warp (quantize = true),
-// with sampling_ratio checked against its bound and every value <= 0 made 0.
-inline SampledArgs sampled_args(const char* op, int64_t pooled_h, int64_t pooled_w,
-                                int64_t sampling_ratio, bool aligned, bool quantize,
-                                c10::string_view mode, c10::string_view sampling) {
-  check_sampling_ratio(op, sampling_ratio);
-  return SampledArgs{pooled_h, pooled_w, int(std::max<int64_t>(sampling_ratio, 0)), aligned,
-                     quantize, parse_mode(mode), parse_sampling(sampling)};
-}
-
 template <Sampling S>
 constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 
@@ -395,20 +377,6 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
       row[4] = d[1] * scale;  // y2
     }
   });
-}
-
-// Runtime (mode, sampling) to template dispatch.
-template <typename F>
-void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
-  using AvgT = std::integral_constant<Mode, Mode::Avg>;
-  using MaxT = std::integral_constant<Mode, Mode::Max>;
-  using BilT = std::integral_constant<Sampling, Sampling::Bilinear>;
-  using NeaT = std::integral_constant<Sampling, Sampling::Nearest>;
-  if (m == Mode::Avg) {
-    if (s == Sampling::Bilinear) f(AvgT{}, BilT{}); else f(AvgT{}, NeaT{});
-  } else {
-    if (s == Sampling::Bilinear) f(MaxT{}, BilT{}); else f(MaxT{}, NeaT{});
-  }
 }
 
 // Op-level entry points shared by roi_align and roi_warp, single-map and multilevel

@@ -1,8 +1,10 @@
-#include "cpu_common.h"
+#include "op_common.h"
+
+#include <ATen/OpMathType.h>
 
 #include <cmath>
 
-namespace roiops::cpu {
+namespace roiops {
 
 Mode parse_mode(std::string_view mode) {
   if (mode == "avg") return Mode::Avg;
@@ -119,9 +121,9 @@ at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
   return at::empty(sizes, like.options().dtype(dtype).memory_format(output_format(like)));
 }
 
-}  // namespace roiops::cpu
+}  // namespace roiops
 
-namespace roiops::cpu {
+namespace roiops {
 
 at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w) {
   const at::Tensor* finest = &maps[0];
@@ -175,4 +177,4 @@ std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType
   return acc;
 }
 
-}  // namespace roiops::cpu
+}  // namespace roiops

@@ -3,17 +3,11 @@
 // deterministic structure as the sampled ops (sampled_roi_cpu.h).
 #include <torch/library.h>
 
-#include "cpu_common.h"
+#include "roi_pool_cpu.h"
 
 namespace roiops::cpu {
 namespace {
 
-using Str = c10::string_view;
-
-struct PoolArgs {
-  int64_t pooled_h, pooled_w;
-  Mode mode;
-};
 
 // One RoI's bins: rows [h0[ph], h1[ph]) and columns [w0[pw], w1[pw]).
 struct RoiBins {
@@ -246,15 +240,11 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
   });
 }
 
-PoolArgs pool_args(int64_t ph, int64_t pw, Str mode) { return PoolArgs{ph, pw, parse_mode(mode)}; }
+}  // namespace
 
-std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::Tensor& rois_in,
+std::tuple<at::Tensor, at::Tensor> pool_forward_op(at::TensorList inputs, const at::Tensor& rois_in,
                                               const at::Tensor& levels_in, at::ArrayRef<double> scales,
                                               const PoolArgs& a, bool keep_argmax) {
-  for (const at::Tensor& m : inputs)
-    TORCH_CHECK_VALUE(a.mode == Mode::Avg || m.size(2) * m.size(3) <= INT32_MAX,
-                      "roi_pool: max mode records pixel indices as int32; a ", m.size(2), " x ",
-                      m.size(3), " map has more pixels than that");
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
@@ -270,9 +260,9 @@ std::tuple<at::Tensor, at::Tensor> forward_op(at::TensorList inputs, const at::T
   return {out, argmax};
 }
 
-at::Tensor jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
+at::Tensor pool_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois_in,
                   const at::Tensor& levels_in, at::ArrayRef<double> scales, const PoolArgs& a) {
-  if (a.mode == Mode::Avg) return std::get<0>(forward_op(tangents, rois_in, levels_in, scales, a, false));
+  if (a.mode == Mode::Avg) return std::get<0>(pool_forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
   at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
@@ -283,7 +273,7 @@ at::Tensor jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::T
   return out;
 }
 
-std::vector<at::Tensor> backward_op(const at::Tensor& grad, at::TensorList inputs,
+std::vector<at::Tensor> pool_backward_op(const at::Tensor& grad, at::TensorList inputs,
                                     const at::Tensor& argmax, const at::Tensor& rois_in,
                                     const at::Tensor& levels_in, at::ArrayRef<double> scales,
                                     const PoolArgs& a) {
@@ -303,67 +293,5 @@ std::vector<at::Tensor> backward_op(const at::Tensor& grad, at::TensorList input
   return finish_grads(gi, dtype);
 }
 
-using at::Tensor;
-using at::TensorList;
-using Scales = at::ArrayRef<double>;
-
-std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois, double scale, int64_t ph,
-                                   int64_t pw, Str mode, bool keep_argmax) {
-  check_roi_args("roi_pool", input, rois, scale, ph, pw);
-  return forward_op(input, rois, {}, scale, pool_args(ph, pw, mode), keep_argmax);
-}
-
-Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax, const Tensor& rois,
-                double scale, int64_t ph, int64_t pw, Str mode) {
-  const char* op = "_roi_pool_backward";
-  const PoolArgs a = pool_args(ph, pw, mode);
-  check_backward_args(op, grad, input, argmax, rois, {}, scale, ph, pw, a.mode);
-  return backward_op(grad, input, argmax, rois, {}, scale, a)[0];
-}
-
-Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois, double scale, int64_t ph,
-           int64_t pw, Str mode) {
-  const char* op = "_roi_pool_jvp";
-  const PoolArgs a = pool_args(ph, pw, mode);
-  check_roi_args(op, tangent, rois, scale, ph, pw);
-  check_argmax(op, argmax, tangent, rois, ph, pw, a.mode);
-  return jvp_op(tangent, argmax, rois, {}, scale, a);
-}
-
-std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois, const Tensor& levels,
-                                      Scales scales, int64_t ph, int64_t pw, Str mode,
-                                      bool keep_argmax) {
-  check_multilevel_args("roi_pool_multilevel", inputs, rois, levels, scales, ph, pw);
-  return forward_op(inputs, rois, levels, scales, pool_args(ph, pw, mode), keep_argmax);
-}
-
-std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs, const Tensor& argmax,
-                                const Tensor& rois, const Tensor& levels, Scales scales, int64_t ph,
-                                int64_t pw, Str mode) {
-  const char* op = "_roi_pool_multilevel_backward";
-  const PoolArgs a = pool_args(ph, pw, mode);
-  check_backward_args(op, grad, inputs, argmax, rois, levels, scales, ph, pw, a.mode);
-  return backward_op(grad, inputs, argmax, rois, levels, scales, a);
-}
-
-Tensor ml_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois, const Tensor& levels,
-              Scales scales, int64_t ph, int64_t pw, Str mode) {
-  const char* op = "_roi_pool_multilevel_jvp";
-  const PoolArgs a = pool_args(ph, pw, mode);
-  check_multilevel_args(op, tangents, rois, levels, scales, ph, pw);
-  check_argmax(op, argmax, tangents[0], rois, ph, pw, a.mode);
-  return jvp_op(tangents, argmax, rois, levels, scales, a);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(roiops, CPU, m) {
-  m.impl("roi_pool", &forward);
-  m.impl("_roi_pool_backward", &backward);
-  m.impl("_roi_pool_jvp", &jvp);
-  m.impl("roi_pool_multilevel", &ml_forward);
-  m.impl("_roi_pool_multilevel_backward", &ml_backward);
-  m.impl("_roi_pool_multilevel_jvp", &ml_jvp);
-}
 
 }  // namespace roiops::cpu

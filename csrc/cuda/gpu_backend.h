@@ -1,0 +1,424 @@
+// The GPU implementation of every roiops op, written once over a Launcher: compiled
+// by nvcc with CudaLauncher (launch_cuda.cuh) for CUDA tensors, and by the host
+// compiler with EmuLauncher (csrc/emulator/grid_emulator.h) for the CPU emulation
+// that the tests run without a GPU. Host code here only allocates, dispatches and
+// launches (ATen's sort and searchsorted group the RoIs on the device): nothing reads
+// device memory, so no call synchronises with the host.
+//
+// Per op: a table kernel (one thread per RoI: float64 geometry, once per launch),
+// then the op's kernel over output elements (forward, JVP), input elements (input
+// gradient: a gather, written once per element), or (RoI, channel) pairs followed by
+// a per-RoI reduction (box gradient). All deterministic; none uses atomics.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <vector>
+
+#include "../op_common.h"
+#include "pool_kernels.h"
+#include "sampled_kernels.h"
+
+namespace roiops::gpu {
+
+// Whether every element offset and element count of these tensors fits int32, so the
+// kernels can index in 32 bits.
+inline bool fits_int32(at::TensorList tensors) {
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined() || t.numel() == 0) continue;
+    if (t.numel() >= INT32_MAX) return false;
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
+    if (last >= INT32_MAX) return false;
+  }
+  return true;
+}
+
+template <typename F>
+void dispatch_index(bool small, F&& f) {
+  if (small) f(int32_t{}); else f(int64_t{});
+}
+
+template <typename T, typename I>
+Pyramid<T, I> pyramid(at::TensorList maps, at::ArrayRef<double> scales) {
+  Pyramid<T, I> p{};  // maps.size() <= kMaxLevels: checked by RoiSource
+  p.count = int(maps.size());
+  p.N = maps[0].size(0);
+  p.C = maps[0].size(1);
+  for (int l = 0; l < p.count; ++l) {
+    const at::Tensor& m = maps[l];
+    p.level[l] = MapView<T, I>{static_cast<T*>(m.data_ptr()), I(m.stride(0)), I(m.stride(1)),
+                               I(m.stride(2)), I(m.stride(3)), int(m.size(2)), int(m.size(3)),
+                               scales[l]};
+  }
+  return p;
+}
+
+template <typename T, typename I>
+BinView<T, I> bin_view(const at::Tensor& t) {
+  if (!t.defined() || t.dim() != 4) return BinView<T, I>{nullptr, 0, 0, 0, 0};
+  return BinView<T, I>{static_cast<T*>(t.data_ptr()), I(t.stride(0)), I(t.stride(1)),
+                       I(t.stride(2)), I(t.stride(3))};
+}
+
+inline bool channels_fast(const at::Tensor& t) {
+  return output_format(t) == at::MemoryFormat::ChannelsLast;
+}
+
+// A typed device array backed by a byte tensor (the tables hold structs).
+template <typename T>
+T* device_array(std::vector<at::Tensor>& keep, const at::Tensor& like, int64_t count) {
+  keep.push_back(at::empty({std::max<int64_t>(count, 1) * int64_t(sizeof(T))},
+                           like.options().dtype(at::kByte)));
+  return reinterpret_cast<T*>(keep.back().data_ptr());
+}
+
+// What the table kernels read about the maps and RoIs.
+struct RoiSource {
+  at::Tensor rois;    // [K, 5] float64, contiguous
+  at::Tensor levels;  // [K] int64 contiguous, or undefined
+  int H[kMaxLevels] = {}, W[kMaxLevels] = {};
+  double scale[kMaxLevels] = {};
+  int count = 0;
+  int64_t N = 0;
+
+  RoiSource(const at::Tensor& rois_in, const at::Tensor& levels_in, at::TensorList maps,
+            at::ArrayRef<double> scales)
+      : rois(rois_as_double(rois_in)) {
+    TORCH_CHECK_VALUE(int64_t(maps.size()) <= kMaxLevels, "roiops on CUDA: at most ", kMaxLevels,
+                      " feature maps per multilevel call, got ", maps.size());
+    if (levels_in.defined()) levels = levels_in.contiguous();
+    count = int(maps.size());
+    N = maps[0].size(0);
+    for (int l = 0; l < count; ++l) {
+      H[l] = int(maps[l].size(2));
+      W[l] = int(maps[l].size(3));
+      scale[l] = scales[l];
+    }
+  }
+  int64_t K() const { return rois.size(0); }
+  const double* rois_ptr() const { return rois.data_ptr<double>(); }
+  const int64_t* levels_ptr() const { return levels.defined() ? levels.data_ptr<int64_t>() : nullptr; }
+  template <typename Args>
+  void fill(Args& a) const {
+    a.rois = rois_ptr();
+    a.levels = levels_ptr();
+    for (int l = 0; l < kMaxLevels; ++l) a.H[l] = H[l], a.W[l] = W[l], a.scale[l] = scale[l];
+    a.count = count;
+    a.N = N;
+    a.n = K();
+  }
+};
+
+// RoIs grouped by (level, image) on the device (RoiGroups).
+struct Groups {
+  at::Tensor order, start;
+  RoiGroups view;
+  Groups(const at::Tensor& keys, int64_t groups) {
+    auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    order = std::get<1>(sorted);
+    start = at::searchsorted(std::get<0>(sorted), at::arange(groups + 1, keys.options()));
+    view = RoiGroups{order.data_ptr<int64_t>(), start.data_ptr<int64_t>()};
+  }
+};
+
+// The input-gradient tensors (one per map, in the map's layout and dtype) and their
+// element numbering across levels.
+struct GradInputs {
+  std::vector<at::Tensor> tensors;
+  int64_t level_start[kMaxLevels + 1] = {};
+  bool channels_fast[kMaxLevels] = {};
+  explicit GradInputs(at::TensorList maps) {
+    for (size_t l = 0; l < maps.size(); ++l) {
+      const at::Tensor& m = maps[l];
+      tensors.push_back(empty_like_format(m, m.sizes(), m.scalar_type()));
+      level_start[l + 1] = level_start[l] + m.numel();
+      channels_fast[l] = gpu::channels_fast(tensors.back());
+    }
+  }
+  int64_t total() const { return level_start[tensors.size()]; }
+  template <typename Args>
+  void fill(Args& a) const {
+    for (int l = 0; l <= kMaxLevels; ++l) a.level_start[l] = level_start[std::min<int>(l, int(tensors.size()))];
+    for (int l = 0; l < kMaxLevels; ++l) a.channels_fast[l] = channels_fast[l];
+  }
+};
+
+template <class L>
+struct GpuBackend {
+  using Tensor = at::Tensor;
+  using TensorList = at::TensorList;
+  using Scales = at::ArrayRef<double>;
+
+  template <typename acc_t, Sampling S>
+  struct SampledTables {
+    std::vector<Tensor> keep;
+    SampledTable<acc_t> t{};
+    Tensor keys;
+    SampledTables(const RoiSource& src, const Tensor& like, const SampledArgs& a) {
+      const int64_t K = src.K();
+      const int stride = a.sampling_ratio > 0 ? a.sampling_ratio : kMaxAdaptiveGrid;
+      keys = at::empty({K}, like.options().dtype(at::kLong));
+      t = SampledTable<acc_t>{device_array<RoiInfo>(keep, like, K),
+                              device_array<AxisTaps<acc_t>>(keep, like, K * a.pooled_h * stride),
+                              device_array<AxisTaps<acc_t>>(keep, like, K * a.pooled_w * stride),
+                              device_array<int>(keep, like, K * a.pooled_h * 2),
+                              device_array<int>(keep, like, K * a.pooled_w * 2),
+                              keys.data_ptr<int64_t>(), stride, int(a.pooled_h), int(a.pooled_w)};
+      typename BuildSampledTable<acc_t, S>::Args args{};
+      src.fill(args);
+      args.geo = SampledGeometry{a.sampling_ratio, a.aligned, a.quantize};
+      args.t = t;
+      L::template launch<BuildSampledTable<acc_t, S>>(args);
+    }
+  };
+
+  struct PoolTables {
+    std::vector<Tensor> keep;
+    PoolTable t{};
+    Tensor keys;
+    PoolTables(const RoiSource& src, const Tensor& like, const PoolArgs& a) {
+      const int64_t K = src.K();
+      keys = at::empty({K}, like.options().dtype(at::kLong));
+      t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<int>(keep, like, K * a.pooled_h * 2),
+                    device_array<int>(keep, like, K * a.pooled_w * 2), keys.data_ptr<int64_t>(),
+                    int(a.pooled_h), int(a.pooled_w)};
+      BuildPoolTable::Args args{};
+      src.fill(args);
+      args.t = t;
+      L::template launch<BuildPoolTable>(args);
+    }
+  };
+
+  // ---- roi_align / roi_warp ----
+
+  static std::tuple<Tensor, Tensor> sampled_forward(TensorList inputs, const Tensor& rois,
+                                                    const Tensor& levels, Scales scales,
+                                                    const SampledArgs& a, bool keep_argmax) {
+    auto guard = L::guard(inputs[0]);
+    const RoiSource src(rois, levels, inputs, scales);
+    Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
+    Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
+    if (out.numel() == 0) return {out, argmax};
+    std::vector<Tensor> all(inputs.begin(), inputs.end());
+    all.push_back(out);
+    all.push_back(argmax);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_forward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
+        constexpr Mode M = decltype(m)::value;
+        constexpr Sampling S = decltype(s)::value;
+        const SampledTables<acc_t, S> tables(src, out, a);
+        dispatch_index(fits_int32(all), [&](auto index) {
+          using I = decltype(index);
+          using K = SampledForward<scalar_t, acc_t, I, M, S>;
+          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
+                                                 bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
+                                                 channels_fast(out), out.numel()});
+        });
+      });
+    });
+    return {out, argmax};
+  }
+
+  static Tensor sampled_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
+                            const Tensor& levels, Scales scales, const SampledArgs& a) {
+    if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
+      return std::get<0>(sampled_forward(tangents, rois, levels, scales, a, false));
+    auto guard = L::guard(tangents[0]);
+    const RoiSource src(rois, levels, tangents, scales);
+    Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
+    if (out.numel() == 0) return out;
+    std::vector<Tensor> all(tangents.begin(), tangents.end());
+    all.push_back(out);
+    all.push_back(argmax);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_jvp", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      dispatch_sampling(a.sampling, [&](auto s) {
+        constexpr Sampling S = decltype(s)::value;
+        const SampledTables<acc_t, S> tables(src, out, a);
+        dispatch_index(fits_int32(all), [&](auto index) {
+          using I = decltype(index);
+          using K = SampledGather<scalar_t, acc_t, I, S>;
+          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(tangents, scales), tables.t,
+                                                 bin_view<const int32_t, I>(argmax), bin_view<scalar_t, I>(out),
+                                                 channels_fast(out), out.numel()});
+        });
+      });
+    });
+    return out;
+  }
+
+  static std::vector<Tensor> sampled_backward_input(const Tensor& grad, TensorList inputs,
+                                                    const Tensor& argmax, const Tensor& rois,
+                                                    const Tensor& levels, Scales scales,
+                                                    const SampledArgs& a) {
+    auto guard = L::guard(inputs[0]);
+    const RoiSource src(rois, levels, inputs, scales);
+    std::vector<Tensor> result;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
+        constexpr Mode M = decltype(m)::value;
+        constexpr Sampling S = decltype(s)::value;
+        dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
+          using I = decltype(index);
+          GradInputs gi(inputs);
+          result = gi.tensors;
+          if (gi.total() == 0) return;
+          const SampledTables<acc_t, S> tables(src, grad, a);
+          const Groups groups(tables.keys, int64_t(src.count) * src.N);
+          using K = SampledBackwardInput<scalar_t, acc_t, I, M, S>;
+          typename K::Args args{};
+          args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
+          gi.fill(args);
+          args.grad = bin_view<const scalar_t, I>(grad);
+          args.argmax = bin_view<const int32_t, I>(argmax);
+          args.t = tables.t;
+          args.groups = groups.view;
+          args.n = gi.total();
+          L::template launch<K>(args);
+        });
+      });
+    });
+    return result;
+  }
+
+  static Tensor sampled_backward_rois(const Tensor& grad, TensorList inputs, const Tensor& argmax,
+                                      const Tensor& rois, const Tensor& levels, Scales scales,
+                                      const SampledArgs& a) {
+    auto guard = L::guard(inputs[0]);
+    const RoiSource src(rois, levels, inputs, scales);
+    Tensor gr = at::zeros_like(src.rois);
+    const int64_t K = src.K(), C = inputs[0].size(1);
+    // Box gradients exist only through bilinear sample positions of an unquantized box.
+    if (!a.quantize && a.sampling == Sampling::Bilinear && K > 0 && C > 0) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward_rois", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const SampledTables<acc_t, Sampling::Bilinear> tables(src, grad, a);
+        const Tensor partial = at::empty({K, C, 4}, src.rois.options());
+        dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
+          using I = decltype(index);
+          auto launch = [&](auto mode) {
+            using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value>;
+            L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
+                                                   bin_view<const scalar_t, I>(grad),
+                                                   bin_view<const int32_t, I>(argmax), tables.t,
+                                                   partial.data_ptr<double>(), K * C});
+          };
+          if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
+          else launch(std::integral_constant<Mode, Mode::Max>{});
+        });
+        SampledBoxGradReduce::Args r{};
+        r.partial = partial.data_ptr<double>();
+        r.info = tables.t.info;
+        for (int l = 0; l < kMaxLevels; ++l) r.scale[l] = src.scale[l];
+        r.C = C;
+        r.grad_rois = gr.data_ptr<double>();
+        r.n = K;
+        L::template launch<SampledBoxGradReduce>(r);
+      });
+    }
+    // In the boxes' own dtype and the contiguous layout the fake kernel states.
+    return gr.to(rois.scalar_type());
+  }
+
+  // ---- roi_pool ----
+
+  static std::tuple<Tensor, Tensor> pool_forward(TensorList inputs, const Tensor& rois,
+                                                 const Tensor& levels, Scales scales,
+                                                 const PoolArgs& a, bool keep_argmax) {
+    auto guard = L::guard(inputs[0]);
+    const RoiSource src(rois, levels, inputs, scales);
+    Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
+    Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
+    if (out.numel() == 0) return {out, argmax};
+    std::vector<Tensor> all(inputs.begin(), inputs.end());
+    all.push_back(out);
+    all.push_back(argmax);
+    const PoolTables tables(src, out, a);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_forward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      dispatch_index(fits_int32(all), [&](auto index) {
+        using I = decltype(index);
+        auto launch = [&](auto mode) {
+          using K = PoolForward<scalar_t, acc_t, I, decltype(mode)::value>;
+          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
+                                                 bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
+                                                 channels_fast(out), out.numel()});
+        };
+        if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
+        else launch(std::integral_constant<Mode, Mode::Max>{});
+      });
+    });
+    return {out, argmax};
+  }
+
+  static Tensor pool_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
+                         const Tensor& levels, Scales scales, const PoolArgs& a) {
+    if (a.mode == Mode::Avg) return std::get<0>(pool_forward(tangents, rois, levels, scales, a, false));
+    auto guard = L::guard(tangents[0]);
+    const RoiSource src(rois, levels, tangents, scales);
+    Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
+    if (out.numel() == 0) return out;
+    std::vector<Tensor> all(tangents.begin(), tangents.end());
+    all.push_back(out);
+    all.push_back(argmax);
+    const PoolTables tables(src, out, a);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_jvp", [&] {
+      dispatch_index(fits_int32(all), [&](auto index) {
+        using I = decltype(index);
+        using K = PoolGather<scalar_t, I>;
+        L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(tangents, scales), tables.t,
+                                               bin_view<const int32_t, I>(argmax), bin_view<scalar_t, I>(out),
+                                               channels_fast(out), out.numel()});
+      });
+    });
+    return out;
+  }
+
+  static std::vector<Tensor> pool_backward(const Tensor& grad, TensorList inputs,
+                                           const Tensor& argmax, const Tensor& rois,
+                                           const Tensor& levels, Scales scales, const PoolArgs& a) {
+    auto guard = L::guard(inputs[0]);
+    const RoiSource src(rois, levels, inputs, scales);
+    std::vector<Tensor> result;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
+        using I = decltype(index);
+        GradInputs gi(inputs);
+        result = gi.tensors;
+        if (gi.total() == 0) return;
+        const PoolTables tables(src, grad, a);
+        const Groups groups(tables.keys, int64_t(src.count) * src.N);
+        auto launch = [&](auto mode) {
+          using K = PoolBackwardInput<scalar_t, acc_t, I, decltype(mode)::value>;
+          typename K::Args args{};
+          args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
+          gi.fill(args);
+          args.grad = bin_view<const scalar_t, I>(grad);
+          args.argmax = bin_view<const int32_t, I>(argmax);
+          args.t = tables.t;
+          args.groups = groups.view;
+          args.n = gi.total();
+          L::template launch<K>(args);
+        };
+        if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
+        else launch(std::integral_constant<Mode, Mode::Max>{});
+      });
+    });
+    return result;
+  }
+
+ private:
+  static std::vector<Tensor> with(TensorList maps, const Tensor& a, const Tensor& b) {
+    std::vector<Tensor> all(maps.begin(), maps.end());
+    all.push_back(a);
+    all.push_back(b);
+    return all;
+  }
+};
+
+}  // namespace roiops::gpu

@@ -1,0 +1,166 @@
+// What every roiops CUDA kernel shares, in plain C++ that nvcc and the host compiler
+// both accept: a thread's position in its launch, strided views of the feature maps,
+// the per-RoI tables the kernels read instead of recomputing float64 geometry per
+// channel, and the index helpers.
+//
+// Each kernel is a struct with an `Args` (everything the kernel reads, passed by value,
+// including the thread count `n`) and `static C10_HOST_DEVICE void run(const Args&,
+// ThreadPos)`: the work of one CUDA thread. A Launcher runs it over the grid:
+// CudaLauncher (launch_cuda.cuh) as a __global__ kernel, EmuLauncher
+// (csrc/emulator/grid_emulator.h) block by block and thread by thread on the CPU, so
+// the tests check the kernels' indexing, bounds, layout and dtype logic without a
+// GPU. No kernel uses shared memory, barriers, warp intrinsics or atomics: the
+// emulation is the whole kernel, and every output element is written by one thread,
+// which makes every kernel deterministic.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+
+#include "../roi_geometry.h"
+
+namespace roiops::gpu {
+
+// Levels a fused multilevel launch can address (the maps travel in the kernel's
+// arguments); FPN uses 4 or 5.
+constexpr int kMaxLevels = 8;
+constexpr int kThreadsPerBlock = 256;
+
+// A thread's place in its launch: blockIdx.x, threadIdx.x and blockDim.x in CUDA.
+struct ThreadPos {
+  int64_t block;
+  int thread;
+  int block_dim;
+  C10_HOST_DEVICE int64_t index() const { return block * block_dim + thread; }
+};
+
+// One feature map (or its gradient) through its strides, so NCHW, channels_last and
+// other strided tensors are read in place. I is the index type of element offsets:
+// int32 when every offset of the launch fits, int64 otherwise.
+template <typename T, typename I>
+struct MapView {
+  T* data;
+  I s0, s1, s2, s3;
+  int H, W;  // H, W < 2^31 (kMaxMapSide)
+  double scale;
+  C10_HOST_DEVICE T* plane(I n, I c) const { return data + n * s0 + c * s1; }
+};
+
+// The maps a launch reads: one map, or the levels of a pyramid (same N, C, dtype).
+template <typename T, typename I>
+struct Pyramid {
+  MapView<T, I> level[kMaxLevels];
+  int count;
+  int64_t N, C;
+};
+
+// The [K, C, PH, PW] output / gradient / argmax tensors, through their strides.
+template <typename T, typename I>
+struct BinView {
+  T* data;
+  I s0, s1, s2, s3;
+  C10_HOST_DEVICE T& at(I k, I c, I ph, I pw) const {
+    return data[k * s0 + c * s1 + ph * s2 + pw * s3];
+  }
+};
+
+// (k, c, ph, pw) of output element i. Threads next to each other take neighbouring
+// pw (NCHW output) or neighbouring channels (channels_last output), so their writes
+// and, for channels_last maps, their reads are coalesced.
+struct Bin {
+  int64_t k, c;
+  int ph, pw;
+};
+C10_HOST_DEVICE inline Bin bin_of(int64_t i, int64_t C, int PH, int PW, bool channels_fast) {
+  Bin b;
+  if (channels_fast) {
+    b.c = i % C;
+    i /= C;
+    b.pw = int(i % PW);
+    i /= PW;
+    b.ph = int(i % PH);
+    b.k = i / PH;
+  } else {
+    b.pw = int(i % PW);
+    i /= PW;
+    b.ph = int(i % PH);
+    i /= PH;
+    b.c = i % C;
+    b.k = i / C;
+  }
+  return b;
+}
+
+// (level, n, c, h, w) of input-gradient element i, numbered level after level
+// (level_start[l] is the first element of level l), each level in its own layout.
+struct Pixel {
+  int level;
+  int64_t n, c;
+  int h, w;
+};
+template <typename T, typename I>
+C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, const int64_t* level_start,
+                                      const bool* channels_fast) {
+  Pixel p;
+  p.level = 0;
+  while (p.level + 1 < g.count && i >= level_start[p.level + 1]) ++p.level;
+  i -= level_start[p.level];
+  const int64_t C = g.C, H = g.level[p.level].H, W = g.level[p.level].W;
+  if (channels_fast[p.level]) {
+    p.c = i % C;
+    i /= C;
+    p.w = int(i % W);
+    i /= W;
+    p.h = int(i % H);
+    p.n = i / H;
+  } else {
+    p.w = int(i % W);
+    i /= W;
+    p.h = int(i % H);
+    i /= H;
+    p.c = i % C;
+    p.n = i / C;
+  }
+  return p;
+}
+
+// Per-RoI facts computed once per launch (one thread per RoI) and read by every
+// thread of the op's kernels.
+struct RoiInfo {
+  int image;  // batch index; -1: the RoI reads nothing (its output is 0)
+  int level;
+  int grid_h, grid_w;        // samples per bin (sampled ops)
+  bool h_clamped, w_clamped; // the min-size-1 clamp is active (sampled ops)
+  // Rows [row0, row1] and columns [col0, col1] the RoI reads: a pixel outside never
+  // receives gradient from it.
+  int row0, row1, col0, col1;
+};
+
+// The batch index of a box as an int, or -1 unless it is an integer in [0, N). The
+// CPU entry points refuse such boxes; on the GPU, checking them would cost a device
+// to host synchronisation per call, so the kernels read nothing for them instead.
+C10_HOST_DEVICE inline int batch_index(double b, int64_t N) {
+  return (::floor(b) == b && b >= 0.0 && b < double(N)) ? int(b) : -1;
+}
+
+// The level of RoI k (0 for a single map), or -1 when outside [0, count).
+C10_HOST_DEVICE inline int level_index(const int64_t* levels, int64_t k, int count) {
+  const int64_t l = levels ? levels[k] : 0;
+  return (l >= 0 && l < count) ? int(l) : -1;
+}
+
+// An empty [lo, hi] range that min/max updates turn into the right one.
+constexpr int kEmptyLo = 2147483647;
+constexpr int kEmptyHi = -1;
+
+// The RoI order of the input-gradient kernels: RoIs sorted by group (level * N +
+// image; RoIs that read nothing in a last group, count * N) and, within a group, by
+// index; group g holds order[start[g] .. start[g + 1]). Threads walk their group in
+// this fixed order, which makes the sums independent of scheduling.
+struct RoiGroups {
+  const int64_t* order;
+  const int64_t* start;
+};
+
+}  // namespace roiops::gpu

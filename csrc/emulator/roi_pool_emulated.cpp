@@ -1,0 +1,13 @@
+// roi_pool's CUDA kernels run by the CPU grid emulator, registered as the
+// roiops_emulated ops on CPU tensors (tests/test_cuda_emulated.py).
+#include "../cuda/gpu_backend.h"
+#include "../roi_ops.h"
+#include "grid_emulator.h"
+
+namespace roiops::gpu {
+
+TORCH_LIBRARY_IMPL(roiops_emulated, CPU, m) {
+  OpEntryPoints<GpuBackend<EmuLauncher>>::register_pool(m);
+}
+
+}  // namespace roiops::gpu

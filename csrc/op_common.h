@@ -1,0 +1,126 @@
+// Argument checks and output allocation shared by every device's kernels (CPU, CUDA
+// and the CPU emulation of the CUDA grid): what an op accepts and the tensors it
+// returns do not depend on where it runs.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "roi_geometry.h"
+
+namespace roiops {
+
+Mode parse_mode(std::string_view mode);
+Sampling parse_sampling(std::string_view sampling);
+
+// Shape, dtype, device, bound and value checks shared by every op entry point.
+// Python callers get the same checks earlier with friendlier messages
+// (roiops/_validation.py); these protect direct torch.ops.roiops calls from ever
+// reading out of bounds. Boxes may have any floating dtype, independent of the
+// input's (float32 boxes with bfloat16 features is what autocast produces).
+void check_roi_args(
+    const char* op, const at::Tensor& input, const at::Tensor& rois,
+    double spatial_scale, int64_t pooled_h, int64_t pooled_w);
+
+// sampling_ratio <= kMaxSamplingRatio (roi_geometry.h); <= 0 means adaptive.
+void check_sampling_ratio(const char* op, int64_t sampling_ratio);
+
+// Checks for the multilevel ops: a non-empty list of maps with equal N, C, dtype and
+// device, one positive scale per map, and levels an int64 [K] tensor of indices
+// into the list.
+void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tensor& rois,
+                           const at::Tensor& levels, at::ArrayRef<double> scales,
+                           int64_t pooled_h, int64_t pooled_w);
+
+// The boxes as a contiguous float64 [K, 5] tensor: every kernel reads box values in
+// double (the geometry is computed in double whatever the dtypes), so one small
+// conversion replaces a dispatch over box dtypes in every kernel.
+at::Tensor rois_as_double(const at::Tensor& rois);
+
+// Check for the internal backward ops: `grad` must have the forward's output shape
+// [K, C, PH, PW].
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
+                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
+
+// The output / gradient layout: the one PyTorch's own ops would choose for `input`
+// (suggest_memory_format). roiops/_registration.py states the same rule for the
+// fake kernels.
+at::MemoryFormat output_format(const at::Tensor& input);
+at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
+                             at::ScalarType dtype);
+
+// The [K, C, PH, PW] output of the forward / jvp ops, in the format of the finest
+// map (the one with the most pixels; the first of equals).
+at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
+// The forward's argmax: like the output in int32 for max mode when kept, else empty.
+at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep);
+// Checks the argmax given to a backward / jvp op: int32, and in max mode the shape
+// [K, C, PH, PW] of the forward's output.
+void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
+                  const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, Mode mode);
+// Everything a backward op checks: the forward's arguments (single map when `levels`
+// is undefined, else the multilevel form), grad's shape and the argmax.
+void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList maps,
+                         const at::Tensor& argmax, const at::Tensor& rois,
+                         const at::Tensor& levels, at::ArrayRef<double> scales,
+                         int64_t pooled_h, int64_t pooled_w, Mode mode);
+
+// Input-gradient accumulators: one zero tensor per map, in the map's memory format and
+// the accumulation type (float32 for reduced types: many RoIs add into one pixel).
+std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps);
+// The accumulators converted to the maps' dtype (no copy when it is already that).
+std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType dtype);
+
+// The arguments of the sampled ops, roi_align (quantize = false) and roi_warp
+// (quantize = true), shared by every device's kernels.
+struct SampledArgs {
+  int64_t pooled_h, pooled_w;
+  int sampling_ratio;  // in [0, kMaxSamplingRatio]; 0 = adaptive
+  bool aligned, quantize;
+  Mode mode;
+  Sampling sampling;
+};
+
+// The op arguments of roi_align (quantize = false) and roi_warp (quantize = true),
+// with sampling_ratio checked against its bound and every value <= 0 made 0.
+inline SampledArgs sampled_args(const char* op, int64_t pooled_h, int64_t pooled_w,
+                                int64_t sampling_ratio, bool aligned, bool quantize,
+                                c10::string_view mode, c10::string_view sampling) {
+  check_sampling_ratio(op, sampling_ratio);
+  return SampledArgs{pooled_h, pooled_w, int(std::max<int64_t>(sampling_ratio, 0)), aligned,
+                     quantize, parse_mode(mode), parse_sampling(sampling)};
+}
+
+// The arguments of roi_pool.
+struct PoolArgs {
+  int64_t pooled_h, pooled_w;
+  Mode mode;
+};
+
+// Runtime (mode, sampling) to template dispatch.
+template <typename F>
+void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
+  using AvgT = std::integral_constant<Mode, Mode::Avg>;
+  using MaxT = std::integral_constant<Mode, Mode::Max>;
+  using BilT = std::integral_constant<Sampling, Sampling::Bilinear>;
+  using NeaT = std::integral_constant<Sampling, Sampling::Nearest>;
+  if (m == Mode::Avg) {
+    if (s == Sampling::Bilinear) f(AvgT{}, BilT{}); else f(AvgT{}, NeaT{});
+  } else {
+    if (s == Sampling::Bilinear) f(MaxT{}, BilT{}); else f(MaxT{}, NeaT{});
+  }
+}
+
+template <typename F>
+void dispatch_sampling(Sampling s, F&& f) {
+  if (s == Sampling::Bilinear)
+    f(std::integral_constant<Sampling, Sampling::Bilinear>{});
+  else
+    f(std::integral_constant<Sampling, Sampling::Nearest>{});
+}
+
+}  // namespace roiops

@@ -1,0 +1,213 @@
+// The op entry points of roi_align, roi_warp and roi_pool (single-map and fused
+// multilevel): argument checks, then the device's kernels. Every device registers the
+// same entry points with its own Backend, so what an op accepts, refuses and returns
+// is one code path for the CPU, CUDA and the CPU emulation of the CUDA grid.
+//
+// A Backend provides, as static functions taking (maps, rois, levels, scales, args):
+//   sampled_forward, sampled_backward_input, sampled_backward_rois, sampled_jvp  (align, warp)
+//   pool_forward, pool_backward, pool_jvp                                      (roi_pool)
+// `levels` is undefined for a single map.
+#pragma once
+
+#include <torch/library.h>
+
+#include "op_common.h"
+
+namespace roiops {
+
+template <class B>
+struct OpEntryPoints {
+  using Tensor = at::Tensor;
+  using TensorList = at::TensorList;
+  using Str = c10::string_view;
+  using Scales = at::ArrayRef<double>;
+
+  // roi_align (quantize = false) and roi_warp (quantize = true) share every step;
+  // `Op` supplies the name and how the schema's arguments become SampledArgs.
+  template <class Op>
+  struct Sampled {
+    template <class... A>
+    static std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois,
+                                              double scale, A... a_, bool keep_argmax) {
+      const SampledArgs a = Op::args(a_...);
+      check_roi_args(Op::name, input, rois, scale, a.pooled_h, a.pooled_w);
+      return B::sampled_forward(input, rois, {}, scale, a, keep_argmax);
+    }
+    template <class... A>
+    static Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax,
+                           const Tensor& rois, double scale, A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_backward_args(Op::backward_name, grad, input, argmax, rois, {}, scale, a.pooled_h,
+                          a.pooled_w, a.mode);
+      return B::sampled_backward_input(grad, input, argmax, rois, {}, scale, a)[0];
+    }
+    template <class... A>
+    static Tensor backward_rois(const Tensor& grad, const Tensor& input, const Tensor& argmax,
+                                const Tensor& rois, double scale, A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_backward_args(Op::backward_rois_name, grad, input, argmax, rois, {}, scale,
+                          a.pooled_h, a.pooled_w, a.mode);
+      return B::sampled_backward_rois(grad, input, argmax, rois, {}, scale, a);
+    }
+    template <class... A>
+    static Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois,
+                      double scale, A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_roi_args(Op::jvp_name, tangent, rois, scale, a.pooled_h, a.pooled_w);
+      check_argmax(Op::jvp_name, argmax, tangent, rois, a.pooled_h, a.pooled_w, a.mode);
+      return B::sampled_jvp(tangent, argmax, rois, {}, scale, a);
+    }
+    template <class... A>
+    static std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois,
+                                                 const Tensor& levels, Scales scales, A... a_,
+                                                 bool keep_argmax) {
+      const SampledArgs a = Op::args(a_...);
+      check_multilevel_args(Op::ml_name, inputs, rois, levels, scales, a.pooled_h, a.pooled_w);
+      return B::sampled_forward(inputs, rois, levels, scales, a, keep_argmax);
+    }
+    template <class... A>
+    static std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs,
+                                           const Tensor& argmax, const Tensor& rois,
+                                           const Tensor& levels, Scales scales, A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_backward_args(Op::ml_backward_name, grad, inputs, argmax, rois, levels, scales,
+                          a.pooled_h, a.pooled_w, a.mode);
+      return B::sampled_backward_input(grad, inputs, argmax, rois, levels, scales, a);
+    }
+    template <class... A>
+    static Tensor ml_backward_rois(const Tensor& grad, TensorList inputs, const Tensor& argmax,
+                                   const Tensor& rois, const Tensor& levels, Scales scales,
+                                   A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_backward_args(Op::ml_backward_rois_name, grad, inputs, argmax, rois, levels, scales,
+                          a.pooled_h, a.pooled_w, a.mode);
+      return B::sampled_backward_rois(grad, inputs, argmax, rois, levels, scales, a);
+    }
+    template <class... A>
+    static Tensor ml_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
+                         const Tensor& levels, Scales scales, A... a_) {
+      const SampledArgs a = Op::args(a_...);
+      check_multilevel_args(Op::ml_jvp_name, tangents, rois, levels, scales, a.pooled_h,
+                            a.pooled_w);
+      check_argmax(Op::ml_jvp_name, argmax, tangents[0], rois, a.pooled_h, a.pooled_w, a.mode);
+      return B::sampled_jvp(tangents, argmax, rois, levels, scales, a);
+    }
+  };
+
+  struct Align {
+    static constexpr const char* name = "roi_align";
+    static constexpr const char* backward_name = "_roi_align_backward";
+    static constexpr const char* backward_rois_name = "_roi_align_backward_rois";
+    static constexpr const char* jvp_name = "_roi_align_jvp";
+    static constexpr const char* ml_name = "roi_align_multilevel";
+    static constexpr const char* ml_backward_name = "_roi_align_multilevel_backward";
+    static constexpr const char* ml_backward_rois_name = "_roi_align_multilevel_backward_rois";
+    static constexpr const char* ml_jvp_name = "_roi_align_multilevel_jvp";
+    static SampledArgs args(int64_t ph, int64_t pw, int64_t sr, bool aligned, Str mode,
+                            Str sampling) {
+      return sampled_args(name, ph, pw, sr, aligned, /*quantize=*/false, mode, sampling);
+    }
+  };
+
+  struct Warp {
+    static constexpr const char* name = "roi_warp";
+    static constexpr const char* backward_name = "_roi_warp_backward";
+    static constexpr const char* jvp_name = "_roi_warp_jvp";
+    static constexpr const char* ml_name = "roi_warp_multilevel";
+    static constexpr const char* ml_backward_name = "_roi_warp_multilevel_backward";
+    static constexpr const char* ml_jvp_name = "_roi_warp_multilevel_jvp";
+    static SampledArgs args(int64_t ph, int64_t pw, int64_t sr, Str mode, Str sampling) {
+      return sampled_args(name, ph, pw, sr, /*aligned=*/false, /*quantize=*/true, mode, sampling);
+    }
+  };
+
+  // roi_pool max records pixel indices as int32.
+  static PoolArgs pool_args(at::TensorList maps, int64_t ph, int64_t pw, Str mode) {
+    const PoolArgs a{ph, pw, parse_mode(mode)};
+    for (const at::Tensor& m : maps)
+      TORCH_CHECK_VALUE(a.mode == Mode::Avg || m.dim() != 4 || m.size(2) * m.size(3) <= INT32_MAX,
+                        "roi_pool: max mode records pixel indices as int32; a ", m.size(2),
+                        " x ", m.size(3), " map has more pixels than that");
+    return a;
+  }
+
+  struct Pool {
+    static std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois,
+                                              double scale, int64_t ph, int64_t pw, Str mode,
+                                              bool keep_argmax) {
+      check_roi_args("roi_pool", input, rois, scale, ph, pw);
+      return B::pool_forward(input, rois, {}, scale, pool_args(input, ph, pw, mode), keep_argmax);
+    }
+    static Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax,
+                           const Tensor& rois, double scale, int64_t ph, int64_t pw, Str mode) {
+      const PoolArgs a = pool_args(input, ph, pw, mode);
+      check_backward_args("_roi_pool_backward", grad, input, argmax, rois, {}, scale, ph, pw,
+                          a.mode);
+      return B::pool_backward(grad, input, argmax, rois, {}, scale, a)[0];
+    }
+    static Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois,
+                      double scale, int64_t ph, int64_t pw, Str mode) {
+      const PoolArgs a = pool_args(tangent, ph, pw, mode);
+      check_roi_args("_roi_pool_jvp", tangent, rois, scale, ph, pw);
+      check_argmax("_roi_pool_jvp", argmax, tangent, rois, ph, pw, a.mode);
+      return B::pool_jvp(tangent, argmax, rois, {}, scale, a);
+    }
+    static std::tuple<Tensor, Tensor> ml_forward(TensorList inputs, const Tensor& rois,
+                                                 const Tensor& levels, Scales scales, int64_t ph,
+                                                 int64_t pw, Str mode, bool keep_argmax) {
+      check_multilevel_args("roi_pool_multilevel", inputs, rois, levels, scales, ph, pw);
+      return B::pool_forward(inputs, rois, levels, scales, pool_args(inputs, ph, pw, mode),
+                             keep_argmax);
+    }
+    static std::vector<Tensor> ml_backward(const Tensor& grad, TensorList inputs,
+                                           const Tensor& argmax, const Tensor& rois,
+                                           const Tensor& levels, Scales scales, int64_t ph,
+                                           int64_t pw, Str mode) {
+      const PoolArgs a = pool_args(inputs, ph, pw, mode);
+      check_backward_args("_roi_pool_multilevel_backward", grad, inputs, argmax, rois, levels,
+                          scales, ph, pw, a.mode);
+      return B::pool_backward(grad, inputs, argmax, rois, levels, scales, a);
+    }
+    static Tensor ml_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
+                         const Tensor& levels, Scales scales, int64_t ph, int64_t pw, Str mode) {
+      const PoolArgs a = pool_args(tangents, ph, pw, mode);
+      check_multilevel_args("_roi_pool_multilevel_jvp", tangents, rois, levels, scales, ph, pw);
+      check_argmax("_roi_pool_multilevel_jvp", argmax, tangents[0], rois, ph, pw, a.mode);
+      return B::pool_jvp(tangents, argmax, rois, levels, scales, a);
+    }
+  };
+
+  // The ops of the sampled family (roi_align, roi_warp) and of roi_pool, registered
+  // separately so that each device's files register what they implement.
+  static void register_sampled(torch::Library& m) {
+    using A = Sampled<Align>;
+    using W = Sampled<Warp>;
+    using I = int64_t;
+    m.impl("roi_align", &A::template forward<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_backward", &A::template backward<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_backward_rois", &A::template backward_rois<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_jvp", &A::template jvp<I, I, I, bool, Str, Str>);
+    m.impl("roi_align_multilevel", &A::template ml_forward<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_multilevel_backward", &A::template ml_backward<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_multilevel_backward_rois",
+           &A::template ml_backward_rois<I, I, I, bool, Str, Str>);
+    m.impl("_roi_align_multilevel_jvp", &A::template ml_jvp<I, I, I, bool, Str, Str>);
+    m.impl("roi_warp", &W::template forward<I, I, I, Str, Str>);
+    m.impl("_roi_warp_backward", &W::template backward<I, I, I, Str, Str>);
+    m.impl("_roi_warp_jvp", &W::template jvp<I, I, I, Str, Str>);
+    m.impl("roi_warp_multilevel", &W::template ml_forward<I, I, I, Str, Str>);
+    m.impl("_roi_warp_multilevel_backward", &W::template ml_backward<I, I, I, Str, Str>);
+    m.impl("_roi_warp_multilevel_jvp", &W::template ml_jvp<I, I, I, Str, Str>);
+  }
+
+  static void register_pool(torch::Library& m) {
+    m.impl("roi_pool", &Pool::forward);
+    m.impl("_roi_pool_backward", &Pool::backward);
+    m.impl("_roi_pool_jvp", &Pool::jvp);
+    m.impl("roi_pool_multilevel", &Pool::ml_forward);
+    m.impl("_roi_pool_multilevel_backward", &Pool::ml_backward);
+    m.impl("_roi_pool_multilevel_jvp", &Pool::ml_jvp);
+  }
+};
+
+}  // namespace roiops
