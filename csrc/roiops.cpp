@@ -1,5 +1,5 @@
 // Operator schemas of the roiops library. Kernels attach per device elsewhere
-// (csrc/cpu/*_kernel.cpp, later csrc/cuda/*.cu) with TORCH_LIBRARY_IMPL; fake
+// (csrc/cpu/register_cpu.cpp, csrc/cuda/*.cu, csrc/emulator/*.cpp) with TORCH_LIBRARY_IMPL; fake
 // kernels and autograd formulas are registered from Python (roiops/_registration.py).
 #include <Python.h>
 #include <torch/library.h>

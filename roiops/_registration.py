@@ -35,13 +35,13 @@ _OPS = {
 
 def output_memory_format(input: Tensor) -> torch.memory_format:
     """The format PyTorch's own ops would give an output computed from ``input``
-    (``Tensor::suggest_memory_format``), as csrc/cpu/cpu_common.cpp: output_format."""
+    (``Tensor::suggest_memory_format``), as csrc/op_common.cpp: output_format."""
     return suggest_memory_format(input)
 
 
 def finest(maps: list[Tensor]) -> Tensor:
     """The level with the most pixels (the first of equals): it decides the format of
-    a multilevel op's output, as csrc/cpu/cpu_common.cpp: empty_output."""
+    a multilevel op's output, as csrc/op_common.cpp: empty_output."""
     return max(maps, key=lambda m: m.shape[2] * m.shape[3])
 
 

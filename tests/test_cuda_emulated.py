@@ -209,3 +209,23 @@ def test_reduced_precision_accumulates_in_float32(dtype):
     rois = torch.tensor([[0.0, 0.0, 0.0, 8.0, 8.0]])
     out, _ = EMULATED.roi_align(x, rois, 1.0, 1, 1, 8, False, "avg", "bilinear", True)
     assert out.item() == x[0, 0, 0, 0].item()
+
+
+@given(cases(specials=False, channels_last=True), st.sampled_from([8, 16, 24]), st.integers(0, 2**31 - 1))
+def test_packed_channels_last(case, C, seed):
+    """channels_last maps whose C is a multiple of 16 bytes take the kernels that move
+    a pixel's channels as packed 16-byte loads and stores (V channels per thread)."""
+    gen = torch.Generator().manual_seed(seed)
+    N, _, H, W = case.input.shape
+    x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(case.input.dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    scale, p = case.kwargs["spatial_scale"], params(case)
+    out, arg = getattr(EMULATED, case.op)(x, case.rois, scale, *p, True)
+    cpu_out, cpu_arg = getattr(CPU, case.op)(x, case.rois, scale, *p, True)
+    assert out.stride() == cpu_out.stride()
+    assert_close(out, cpu_out, x.dtype, "output", case)
+    grad = random_like(cpu_out, seed)
+    gx = getattr(EMULATED, f"_{case.op}_backward")(grad, x, cpu_arg, case.rois, scale, *p)
+    expected = getattr(CPU, f"_{case.op}_backward")(grad, x, cpu_arg, case.rois, scale, *p)
+    assert gx.stride() == expected.stride()
+    assert_close(gx, expected, x.dtype, "input gradient", case, scale=8)

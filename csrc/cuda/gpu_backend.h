@@ -62,6 +62,31 @@ BinView<T, I> bin_view(const at::Tensor& t) {
                        I(t.stride(2)), I(t.stride(3))};
 }
 
+// Channels per thread for packed 16-byte access: kPacked<scalar_t> when every tensor
+// of the launch has contiguous channels (stride 1), other strides and its address
+// aligned to the pack, and C is a multiple of it; else 1.
+template <typename scalar_t>
+constexpr int kPacked = 16 / int(sizeof(scalar_t));
+
+inline bool packable(at::TensorList tensors, int64_t C, int64_t V) {
+  if (V <= 1 || C % V != 0) return false;
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined() || t.dim() != 4 || t.numel() == 0) continue;  // e.g. avg mode's empty argmax
+    if (t.stride(1) != 1 || t.stride(0) % V || t.stride(2) % V || t.stride(3) % V) return false;
+    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % (V * t.element_size())) return false;
+  }
+  return true;
+}
+
+// Calls f(std::integral_constant<int, V>) with the launch's channels per thread.
+template <typename scalar_t, typename F>
+void dispatch_pack(at::TensorList tensors, int64_t C, F&& f) {
+  if (packable(tensors, C, kPacked<scalar_t>))
+    f(std::integral_constant<int, kPacked<scalar_t>>{});
+  else
+    f(std::integral_constant<int, 1>{});
+}
+
 inline bool channels_fast(const at::Tensor& t) {
   return output_format(t) == at::MemoryFormat::ChannelsLast;
 }
@@ -138,10 +163,13 @@ struct GradInputs {
     }
   }
   int64_t total() const { return level_start[tensors.size()]; }
+  // The numbering in units of V elements (V channels per thread).
   template <typename Args>
-  void fill(Args& a) const {
-    for (int l = 0; l <= kMaxLevels; ++l) a.level_start[l] = level_start[std::min<int>(l, int(tensors.size()))];
+  void fill(Args& a, int V) const {
+    for (int l = 0; l <= kMaxLevels; ++l)
+      a.level_start[l] = level_start[std::min<int>(l, int(tensors.size()))] / V;
     for (int l = 0; l < kMaxLevels; ++l) a.channels_fast[l] = channels_fast[l];
+    a.n = total() / V;
   }
 };
 
@@ -196,7 +224,7 @@ struct GpuBackend {
   static std::tuple<Tensor, Tensor> sampled_forward(TensorList inputs, const Tensor& rois,
                                                     const Tensor& levels, Scales scales,
                                                     const SampledArgs& a, bool keep_argmax) {
-    auto guard = L::guard(inputs[0]);
+    [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
     Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
     Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
@@ -211,11 +239,14 @@ struct GpuBackend {
         constexpr Sampling S = decltype(s)::value;
         const SampledTables<acc_t, S> tables(src, out, a);
         dispatch_index(fits_int32(all), [&](auto index) {
-          using I = decltype(index);
-          using K = SampledForward<scalar_t, acc_t, I, M, S>;
-          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
-                                                 bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
-                                                 channels_fast(out), out.numel()});
+          dispatch_pack<scalar_t>(all, out.size(1), [&](auto pack) {
+            using I = decltype(index);
+            constexpr int V = decltype(pack)::value;
+            using K = SampledForward<scalar_t, acc_t, I, M, S, V>;
+            L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
+                                                   bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
+                                                   channels_fast(out), out.numel() / V});
+          });
         });
       });
     });
@@ -226,7 +257,7 @@ struct GpuBackend {
                             const Tensor& levels, Scales scales, const SampledArgs& a) {
     if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
       return std::get<0>(sampled_forward(tangents, rois, levels, scales, a, false));
-    auto guard = L::guard(tangents[0]);
+    [[maybe_unused]] auto guard = L::guard(tangents[0]);
     const RoiSource src(rois, levels, tangents, scales);
     Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
     if (out.numel() == 0) return out;
@@ -254,7 +285,7 @@ struct GpuBackend {
                                                     const Tensor& argmax, const Tensor& rois,
                                                     const Tensor& levels, Scales scales,
                                                     const SampledArgs& a) {
-    auto guard = L::guard(inputs[0]);
+    [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
     std::vector<Tensor> result;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
@@ -262,23 +293,26 @@ struct GpuBackend {
       dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
         constexpr Mode M = decltype(m)::value;
         constexpr Sampling S = decltype(s)::value;
-        dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
-          using I = decltype(index);
-          GradInputs gi(inputs);
-          result = gi.tensors;
-          if (gi.total() == 0) return;
-          const SampledTables<acc_t, S> tables(src, grad, a);
-          const Groups groups(tables.keys, int64_t(src.count) * src.N);
-          using K = SampledBackwardInput<scalar_t, acc_t, I, M, S>;
-          typename K::Args args{};
-          args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
-          gi.fill(args);
-          args.grad = bin_view<const scalar_t, I>(grad);
-          args.argmax = bin_view<const int32_t, I>(argmax);
-          args.t = tables.t;
-          args.groups = groups.view;
-          args.n = gi.total();
-          L::template launch<K>(args);
+        GradInputs gi(inputs);
+        result = gi.tensors;
+        if (gi.total() == 0) return;
+        const SampledTables<acc_t, S> tables(src, grad, a);
+        const Groups groups(tables.keys, int64_t(src.count) * src.N);
+        std::vector<Tensor> all = with(gi.tensors, grad, argmax);
+        dispatch_index(fits_int32(all), [&](auto index) {
+          dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
+            using I = decltype(index);
+            constexpr int V = decltype(pack)::value;
+            using K = SampledBackwardInput<scalar_t, acc_t, I, M, S, V>;
+            typename K::Args args{};
+            args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
+            gi.fill(args, V);
+            args.grad = bin_view<const scalar_t, I>(grad);
+            args.argmax = bin_view<const int32_t, I>(argmax);
+            args.t = tables.t;
+            args.groups = groups.view;
+            L::template launch<K>(args);
+          });
         });
       });
     });
@@ -288,7 +322,7 @@ struct GpuBackend {
   static Tensor sampled_backward_rois(const Tensor& grad, TensorList inputs, const Tensor& argmax,
                                       const Tensor& rois, const Tensor& levels, Scales scales,
                                       const SampledArgs& a) {
-    auto guard = L::guard(inputs[0]);
+    [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
     Tensor gr = at::zeros_like(src.rois);
     const int64_t K = src.K(), C = inputs[0].size(1);
@@ -329,7 +363,7 @@ struct GpuBackend {
   static std::tuple<Tensor, Tensor> pool_forward(TensorList inputs, const Tensor& rois,
                                                  const Tensor& levels, Scales scales,
                                                  const PoolArgs& a, bool keep_argmax) {
-    auto guard = L::guard(inputs[0]);
+    [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
     Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
     Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
@@ -358,7 +392,7 @@ struct GpuBackend {
   static Tensor pool_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
                          const Tensor& levels, Scales scales, const PoolArgs& a) {
     if (a.mode == Mode::Avg) return std::get<0>(pool_forward(tangents, rois, levels, scales, a, false));
-    auto guard = L::guard(tangents[0]);
+    [[maybe_unused]] auto guard = L::guard(tangents[0]);
     const RoiSource src(rois, levels, tangents, scales);
     Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
     if (out.numel() == 0) return out;
@@ -381,7 +415,7 @@ struct GpuBackend {
   static std::vector<Tensor> pool_backward(const Tensor& grad, TensorList inputs,
                                            const Tensor& argmax, const Tensor& rois,
                                            const Tensor& levels, Scales scales, const PoolArgs& a) {
-    auto guard = L::guard(inputs[0]);
+    [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
     std::vector<Tensor> result;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
@@ -397,12 +431,11 @@ struct GpuBackend {
           using K = PoolBackwardInput<scalar_t, acc_t, I, decltype(mode)::value>;
           typename K::Args args{};
           args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
-          gi.fill(args);
+          gi.fill(args, 1);
           args.grad = bin_view<const scalar_t, I>(grad);
           args.argmax = bin_view<const int32_t, I>(argmax);
           args.t = tables.t;
           args.groups = groups.view;
-          args.n = gi.total();
           L::template launch<K>(args);
         };
         if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});

@@ -27,6 +27,10 @@ namespace roiops::gpu {
 constexpr int kMaxLevels = 8;
 constexpr int kThreadsPerBlock = 256;
 
+// CUDA passes a kernel's arguments in a 4 KB parameter block; every launcher checks
+// its kernel's Args against this, so the CPU build catches an Args that grew too big.
+constexpr size_t kMaxKernelArgs = 4096;
+
 // A thread's place in its launch: blockIdx.x, threadIdx.x and blockDim.x in CUDA.
 struct ThreadPos {
   int64_t block;
@@ -65,6 +69,22 @@ struct BinView {
   }
 };
 
+// V consecutive channels moved as one aligned 16-byte (or smaller) load or store:
+// how threads of the channels_last kernels read a pixel's channels. V = 1 is a plain
+// scalar access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Packed {
+  T v[V];
+};
+template <int V, typename T>
+C10_HOST_DEVICE inline Packed<T, V> load_packed(const T* p) {
+  return *reinterpret_cast<const Packed<T, V>*>(p);
+}
+template <int V, typename T>
+C10_HOST_DEVICE inline void store_packed(T* p, const Packed<T, V>& v) {
+  *reinterpret_cast<Packed<T, V>*>(p) = v;
+}
+
 // (k, c, ph, pw) of output element i. Threads next to each other take neighbouring
 // pw (NCHW output) or neighbouring channels (channels_last output), so their writes
 // and, for channels_last maps, their reads are coalesced.
@@ -99,14 +119,15 @@ struct Pixel {
   int64_t n, c;
   int h, w;
 };
+// With V channels per thread, C and the level starts count channel groups.
 template <typename T, typename I>
-C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, const int64_t* level_start,
-                                      const bool* channels_fast) {
+C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t C,
+                                      const int64_t* level_start, const bool* channels_fast) {
   Pixel p;
   p.level = 0;
   while (p.level + 1 < g.count && i >= level_start[p.level + 1]) ++p.level;
   i -= level_start[p.level];
-  const int64_t C = g.C, H = g.level[p.level].H, W = g.level[p.level].W;
+  const int64_t H = g.level[p.level].H, W = g.level[p.level].W;
   if (channels_fast[p.level]) {
     p.c = i % C;
     i /= C;

@@ -20,6 +20,7 @@ struct CudaLauncher {
 
   template <class Kernel>
   static void launch(const typename Kernel::Args& a) {
+    static_assert(sizeof(typename Kernel::Args) <= kMaxKernelArgs, "kernel arguments too large");
     if (a.n <= 0) return;  // no launch for empty work
     const int64_t blocks = (a.n + kThreadsPerBlock - 1) / kThreadsPerBlock;
     TORCH_CHECK(blocks <= INT32_MAX, "roiops: ", a.n, " threads exceed one CUDA grid");

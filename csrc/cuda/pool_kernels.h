@@ -183,7 +183,7 @@ struct PoolBackwardInput {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Pixel p = pixel_of(i, a.grad_in, a.level_start, a.channels_fast);
+    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C, a.level_start, a.channels_fast);
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
     const int32_t pixel = int32_t(int64_t(p.h) * gi.W + p.w);

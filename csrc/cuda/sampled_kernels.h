@@ -99,17 +99,18 @@ struct BuildSampledTable {
 template <Sampling S>
 constexpr int kTapsPerSample = S == Sampling::Bilinear ? 4 : 1;
 
-// acc += the sample's value (tap by tap, in the CPU kernels' order); nothing for a
-// sample off the map.
-template <Sampling S, typename acc_t, typename scalar_t, typename I>
-C10_HOST_DEVICE inline void add_sample(acc_t& acc, const AxisTaps<acc_t>& y,
+// acc[0..V) += the sample's value in V consecutive channels (tap by tap, in the CPU
+// kernels' order); nothing for a sample off the map.
+template <Sampling S, int V, typename acc_t, typename scalar_t, typename I>
+C10_HOST_DEVICE inline void add_sample(acc_t* acc, const AxisTaps<acc_t>& y,
                                        const AxisTaps<acc_t>& x, const scalar_t* src, I s2, I s3) {
   if (!y.valid || !x.valid) return;
-  acc += (y.w_lo * x.w_lo) * acc_t(src[y.lo * s2 + x.lo * s3]);
-  if (S == Sampling::Bilinear) {
-    acc += (y.w_lo * x.w_hi) * acc_t(src[y.lo * s2 + x.hi * s3]);
-    acc += (y.w_hi * x.w_lo) * acc_t(src[y.hi * s2 + x.lo * s3]);
-    acc += (y.w_hi * x.w_hi) * acc_t(src[y.hi * s2 + x.hi * s3]);
+  const int rows[4] = {y.lo, y.lo, y.hi, y.hi};
+  const int cols[4] = {x.lo, x.hi, x.lo, x.hi};
+  const acc_t w[4] = {y.w_lo * x.w_lo, y.w_lo * x.w_hi, y.w_hi * x.w_lo, y.w_hi * x.w_hi};
+  for (int j = 0; j < kTapsPerSample<S>; ++j) {
+    const Packed<scalar_t, V> v = load_packed<V>(src + rows[j] * s2 + cols[j] * s3);
+    for (int c = 0; c < V; ++c) acc[c] += w[j] * acc_t(v.v[c]);
   }
 }
 
@@ -129,9 +130,11 @@ C10_HOST_DEVICE inline acc_t tap_weight(const AxisTaps<acc_t>& y, const AxisTaps
   return sum;
 }
 
-// Forward (one thread per output element): the bin's mean, or its first maximum
-// (NaN first) and that sample's index into the argmax. Also the avg-mode JVP.
-template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S>
+// Forward (one thread per V channels of an output bin; V > 1 only for channels_last
+// maps and output, whose channels it loads and stores packed): the bin's mean, or its
+// first maximum (NaN first) and that sample's index into the argmax. Also the
+// avg-mode JVP.
+template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledForward {
   struct Args {
     Pyramid<const scalar_t, I> in;
@@ -139,51 +142,58 @@ struct SampledForward {
     BinView<scalar_t, I> out;
     BinView<int32_t, I> argmax;  // data null: not kept (or avg mode)
     bool channels_fast;
-    int64_t n;
+    int64_t n;  // output elements / V
   };
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.in.C / V, a.t.PH, a.t.PW, a.channels_fast);
+    const int64_t c0 = b.c * V;
     const RoiInfo r = a.t.info[b.k];
-    acc_t value = 0;
-    int32_t arg = -1;
+    acc_t value[V];
+    int32_t arg[V];
+    for (int c = 0; c < V; ++c) value[c] = 0, arg[c] = -1;
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(b.c));
+      const scalar_t* src = m.plane(r.image, I(c0));
       const AxisTaps<acc_t>* ys = a.t.row_taps(b.k, b.ph);
       const AxisTaps<acc_t>* xs = a.t.col_taps(b.k, b.pw);
       const int count = r.grid_h * r.grid_w;
       if (M == Mode::Avg) {
         if (count <= kSumRun) {
           for (int iy = 0; iy < r.grid_h; ++iy)
-            for (int ix = 0; ix < r.grid_w; ++ix) add_sample<S>(value, ys[iy], xs[ix], src, m.s2, m.s3);
-          value *= acc_t(1) / acc_t(count);
+            for (int ix = 0; ix < r.grid_w; ++ix) add_sample<S, V>(value, ys[iy], xs[ix], src, m.s2, m.s3);
+          const acc_t inv = acc_t(1) / acc_t(count);
+          for (int c = 0; c < V; ++c) value[c] *= inv;
         } else {
-          double total = 0;  // one row's sum (<= kMaxSamplingRatio terms) at a time
+          double total[V] = {};  // one row's sum (<= kMaxSamplingRatio terms) at a time
           for (int iy = 0; iy < r.grid_h; ++iy) {
-            acc_t row = 0;
-            for (int ix = 0; ix < r.grid_w; ++ix) add_sample<S>(row, ys[iy], xs[ix], src, m.s2, m.s3);
-            total += double(row);
+            acc_t row[V] = {};
+            for (int ix = 0; ix < r.grid_w; ++ix) add_sample<S, V>(row, ys[iy], xs[ix], src, m.s2, m.s3);
+            for (int c = 0; c < V; ++c) total[c] += double(row[c]);
           }
-          value = acc_t(total / double(count));
+          for (int c = 0; c < V; ++c) value[c] = acc_t(total[c] / double(count));
         }
       } else {
         int s = 0;
         for (int iy = 0; iy < r.grid_h; ++iy)
           for (int ix = 0; ix < r.grid_w; ++ix, ++s) {
-            acc_t v = 0;
-            add_sample<S>(v, ys[iy], xs[ix], src, m.s2, m.s3);
-            if (s == 0 || v > value || (v != v && value == value)) {
-              value = v;
-              arg = s;
-            }
+            acc_t v[V] = {};
+            add_sample<S, V>(v, ys[iy], xs[ix], src, m.s2, m.s3);
+            for (int c = 0; c < V; ++c)
+              if (s == 0 || v[c] > value[c] || (v[c] != v[c] && value[c] == value[c])) {
+                value[c] = v[c];
+                arg[c] = s;
+              }
           }
       }
     }
-    a.out.at(b.k, b.c, b.ph, b.pw) = scalar_t(value);
-    if (M == Mode::Max && a.argmax.data) a.argmax.at(b.k, b.c, b.ph, b.pw) = arg;
+    Packed<scalar_t, V> out;
+    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(value[c]);
+    store_packed<V>(&a.out.at(b.k, c0, b.ph, b.pw), out);
+    if (M == Mode::Max && a.argmax.data)
+      for (int c = 0; c < V; ++c) a.argmax.at(b.k, c0 + c, b.ph, b.pw) = arg[c];
   }
 };
 
@@ -209,22 +219,23 @@ struct SampledGather {
     acc_t value = 0;
     if (r.image >= 0 && s >= 0 && s < r.grid_h * r.grid_w) {
       const MapView<const scalar_t, I>& m = a.tangent.level[r.level];
-      add_sample<S>(value, a.t.row_taps(b.k, b.ph)[s / r.grid_w],
-                    a.t.col_taps(b.k, b.pw)[s % r.grid_w], m.plane(r.image, I(b.c)), m.s2, m.s3);
+      add_sample<S, 1>(&value, a.t.row_taps(b.k, b.ph)[s / r.grid_w],
+                       a.t.col_taps(b.k, b.pw)[s % r.grid_w], m.plane(r.image, I(b.c)), m.s2, m.s3);
     }
     a.out.at(b.k, b.c, b.ph, b.pw) = scalar_t(value);
   }
 };
 
-// Input gradient (one thread per input element of every level): the thread walks its
+// Input gradient (one thread per V channels of an input pixel of every level; V > 1
+// only when every level, grad and argmax are channels_last): the thread walks its
 // (level, image) group's RoIs in a fixed order and sums, in acc_t, the gradient of
-// every sample that reads its pixel; it writes its element once. No atomics, no
+// every sample that reads its pixel; it writes its elements once. No atomics, no
 // gradient buffer in another dtype, bitwise deterministic.
-template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S>
+template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledBackwardInput {
   struct Args {
     Pyramid<scalar_t, I> grad_in;
-    int64_t level_start[kMaxLevels + 1];
+    int64_t level_start[kMaxLevels + 1];  // in units of V elements
     bool channels_fast[kMaxLevels];
     BinView<const scalar_t, I> grad;
     BinView<const int32_t, I> argmax;
@@ -236,10 +247,11 @@ struct SampledBackwardInput {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Pixel p = pixel_of(i, a.grad_in, a.level_start, a.channels_fast);
+    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
+    const int64_t c0 = p.c * V;
     const SampledTable<acc_t>& t = a.t;
     const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
-    acc_t acc = 0;
+    acc_t acc[V] = {};
     for (int64_t q = a.groups.start[group]; q < a.groups.start[group + 1]; ++q) {
       const int64_t k = a.groups.order[q];
       const RoiInfo r = t.info[k];
@@ -253,25 +265,36 @@ struct SampledBackwardInput {
           const int* xb = t.xbins + (k * t.PW + pw) * 2;
           if (p.w < xb[0] || p.w > xb[1]) continue;
           const AxisTaps<acc_t>* xs = t.col_taps(k, pw);
-          acc_t g = acc_t(a.grad.at(I(k), I(p.c), I(ph), I(pw)));
+          const Packed<scalar_t, V> g = load_packed<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)));
           if (M == Mode::Avg) {
-            g *= acc_t(1) / acc_t(count);
+            // Every sample reading the pixel adds tap weight x gradient / count, as the
+            // CPU's scatter does (pixels a sample does not read get nothing, even from
+            // an infinite gradient).
+            const acc_t inv = acc_t(1) / acc_t(count);
             for (int iy = 0; iy < r.grid_h; ++iy) {
               if (!ys[iy].valid || (ys[iy].lo != p.h && ys[iy].hi != p.h)) continue;
-              for (int ix = 0; ix < r.grid_w; ++ix)
-                acc += tap_weight<S>(ys[iy], xs[ix], p.h, p.w) * g;
+              for (int ix = 0; ix < r.grid_w; ++ix) {
+                const acc_t w = tap_weight<S>(ys[iy], xs[ix], p.h, p.w);
+                if (w != acc_t(0))
+                  for (int c = 0; c < V; ++c) acc[c] += w * (acc_t(g.v[c]) * inv);
+              }
             }
           } else {
             // Argmax entries come from the forward; out-of-range ones are skipped.
-            const int32_t s = a.argmax.at(I(k), I(p.c), I(ph), I(pw));
-            if (s >= 0 && s < count)
-              acc += tap_weight<S>(ys[s / r.grid_w], xs[s % r.grid_w], p.h, p.w) * g;
+            const Packed<int32_t, V> s = load_packed<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)));
+            for (int c = 0; c < V; ++c) {
+              if (s.v[c] < 0 || s.v[c] >= count) continue;
+              const acc_t w = tap_weight<S>(ys[s.v[c] / r.grid_w], xs[s.v[c] % r.grid_w], p.h, p.w);
+              if (w != acc_t(0)) acc[c] += w * acc_t(g.v[c]);
+            }
           }
         }
       }
     }
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
-    gi.plane(I(p.n), I(p.c))[I(p.h) * gi.s2 + I(p.w) * gi.s3] = scalar_t(acc);
+    Packed<scalar_t, V> out;
+    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
+    store_packed<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, out);
   }
 };
 

@@ -18,6 +18,7 @@ struct EmuLauncher {
 
   template <class Kernel>
   static void launch(const typename Kernel::Args& a) {
+    static_assert(sizeof(typename Kernel::Args) <= kMaxKernelArgs, "kernel arguments too large");
     if (a.n <= 0) return;
     const int64_t blocks = (a.n + kThreadsPerBlock - 1) / kThreadsPerBlock;
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
