@@ -17,8 +17,9 @@ import glob
 import os
 import platform
 import shutil
+import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
@@ -32,7 +33,15 @@ if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
     ):
         os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
-from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
+try:
+    from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
+except ModuleNotFoundError as missing:
+    if missing.name != "torch":
+        raise
+    # Every install path ends here without torch (--no-build-isolation in an
+    # environment without it, `python setup.py`, a build backend without build deps).
+    sys.exit("roiops compiles against the installed torch, and torch is not installed: "
+             "install torch first, then `pip install --no-build-isolation .`")
 
 
 def cuda_requested() -> bool:
@@ -112,18 +121,8 @@ def extension():
     )
 
 
+# Metadata (name, version, dependencies, extras, license, URLs) is in pyproject.toml.
 setup(
-    name="roiops",
-    version="0.1.0",
-    description="RoIPool, RoIWarp and RoIAlign for PyTorch: CPU and CUDA kernels with "
-    "max/avg, bilinear/nearest, box gradients and double backward",
-    packages=find_packages(include=["roiops", "roiops.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch", "numpy"],
-    # The reference Mask R-CNN, its data, evaluation and ablation (roiops.models,
-    # roiops.data, roiops.eval, python -m roiops.ablation); `import roiops` needs torch only.
-    extras_require={"models": ["torchvision", "pycocotools", "matplotlib", "tqdm", "Pillow"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    zip_safe=False,
 )

@@ -9,9 +9,26 @@ MultiScaleRoIAlign is the same as a drop-in for torchvision.ops.MultiScaleRoIAli
 
 import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
 
+from ._version import __version__ as __version__
+
+try:
+    from . import _C  # noqa: F401  (loads the library that registers torch.ops.roiops)
+except ImportError as error:
+    if isinstance(error, ModuleNotFoundError) and error.name == "roiops._C":
+        raise ImportError(
+            "roiops' extension roiops._C is not built: in the source folder run "
+            "`pip install --no-build-isolation .` (or `make build` for an in-place build)"
+        ) from error
+    # torch has no stable C++ ABI: an extension built against another torch (e.g. by an
+    # isolated `pip install .`, which downloads its own) fails here with undefined symbols.
+    raise ImportError(
+        f"roiops' extension roiops._C does not load with torch {torch.__version__}: it must be "
+        "built against the torch it runs with; reinstall roiops with `pip install "
+        f"--no-build-isolation .` in its source folder ({error})"
+    ) from error
+
 from . import (
-    _C,  # noqa: F401  (loads the library that registers torch.ops.roiops)
-    _registration,  # noqa: F401  (fake kernels and autograd)
+    _registration,  # noqa: F401  (fake kernels, autograd and autocast)
     ops,
 )
 from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
@@ -25,7 +42,5 @@ from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     roi_pool,
     roi_warp,
 )
-
-__version__ = "0.1.0"
 
 __all__ = list(ops.__all__)
