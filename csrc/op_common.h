@@ -101,18 +101,12 @@ struct PoolArgs {
   Mode mode;
 };
 
-// Runtime (mode, sampling) to template dispatch.
 template <typename F>
-void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
-  using AvgT = std::integral_constant<Mode, Mode::Avg>;
-  using MaxT = std::integral_constant<Mode, Mode::Max>;
-  using BilT = std::integral_constant<Sampling, Sampling::Bilinear>;
-  using NeaT = std::integral_constant<Sampling, Sampling::Nearest>;
-  if (m == Mode::Avg) {
-    if (s == Sampling::Bilinear) f(AvgT{}, BilT{}); else f(AvgT{}, NeaT{});
-  } else {
-    if (s == Sampling::Bilinear) f(MaxT{}, BilT{}); else f(MaxT{}, NeaT{});
-  }
+void dispatch_mode(Mode m, F&& f) {
+  if (m == Mode::Avg)
+    f(std::integral_constant<Mode, Mode::Avg>{});
+  else
+    f(std::integral_constant<Mode, Mode::Max>{});
 }
 
 template <typename F>
@@ -121,6 +115,12 @@ void dispatch_sampling(Sampling s, F&& f) {
     f(std::integral_constant<Sampling, Sampling::Bilinear>{});
   else
     f(std::integral_constant<Sampling, Sampling::Nearest>{});
+}
+
+// Runtime (mode, sampling) to template dispatch: f(mode_constant, sampling_constant).
+template <typename F>
+void dispatch_mode_sampling(Mode m, Sampling s, F&& f) {
+  dispatch_mode(m, [&](auto mode) { dispatch_sampling(s, [&](auto sampling) { f(mode, sampling); }); });
 }
 
 }  // namespace roiops

@@ -334,15 +334,13 @@ struct GpuBackend {
         const Tensor partial = at::empty({K, C, 4}, src.rois.options());
         dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
           using I = decltype(index);
-          auto launch = [&](auto mode) {
+          dispatch_mode(a.mode, [&](auto mode) {
             using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value>;
             L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
                                                    bin_view<const scalar_t, I>(grad),
                                                    bin_view<const int32_t, I>(argmax), tables.t,
                                                    partial.data_ptr<double>(), K * C});
-          };
-          if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
-          else launch(std::integral_constant<Mode, Mode::Max>{});
+          });
         });
         SampledBoxGradReduce::Args r{};
         r.partial = partial.data_ptr<double>();
@@ -374,16 +372,17 @@ struct GpuBackend {
     const PoolTables tables(src, out, a);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_forward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      dispatch_index(fits_int32(all), [&](auto index) {
-        using I = decltype(index);
-        auto launch = [&](auto mode) {
-          using K = PoolForward<scalar_t, acc_t, I, decltype(mode)::value>;
-          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
-                                                 bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
-                                                 channels_fast(out), out.numel()});
-        };
-        if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
-        else launch(std::integral_constant<Mode, Mode::Max>{});
+      dispatch_mode(a.mode, [&](auto m) {
+        dispatch_index(fits_int32(all), [&](auto index) {
+          dispatch_pack<scalar_t>(all, out.size(1), [&](auto pack) {
+            using I = decltype(index);
+            constexpr int V = decltype(pack)::value;
+            using K = PoolForward<scalar_t, acc_t, I, decltype(m)::value, V>;
+            L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
+                                                   bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
+                                                   channels_fast(out), out.numel() / V});
+          });
+        });
       });
     });
     return {out, argmax};
@@ -420,26 +419,28 @@ struct GpuBackend {
     std::vector<Tensor> result;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
-        using I = decltype(index);
-        GradInputs gi(inputs);
-        result = gi.tensors;
-        if (gi.total() == 0) return;
-        const PoolTables tables(src, grad, a);
-        const Groups groups(tables.keys, int64_t(src.count) * src.N);
-        auto launch = [&](auto mode) {
-          using K = PoolBackwardInput<scalar_t, acc_t, I, decltype(mode)::value>;
-          typename K::Args args{};
-          args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
-          gi.fill(args, 1);
-          args.grad = bin_view<const scalar_t, I>(grad);
-          args.argmax = bin_view<const int32_t, I>(argmax);
-          args.t = tables.t;
-          args.groups = groups.view;
-          L::template launch<K>(args);
-        };
-        if (a.mode == Mode::Avg) launch(std::integral_constant<Mode, Mode::Avg>{});
-        else launch(std::integral_constant<Mode, Mode::Max>{});
+      GradInputs gi(inputs);
+      result = gi.tensors;
+      if (gi.total() == 0) return;
+      const PoolTables tables(src, grad, a);
+      const Groups groups(tables.keys, int64_t(src.count) * src.N);
+      std::vector<Tensor> all = with(gi.tensors, grad, argmax);
+      dispatch_mode(a.mode, [&](auto m) {
+        dispatch_index(fits_int32(all), [&](auto index) {
+          dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
+            using I = decltype(index);
+            constexpr int V = decltype(pack)::value;
+            using K = PoolBackwardInput<scalar_t, acc_t, I, decltype(m)::value, V>;
+            typename K::Args args{};
+            args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
+            gi.fill(args, V);
+            args.grad = bin_view<const scalar_t, I>(grad);
+            args.argmax = bin_view<const int32_t, I>(argmax);
+            args.t = tables.t;
+            args.groups = groups.view;
+            L::template launch<K>(args);
+          });
+        });
       });
     });
     return result;

@@ -66,10 +66,11 @@ struct BuildPoolTable {
   }
 };
 
-// Forward (one thread per output element): the mean over the bin's pixels, or the
-// first maximum in row-major order (NaN first) and its pixel index. Also the
-// avg-mode JVP.
-template <typename scalar_t, typename acc_t, typename I, Mode M>
+// Forward (one thread per V channels of an output bin; V > 1 only for channels_last
+// maps and output, loaded and stored packed): the mean over the bin's pixels, or the
+// first maximum in row-major order (NaN first) and its pixel index. Also the avg-mode
+// JVP.
+template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolForward {
   struct Args {
     Pyramid<const scalar_t, I> in;
@@ -77,51 +78,61 @@ struct PoolForward {
     BinView<scalar_t, I> out;
     BinView<int32_t, I> argmax;
     bool channels_fast;
-    int64_t n;
+    int64_t n;  // output elements / V
   };
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.in.C / V, a.t.PH, a.t.PW, a.channels_fast);
+    const int64_t c0 = b.c * V;
     const RoiInfo r = a.t.info[b.k];
     const int* ys = a.t.rows(b.k, b.ph);
     const int* xs = a.t.cols(b.k, b.pw);
-    acc_t value = 0;
-    int32_t arg = -1;
+    acc_t value[V];
+    int32_t arg[V];
+    for (int c = 0; c < V; ++c) value[c] = 0, arg[c] = -1;
     if (r.image >= 0 && ys[0] < ys[1] && xs[0] < xs[1]) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(b.c));
+      const scalar_t* src = m.plane(r.image, I(c0));
       const int64_t count = int64_t(ys[1] - ys[0]) * (xs[1] - xs[0]);
       if (M == Mode::Avg) {
-        double total = 0;  // runs of kSumRun pixels, as on the CPU
+        double total[V] = {};  // runs of kSumRun pixels, as on the CPU
         int64_t in_run = 0;
         for (int h = ys[0]; h < ys[1]; ++h)
           for (int w = xs[0]; w < xs[1]; ++w) {
-            value += acc_t(src[I(h) * m.s2 + I(w) * m.s3]);
+            const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
+            for (int c = 0; c < V; ++c) value[c] += acc_t(v.v[c]);
             if (count > kSumRun && ++in_run == kSumRun) {
-              total += double(value);
-              value = 0;
+              for (int c = 0; c < V; ++c) total[c] += double(value[c]), value[c] = 0;
               in_run = 0;
             }
           }
-        value = count <= kSumRun ? value / acc_t(count)
-                                 : acc_t((total + double(value)) / double(count));
+        for (int c = 0; c < V; ++c)
+          value[c] = count <= kSumRun ? value[c] / acc_t(count)
+                                      : acc_t((total[c] + double(value[c])) / double(count));
       } else {
         bool first = true;
         for (int h = ys[0]; h < ys[1]; ++h)
           for (int w = xs[0]; w < xs[1]; ++w) {
-            const acc_t v = acc_t(src[I(h) * m.s2 + I(w) * m.s3]);
-            if (first || v > value || (v != v && value == value)) {
-              value = v;
-              arg = int32_t(int64_t(h) * m.W + w);
-              first = false;
+            const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
+            const int32_t pixel = int32_t(int64_t(h) * m.W + w);
+            for (int c = 0; c < V; ++c) {
+              const acc_t x = acc_t(v.v[c]);
+              if (first || x > value[c] || (x != x && value[c] == value[c])) {
+                value[c] = x;
+                arg[c] = pixel;
+              }
             }
+            first = false;
           }
       }
     }
-    a.out.at(b.k, b.c, b.ph, b.pw) = scalar_t(value);
-    if (M == Mode::Max && a.argmax.data) a.argmax.at(b.k, b.c, b.ph, b.pw) = arg;
+    Packed<scalar_t, V> out;
+    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(value[c]);
+    store_packed<V>(&a.out.at(b.k, c0, b.ph, b.pw), out);
+    if (M == Mode::Max && a.argmax.data)
+      for (int c = 0; c < V; ++c) a.argmax.at(b.k, c0 + c, b.ph, b.pw) = arg[c];
   }
 };
 
@@ -164,14 +175,14 @@ struct PoolGather {
   }
 };
 
-// Input gradient (one thread per input element of every level), as
+// Input gradient (one thread per V channels of an input pixel of every level), as
 // SampledBackwardInput: the group's RoIs in a fixed order, every bin holding the
 // pixel, one write.
-template <typename scalar_t, typename acc_t, typename I, Mode M>
+template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolBackwardInput {
   struct Args {
     Pyramid<scalar_t, I> grad_in;
-    int64_t level_start[kMaxLevels + 1];
+    int64_t level_start[kMaxLevels + 1];  // in units of V elements
     bool channels_fast[kMaxLevels];
     BinView<const scalar_t, I> grad;
     BinView<const int32_t, I> argmax;
@@ -183,12 +194,13 @@ struct PoolBackwardInput {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C, a.level_start, a.channels_fast);
+    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
+    const int64_t c0 = p.c * V;
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
     const int32_t pixel = int32_t(int64_t(p.h) * gi.W + p.w);
     const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
-    acc_t acc = 0;
+    acc_t acc[V] = {};
     for (int64_t q = a.groups.start[group]; q < a.groups.start[group + 1]; ++q) {
       const int64_t k = a.groups.order[q];
       const RoiInfo r = t.info[k];
@@ -199,16 +211,21 @@ struct PoolBackwardInput {
         for (int pw = 0; pw < t.PW; ++pw) {
           const int* xs = t.cols(k, pw);
           if (p.w < xs[0] || p.w >= xs[1]) continue;
-          acc_t g = acc_t(a.grad.at(I(k), I(p.c), I(ph), I(pw)));
+          const Packed<scalar_t, V> g = load_packed<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)));
           if (M == Mode::Avg) {
-            acc += g / acc_t(int64_t(ys[1] - ys[0]) * (xs[1] - xs[0]));
-          } else if (a.argmax.at(I(k), I(p.c), I(ph), I(pw)) == pixel) {
-            acc += g;
+            const acc_t count = acc_t(int64_t(ys[1] - ys[0]) * (xs[1] - xs[0]));
+            for (int c = 0; c < V; ++c) acc[c] += acc_t(g.v[c]) / count;
+          } else {
+            const Packed<int32_t, V> s = load_packed<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)));
+            for (int c = 0; c < V; ++c)
+              if (s.v[c] == pixel) acc[c] += acc_t(g.v[c]);
           }
         }
       }
     }
-    gi.plane(I(p.n), I(p.c))[I(p.h) * gi.s2 + I(p.w) * gi.s3] = scalar_t(acc);
+    Packed<scalar_t, V> out;
+    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
+    store_packed<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, out);
   }
 };
 
