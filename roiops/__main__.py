@@ -1,20 +1,35 @@
-"""Command line: ``python -m roiops check`` runs the self-check (roiops/check.py)."""
+"""Command line: ``python -m roiops check`` runs the self-check (roiops/check.py);
+``python -m roiops`` alone prints the help, ``--version`` the versions."""
+
+from __future__ import annotations
 
 import argparse
 import sys
 
-from . import check
+import torch
+
+from . import __version__, check
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m roiops")
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="compare every kernel variant against roiops.reference")
-    c.add_argument("--problems", type=int, default=12, help="random problems per row")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m roiops",
+        description="roiops: RoIPool, RoIWarp and RoIAlign for PyTorch.",
+    )
+    p.add_argument("--version", action="version", version=f"roiops {__version__} (torch {torch.__version__})")
+    sub = p.add_subparsers(dest="command", metavar="command")
+    c = sub.add_parser("check", help="compare every kernel variant against roiops.reference, with gradcheck")
+    c.add_argument("--problems", type=int, default=12, help="random problems per row (default 12)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
     if args.command == "check":
         return check.main(args.problems)
-    return 2
+    p.print_help()
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -35,17 +36,21 @@ def check_input(op: str, input: Tensor) -> None:
         )
 
 
+def _is_int(value) -> bool:
+    """An integer of any kind (Python, numpy, torch.SymInt under tracing), not a bool
+    (numpy's bool is not a numbers.Integral)."""
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
 def output_size_pair(op: str, output_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(output_size, (int, torch.SymInt)) and not isinstance(output_size, bool):
+    if _is_int(output_size):
         pair = (output_size, output_size)
-    elif (
-        isinstance(output_size, Sequence)
-        and len(output_size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in output_size)
-    ):
+    elif isinstance(output_size, Sequence) and len(output_size) == 2 and all(_is_int(v) for v in output_size):
         pair = (output_size[0], output_size[1])
     else:
         raise TypeError(f"{op}: output_size must be an int or a pair of ints, got {output_size!r}")
+    # numpy integers become Python ints (the op schemas take int); SymInts stay symbolic.
+    pair = tuple(v if isinstance(v, torch.SymInt) else int(v) for v in pair)
     if pair[0] <= 0 or pair[1] <= 0:
         raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
     if pair[0] > MAX_OUTPUT_SIZE or pair[1] > MAX_OUTPUT_SIZE:
@@ -54,7 +59,7 @@ def output_size_pair(op: str, output_size: int | Sequence[int]) -> tuple[int, in
 
 
 def check_scale(op: str, spatial_scale: float) -> float:
-    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)):
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
         raise TypeError(f"{op}: spatial_scale must be a number, got {spatial_scale!r}")
     if not (math.isfinite(spatial_scale) and spatial_scale > 0):
         raise ValueError(f"{op}: spatial_scale must be positive and finite, got {spatial_scale!r}")
@@ -62,8 +67,9 @@ def check_scale(op: str, spatial_scale: float) -> float:
 
 
 def check_sampling_ratio(op: str, sampling_ratio: int) -> int:
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
+    if not _is_int(sampling_ratio) or isinstance(sampling_ratio, torch.SymInt):
         raise TypeError(f"{op}: sampling_ratio must be an int, got {sampling_ratio!r}")
+    sampling_ratio = int(sampling_ratio)
     if sampling_ratio > MAX_SAMPLING_RATIO:
         raise ValueError(
             f"{op}: sampling_ratio must be at most {MAX_SAMPLING_RATIO} (<= 0 for adaptive), got {sampling_ratio}"
