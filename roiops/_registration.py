@@ -190,3 +190,19 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
 for _name, (_has_rois_grad, _mode_index) in _OPS.items():
     for _multilevel in (False, True):
         _register(_name, _has_rois_grad, _mode_index, _multilevel)
+
+
+# Autocast (torch.autocast on CPU and CUDA): every roiops op runs in the dtype of the
+# feature maps it is given, with the boxes in theirs. The kernels read float16 and
+# bfloat16 natively, accumulate in float32 and take boxes of any floating dtype, so
+# there is nothing to cast: an autocast rule that cast to float32 (as torchvision's
+# roi_align does) would copy the whole map to pool a few thousand bins, and one that
+# cast to the autocast dtype would round the boxes. The explicit fallthrough makes
+# that policy part of each op's registration, where eager mode, torch.compile and
+# torch.export all read it. The fused multilevel ops need every level in one dtype:
+# levels of different dtypes are a ValueError, not a silent cast.
+AUTOCAST_KEYS = ("AutocastCPU", "AutocastCUDA")
+_autocast_lib = torch.library.Library("roiops", "IMPL")
+for _op_name in torch.ops.roiops:
+    for _key in AUTOCAST_KEYS:
+        _autocast_lib.impl(_op_name, torch.library.fallthrough_kernel, _key)
