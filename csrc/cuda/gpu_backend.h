@@ -125,14 +125,17 @@ struct RoiSource {
   int64_t K() const { return rois.size(0); }
   const double* rois_ptr() const { return rois.data_ptr<double>(); }
   const int64_t* levels_ptr() const { return levels.defined() ? levels.data_ptr<int64_t>() : nullptr; }
-  template <typename Args>
-  void fill(Args& a) const {
+  template <typename Table>
+  TableArgs<Table> args(const Table& t) const {
+    TableArgs<Table> a{};
     a.rois = rois_ptr();
     a.levels = levels_ptr();
     for (int l = 0; l < kMaxLevels; ++l) a.H[l] = H[l], a.W[l] = W[l], a.scale[l] = scale[l];
     a.count = count;
     a.N = N;
+    a.t = t;
     a.n = K();
+    return a;
   }
 };
 
@@ -163,13 +166,23 @@ struct GradInputs {
     }
   }
   int64_t total() const { return level_start[tensors.size()]; }
-  // The numbering in units of V elements (V channels per thread).
-  template <typename Args>
-  void fill(Args& a, int V) const {
+  // An input-gradient kernel's arguments, numbering elements in units of V (V
+  // channels per thread).
+  template <typename scalar_t, typename I, typename Table>
+  PixelArgs<scalar_t, I, Table> args(at::ArrayRef<double> scales, const at::Tensor& grad,
+                                     const at::Tensor& argmax, const Table& t,
+                                     const RoiGroups& groups, int V) const {
+    PixelArgs<scalar_t, I, Table> a{};
+    a.grad_in = pyramid<scalar_t, I>(tensors, scales);
     for (int l = 0; l <= kMaxLevels; ++l)
       a.level_start[l] = level_start[std::min<int>(l, int(tensors.size()))] / V;
     for (int l = 0; l < kMaxLevels; ++l) a.channels_fast[l] = channels_fast[l];
+    a.grad = bin_view<const scalar_t, I>(grad);
+    a.argmax = bin_view<const int32_t, I>(argmax);
+    a.t = t;
+    a.groups = groups;
     a.n = total() / V;
+    return a;
   }
 };
 
@@ -179,6 +192,7 @@ struct GpuBackend {
   using TensorList = at::TensorList;
   using Scales = at::ArrayRef<double>;
 
+  // The per-RoI tables of the sampled ops (one table launch).
   template <typename acc_t, Sampling S>
   struct SampledTables {
     std::vector<Tensor> keep;
@@ -193,15 +207,13 @@ struct GpuBackend {
                               device_array<AxisTaps<acc_t>>(keep, like, K * a.pooled_w * stride),
                               device_array<int>(keep, like, K * a.pooled_h * 2),
                               device_array<int>(keep, like, K * a.pooled_w * 2),
-                              keys.data_ptr<int64_t>(), stride, int(a.pooled_h), int(a.pooled_w)};
-      typename BuildSampledTable<acc_t, S>::Args args{};
-      src.fill(args);
-      args.geo = SampledGeometry{a.sampling_ratio, a.aligned, a.quantize};
-      args.t = t;
-      L::template launch<BuildSampledTable<acc_t, S>>(args);
+                              keys.data_ptr<int64_t>(), stride, int(a.pooled_h), int(a.pooled_w),
+                              SampledGeometry{a.sampling_ratio, a.aligned, a.quantize}};
+      L::template launch<BuildSampledTable<acc_t, S>>(src.args(t));
     }
   };
 
+  // The per-RoI tables of roi_pool (one table launch).
   struct PoolTables {
     std::vector<Tensor> keep;
     PoolTable t{};
@@ -212,14 +224,67 @@ struct GpuBackend {
       t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<int>(keep, like, K * a.pooled_h * 2),
                     device_array<int>(keep, like, K * a.pooled_w * 2), keys.data_ptr<int64_t>(),
                     int(a.pooled_h), int(a.pooled_w)};
-      BuildPoolTable::Args args{};
-      src.fill(args);
-      args.t = t;
-      L::template launch<BuildPoolTable>(args);
+      L::template launch<BuildPoolTable>(src.args(t));
     }
   };
 
+  // Runs Kernel<I, V> over the output bins of `out` (forward, JVP) with the index
+  // type and (when `packs`) the channels per thread the tensors allow. `Kernel` binds
+  // the rest.
+  template <template <typename, int> class Kernel, typename scalar_t, bool packs = true, typename Table>
+  static void launch_bins(TensorList maps, Scales scales, const Table& t, const Tensor& out,
+                          const Tensor& argmax) {
+    std::vector<Tensor> all(maps.begin(), maps.end());
+    all.push_back(out);
+    all.push_back(argmax);
+    dispatch_index(fits_int32(all), [&](auto index) {
+      auto run = [&](auto pack) {
+        using I = decltype(index);
+        constexpr int V = decltype(pack)::value;
+        L::template launch<Kernel<I, V>>(BinArgs<scalar_t, I, Table>{
+            pyramid<const scalar_t, I>(maps, scales), t, bin_view<scalar_t, I>(out),
+            bin_view<int32_t, I>(argmax), channels_fast(out), out.numel() / V});
+      };
+      if constexpr (packs)
+        dispatch_pack<scalar_t>(all, out.size(1), run);
+      else
+        run(std::integral_constant<int, 1>{});
+    });
+  }
+
+  // The input gradients: Kernel<I, V> over every element of every level's gradient.
+  template <template <typename, int> class Kernel, typename scalar_t, typename Table>
+  static std::vector<Tensor> launch_pixels(TensorList maps, Scales scales, const Table& t,
+                                           const Tensor& keys, const RoiSource& src,
+                                           const Tensor& grad, const Tensor& argmax) {
+    GradInputs gi(maps);
+    if (gi.total() == 0) return gi.tensors;
+    const Groups groups(keys, int64_t(src.count) * src.N);
+    std::vector<Tensor> all(gi.tensors);
+    all.push_back(grad);
+    all.push_back(argmax);
+    dispatch_index(fits_int32(all), [&](auto index) {
+      dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
+        using I = decltype(index);
+        constexpr int V = decltype(pack)::value;
+        L::template launch<Kernel<I, V>>(gi.template args<scalar_t, I>(scales, grad, argmax, t, groups.view, V));
+      });
+    });
+    return gi.tensors;
+  }
+
   // ---- roi_align / roi_warp ----
+
+  template <typename scalar_t, Mode M, Sampling S>
+  struct Sampled {
+    using acc_t = at::opmath_type<scalar_t>;
+    template <typename I, int V>
+    using Forward = SampledForward<scalar_t, acc_t, I, M, S, V>;
+    template <typename I, int V>
+    using Gather = SampledGather<scalar_t, acc_t, I, S>;  // one channel per thread
+    template <typename I, int V>
+    using BackwardInput = SampledBackwardInput<scalar_t, acc_t, I, M, S, V>;
+  };
 
   static std::tuple<Tensor, Tensor> sampled_forward(TensorList inputs, const Tensor& rois,
                                                     const Tensor& levels, Scales scales,
@@ -229,25 +294,11 @@ struct GpuBackend {
     Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
     Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
     if (out.numel() == 0) return {out, argmax};
-    std::vector<Tensor> all(inputs.begin(), inputs.end());
-    all.push_back(out);
-    all.push_back(argmax);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_forward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
       dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
-        constexpr Mode M = decltype(m)::value;
-        constexpr Sampling S = decltype(s)::value;
-        const SampledTables<acc_t, S> tables(src, out, a);
-        dispatch_index(fits_int32(all), [&](auto index) {
-          dispatch_pack<scalar_t>(all, out.size(1), [&](auto pack) {
-            using I = decltype(index);
-            constexpr int V = decltype(pack)::value;
-            using K = SampledForward<scalar_t, acc_t, I, M, S, V>;
-            L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
-                                                   bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
-                                                   channels_fast(out), out.numel() / V});
-          });
-        });
+        using Op = Sampled<scalar_t, decltype(m)::value, decltype(s)::value>;
+        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, out, a);
+        launch_bins<Op::template Forward, scalar_t>(inputs, scales, tables.t, out, argmax);
       });
     });
     return {out, argmax};
@@ -261,21 +312,11 @@ struct GpuBackend {
     const RoiSource src(rois, levels, tangents, scales);
     Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
     if (out.numel() == 0) return out;
-    std::vector<Tensor> all(tangents.begin(), tangents.end());
-    all.push_back(out);
-    all.push_back(argmax);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_jvp", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
       dispatch_sampling(a.sampling, [&](auto s) {
-        constexpr Sampling S = decltype(s)::value;
-        const SampledTables<acc_t, S> tables(src, out, a);
-        dispatch_index(fits_int32(all), [&](auto index) {
-          using I = decltype(index);
-          using K = SampledGather<scalar_t, acc_t, I, S>;
-          L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(tangents, scales), tables.t,
-                                                 bin_view<const int32_t, I>(argmax), bin_view<scalar_t, I>(out),
-                                                 channels_fast(out), out.numel()});
-        });
+        using Op = Sampled<scalar_t, Mode::Max, decltype(s)::value>;
+        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, out, a);
+        launch_bins<Op::template Gather, scalar_t, false>(tangents, scales, tables.t, out, argmax);
       });
     });
     return out;
@@ -289,31 +330,11 @@ struct GpuBackend {
     const RoiSource src(rois, levels, inputs, scales);
     std::vector<Tensor> result;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
       dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
-        constexpr Mode M = decltype(m)::value;
-        constexpr Sampling S = decltype(s)::value;
-        GradInputs gi(inputs);
-        result = gi.tensors;
-        if (gi.total() == 0) return;
-        const SampledTables<acc_t, S> tables(src, grad, a);
-        const Groups groups(tables.keys, int64_t(src.count) * src.N);
-        std::vector<Tensor> all = with(gi.tensors, grad, argmax);
-        dispatch_index(fits_int32(all), [&](auto index) {
-          dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
-            using I = decltype(index);
-            constexpr int V = decltype(pack)::value;
-            using K = SampledBackwardInput<scalar_t, acc_t, I, M, S, V>;
-            typename K::Args args{};
-            args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
-            gi.fill(args, V);
-            args.grad = bin_view<const scalar_t, I>(grad);
-            args.argmax = bin_view<const int32_t, I>(argmax);
-            args.t = tables.t;
-            args.groups = groups.view;
-            L::template launch<K>(args);
-          });
-        });
+        using Op = Sampled<scalar_t, decltype(m)::value, decltype(s)::value>;
+        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, grad, a);
+        result = launch_pixels<Op::template BackwardInput, scalar_t>(inputs, scales, tables.t, tables.keys,
+                                                                    src, grad, argmax);
       });
     });
     return result;
@@ -332,7 +353,10 @@ struct GpuBackend {
         using acc_t = at::opmath_type<scalar_t>;
         const SampledTables<acc_t, Sampling::Bilinear> tables(src, grad, a);
         const Tensor partial = at::empty({K, C, 4}, src.rois.options());
-        dispatch_index(fits_int32(with(inputs, grad, argmax)), [&](auto index) {
+        std::vector<Tensor> all(inputs.begin(), inputs.end());
+        all.push_back(grad);
+        all.push_back(argmax);
+        dispatch_index(fits_int32(all), [&](auto index) {
           using I = decltype(index);
           dispatch_mode(a.mode, [&](auto mode) {
             using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value>;
@@ -358,6 +382,17 @@ struct GpuBackend {
 
   // ---- roi_pool ----
 
+  template <typename scalar_t, Mode M>
+  struct Pool {
+    using acc_t = at::opmath_type<scalar_t>;
+    template <typename I, int V>
+    using Forward = PoolForward<scalar_t, acc_t, I, M, V>;
+    template <typename I, int V>
+    using Gather = PoolGather<scalar_t, I>;  // one channel per thread
+    template <typename I, int V>
+    using BackwardInput = PoolBackwardInput<scalar_t, acc_t, I, M, V>;
+  };
+
   static std::tuple<Tensor, Tensor> pool_forward(TensorList inputs, const Tensor& rois,
                                                  const Tensor& levels, Scales scales,
                                                  const PoolArgs& a, bool keep_argmax) {
@@ -366,23 +401,11 @@ struct GpuBackend {
     Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
     Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
     if (out.numel() == 0) return {out, argmax};
-    std::vector<Tensor> all(inputs.begin(), inputs.end());
-    all.push_back(out);
-    all.push_back(argmax);
     const PoolTables tables(src, out, a);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_forward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
       dispatch_mode(a.mode, [&](auto m) {
-        dispatch_index(fits_int32(all), [&](auto index) {
-          dispatch_pack<scalar_t>(all, out.size(1), [&](auto pack) {
-            using I = decltype(index);
-            constexpr int V = decltype(pack)::value;
-            using K = PoolForward<scalar_t, acc_t, I, decltype(m)::value, V>;
-            L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(inputs, scales), tables.t,
-                                                   bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
-                                                   channels_fast(out), out.numel() / V});
-          });
-        });
+        launch_bins<Pool<scalar_t, decltype(m)::value>::template Forward, scalar_t>(inputs, scales, tables.t,
+                                                                                  out, argmax);
       });
     });
     return {out, argmax};
@@ -395,18 +418,9 @@ struct GpuBackend {
     const RoiSource src(rois, levels, tangents, scales);
     Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
     if (out.numel() == 0) return out;
-    std::vector<Tensor> all(tangents.begin(), tangents.end());
-    all.push_back(out);
-    all.push_back(argmax);
     const PoolTables tables(src, out, a);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_jvp", [&] {
-      dispatch_index(fits_int32(all), [&](auto index) {
-        using I = decltype(index);
-        using K = PoolGather<scalar_t, I>;
-        L::template launch<K>(typename K::Args{pyramid<const scalar_t, I>(tangents, scales), tables.t,
-                                               bin_view<const int32_t, I>(argmax), bin_view<scalar_t, I>(out),
-                                               channels_fast(out), out.numel()});
-      });
+      launch_bins<Pool<scalar_t, Mode::Max>::template Gather, scalar_t, false>(tangents, scales, tables.t, out, argmax);
     });
     return out;
   }
@@ -416,42 +430,15 @@ struct GpuBackend {
                                            const Tensor& levels, Scales scales, const PoolArgs& a) {
     [[maybe_unused]] auto guard = L::guard(inputs[0]);
     const RoiSource src(rois, levels, inputs, scales);
+    const PoolTables tables(src, grad, a);
     std::vector<Tensor> result;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      GradInputs gi(inputs);
-      result = gi.tensors;
-      if (gi.total() == 0) return;
-      const PoolTables tables(src, grad, a);
-      const Groups groups(tables.keys, int64_t(src.count) * src.N);
-      std::vector<Tensor> all = with(gi.tensors, grad, argmax);
       dispatch_mode(a.mode, [&](auto m) {
-        dispatch_index(fits_int32(all), [&](auto index) {
-          dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
-            using I = decltype(index);
-            constexpr int V = decltype(pack)::value;
-            using K = PoolBackwardInput<scalar_t, acc_t, I, decltype(m)::value, V>;
-            typename K::Args args{};
-            args.grad_in = pyramid<scalar_t, I>(gi.tensors, scales);
-            gi.fill(args, V);
-            args.grad = bin_view<const scalar_t, I>(grad);
-            args.argmax = bin_view<const int32_t, I>(argmax);
-            args.t = tables.t;
-            args.groups = groups.view;
-            L::template launch<K>(args);
-          });
-        });
+        result = launch_pixels<Pool<scalar_t, decltype(m)::value>::template BackwardInput, scalar_t>(
+            inputs, scales, tables.t, tables.keys, src, grad, argmax);
       });
     });
     return result;
-  }
-
- private:
-  static std::vector<Tensor> with(TensorList maps, const Tensor& a, const Tensor& b) {
-    std::vector<Tensor> all(maps.begin(), maps.end());
-    all.push_back(a);
-    all.push_back(b);
-    return all;
   }
 };
 

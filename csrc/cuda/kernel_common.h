@@ -184,4 +184,41 @@ struct RoiGroups {
   const int64_t* start;
 };
 
+// The arguments of a table kernel (one thread per RoI) that fills `t`.
+template <typename Table>
+struct TableArgs {
+  const double* rois;     // [K, 5] float64
+  const int64_t* levels;  // [K], null for a single map
+  int H[kMaxLevels], W[kMaxLevels];
+  double scale[kMaxLevels];
+  int count;  // levels
+  int64_t N;
+  Table t;
+  int64_t n;  // K
+};
+
+// The arguments of a kernel over output bins, V channels per thread (forward, JVP).
+template <typename scalar_t, typename I, typename Table>
+struct BinArgs {
+  Pyramid<const scalar_t, I> in;  // the maps, or the JVP's tangents
+  Table t;
+  BinView<scalar_t, I> out;
+  BinView<int32_t, I> argmax;  // forward: written in max mode (null when not kept); JVP: read
+  bool channels_fast;
+  int64_t n;  // output elements / V
+};
+
+// The arguments of an input-gradient kernel, V channels of an input pixel per thread.
+template <typename scalar_t, typename I, typename Table>
+struct PixelArgs {
+  Pyramid<scalar_t, I> grad_in;
+  int64_t level_start[kMaxLevels + 1];  // in units of V elements
+  bool channels_fast[kMaxLevels];
+  BinView<const scalar_t, I> grad;
+  BinView<const int32_t, I> argmax;
+  Table t;
+  RoiGroups groups;
+  int64_t n;
+};
+
 }  // namespace roiops::gpu

@@ -22,16 +22,7 @@ struct PoolTable {
 
 // One thread per RoI.
 struct BuildPoolTable {
-  struct Args {
-    const double* rois;
-    const int64_t* levels;
-    int H[kMaxLevels], W[kMaxLevels];
-    double scale[kMaxLevels];
-    int count;
-    int64_t N;
-    PoolTable t;
-    int64_t n;  // K
-  };
+  using Args = TableArgs<PoolTable>;
 
   static C10_HOST_DEVICE void fill_axis(int* bins, const PoolAxis& axis, int pooled, int size,
                                         int* lo, int* hi) {
@@ -72,14 +63,7 @@ struct BuildPoolTable {
 // JVP.
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolForward {
-  struct Args {
-    Pyramid<const scalar_t, I> in;
-    PoolTable t;
-    BinView<scalar_t, I> out;
-    BinView<int32_t, I> argmax;
-    bool channels_fast;
-    int64_t n;  // output elements / V
-  };
+  using Args = BinArgs<scalar_t, I, PoolTable>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
@@ -150,24 +134,17 @@ C10_HOST_DEVICE inline bool pool_contains(const PoolTable& t, int64_t k, int ph,
 // when the argmax is not a pixel of the bin.
 template <typename scalar_t, typename I>
 struct PoolGather {
-  struct Args {
-    Pyramid<const scalar_t, I> tangent;
-    PoolTable t;
-    BinView<const int32_t, I> argmax;
-    BinView<scalar_t, I> out;
-    bool channels_fast;
-    int64_t n;
-  };
+  using Args = BinArgs<scalar_t, I, PoolTable>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.tangent.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
     const RoiInfo r = a.t.info[b.k];
     const int32_t p = a.argmax.at(b.k, b.c, b.ph, b.pw);
     scalar_t value = scalar_t(0);
     if (r.image >= 0) {
-      const MapView<const scalar_t, I>& m = a.tangent.level[r.level];
+      const MapView<const scalar_t, I>& m = a.in.level[r.level];
       if (pool_contains(a.t, b.k, b.ph, b.pw, p, m.W))
         value = m.plane(r.image, I(b.c))[I(p / m.W) * m.s2 + I(p % m.W) * m.s3];
     }
@@ -180,16 +157,7 @@ struct PoolGather {
 // pixel, one write.
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolBackwardInput {
-  struct Args {
-    Pyramid<scalar_t, I> grad_in;
-    int64_t level_start[kMaxLevels + 1];  // in units of V elements
-    bool channels_fast[kMaxLevels];
-    BinView<const scalar_t, I> grad;
-    BinView<const int32_t, I> argmax;
-    PoolTable t;
-    RoiGroups groups;
-    int64_t n;
-  };
+  using Args = PixelArgs<scalar_t, I, PoolTable>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();

@@ -8,6 +8,11 @@
 
 namespace roiops::gpu {
 
+struct SampledGeometry {
+  int sampling_ratio;  // 0 = adaptive
+  bool aligned, quantize;
+};
+
 // Every RoI's sample taps, computed once per launch in float64 and rounded to acc_t:
 // entry (k, p, i) of ys / xs is sample i of bin row / column p of RoI k, with `stride`
 // entries per bin (the explicit sampling_ratio, or kMaxAdaptiveGrid for adaptive
@@ -22,6 +27,7 @@ struct SampledTable {
   int64_t* keys;          // [K]: the RoI's group (RoiGroups)
   int stride;
   int PH, PW;
+  SampledGeometry geo;
   C10_HOST_DEVICE const AxisTaps<acc_t>* row_taps(int64_t k, int ph) const {
     return ys + (k * PH + ph) * stride;
   }
@@ -30,25 +36,10 @@ struct SampledTable {
   }
 };
 
-struct SampledGeometry {
-  int sampling_ratio;  // 0 = adaptive
-  bool aligned, quantize;
-};
-
 // One thread per RoI: its RoiInfo, taps, bin extents and group key.
 template <typename acc_t, Sampling S>
 struct BuildSampledTable {
-  struct Args {
-    const double* rois;     // [K, 5] float64
-    const int64_t* levels;  // [K], null for a single map
-    int H[kMaxLevels], W[kMaxLevels];
-    double scale[kMaxLevels];
-    int count;  // levels
-    int64_t N;
-    SampledGeometry geo;
-    SampledTable<acc_t> t;
-    int64_t n;  // K
-  };
+  using Args = TableArgs<SampledTable<acc_t>>;
 
   // Fills one axis of RoI k's table; returns the touched range in lo/hi.
   static C10_HOST_DEVICE void fill_axis(AxisTaps<acc_t>* taps, int* bins, double start,
@@ -81,7 +72,7 @@ struct BuildSampledTable {
     const int image = batch_index(roi[0], a.N);
     if (level >= 0 && image >= 0) {
       const SampledRoi g = sampled_roi(roi + 1, a.scale[level], t.PH, t.PW,
-                                       a.geo.sampling_ratio, a.geo.aligned, a.geo.quantize);
+                                       t.geo.sampling_ratio, t.geo.aligned, t.geo.quantize);
       if (g.grid_h > 0 && g.grid_w > 0) {
         r = RoiInfo{image, level, g.grid_h, g.grid_w, g.h_clamped, g.w_clamped,
                     kEmptyLo, kEmptyHi, kEmptyLo, kEmptyHi};
@@ -136,14 +127,7 @@ C10_HOST_DEVICE inline acc_t tap_weight(const AxisTaps<acc_t>& y, const AxisTaps
 // avg-mode JVP.
 template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledForward {
-  struct Args {
-    Pyramid<const scalar_t, I> in;
-    SampledTable<acc_t> t;
-    BinView<scalar_t, I> out;
-    BinView<int32_t, I> argmax;  // data null: not kept (or avg mode)
-    bool channels_fast;
-    int64_t n;  // output elements / V
-  };
+  using Args = BinArgs<scalar_t, I, SampledTable<acc_t>>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
@@ -201,24 +185,17 @@ struct SampledForward {
 // sample; 0 for an out-of-range argmax.
 template <typename scalar_t, typename acc_t, typename I, Sampling S>
 struct SampledGather {
-  struct Args {
-    Pyramid<const scalar_t, I> tangent;
-    SampledTable<acc_t> t;
-    BinView<const int32_t, I> argmax;
-    BinView<scalar_t, I> out;
-    bool channels_fast;
-    int64_t n;
-  };
+  using Args = BinArgs<scalar_t, I, SampledTable<acc_t>>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.tangent.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
     const RoiInfo r = a.t.info[b.k];
     const int32_t s = a.argmax.at(b.k, b.c, b.ph, b.pw);
     acc_t value = 0;
     if (r.image >= 0 && s >= 0 && s < r.grid_h * r.grid_w) {
-      const MapView<const scalar_t, I>& m = a.tangent.level[r.level];
+      const MapView<const scalar_t, I>& m = a.in.level[r.level];
       add_sample<S, 1>(&value, a.t.row_taps(b.k, b.ph)[s / r.grid_w],
                        a.t.col_taps(b.k, b.pw)[s % r.grid_w], m.plane(r.image, I(b.c)), m.s2, m.s3);
     }
@@ -233,16 +210,7 @@ struct SampledGather {
 // gradient buffer in another dtype, bitwise deterministic.
 template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledBackwardInput {
-  struct Args {
-    Pyramid<scalar_t, I> grad_in;
-    int64_t level_start[kMaxLevels + 1];  // in units of V elements
-    bool channels_fast[kMaxLevels];
-    BinView<const scalar_t, I> grad;
-    BinView<const int32_t, I> argmax;
-    SampledTable<acc_t> t;
-    RoiGroups groups;
-    int64_t n;
-  };
+  using Args = PixelArgs<scalar_t, I, SampledTable<acc_t>>;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
