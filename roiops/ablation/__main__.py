@@ -64,8 +64,10 @@ def main(argv=None) -> None:
     md = runner.markdown(table)
     (out / f"{name}.md").write_text(md)
     runner.bar_chart(table, out / f"{name}.png")
-    runner.mask_figure(specs, ("roipool-max", "roiwarp-max", "roialign-max") if not quick
-                       else ("roipool-max", "roialign-avg"), out / f"{name}-masks.png")
+    drawn = runner.figure_specs(specs, ("roipool-max", "roiwarp-max", "roialign-max") if not quick
+                                else ("roipool-max", "roialign-avg"))
+    runner.restore_checkpoints(drawn, args.jobs, progress=not args.no_progress)
+    runner.mask_figure(drawn, out / f"{name}-masks.png")
     print(md)
     print(f"results: {out / name}.json, .md, .png, -masks.png; per-run results in {specs[0].runs_dir}")
 

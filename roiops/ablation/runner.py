@@ -115,27 +115,48 @@ def run_one(spec: RunSpec) -> dict:
 def run_all(specs: list[RunSpec], jobs: int, progress: bool = True) -> list[dict]:
     """Every spec's result: finished ones read back, the others run ``jobs`` at a time
     in separate processes (two one-thread processes outrun one two-thread process)."""
-    todo = [s for s in specs if finished(s) is None]
-    if todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="ablation runs", disable=not progress)
-        failed = []
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, s): s for s in todo}
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as e:  # report it now; the other runs go on
-                    failed.append(futures[future].name)
-                    bar.write(f"run {futures[future].name} failed: {type(e).__name__}: {e}")
-                    continue
-                bar.set_postfix_str(f"{result['name']}: mask AP {result['metrics']['mask_ap']:.1f}")
-                bar.update()
-        bar.close()
-        if failed:
-            raise RuntimeError(f"{len(failed)} ablation runs failed: {failed}; rerun to retry them")
+    _run_pool([s for s in specs if finished(s) is None], len(specs), jobs, progress, "ablation runs")
     return [finished(s) for s in specs]
+
+
+def restore_checkpoints(specs: list[RunSpec], jobs: int, progress: bool = True) -> None:
+    """Retrains the runs among ``specs`` whose checkpoint is not in the cache (a new
+    machine, a cleared cache): training is seeded and deterministic, so this recreates
+    the same model, and its result file is rewritten with the same metrics."""
+    missing = [s for s in specs if not s.checkpoint_path.exists()]
+    if missing:
+        print(f"retraining {len(missing)} run(s) whose checkpoints are not in the cache: "
+              f"{[s.name for s in missing]}")
+        _run_pool(missing, len(missing), jobs, progress, "restoring checkpoints")
+
+
+def _run_pool(todo: list[RunSpec], total: int, jobs: int, progress: bool, desc: str) -> None:
+    if not todo:
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), desc=desc, disable=not progress)
+    failed = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, s): s for s in todo}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as e:  # report it now; the other runs go on
+                failed.append(futures[future].name)
+                bar.write(f"run {futures[future].name} failed: {type(e).__name__}: {e}")
+                continue
+            bar.set_postfix_str(f"{result['name']}: mask AP {result['metrics']['mask_ap']:.1f}")
+            bar.update()
+    bar.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} ablation runs failed: {failed}; rerun to retry them")
+
+
+def figure_specs(specs: list[RunSpec], layers: tuple[str, ...]) -> list[RunSpec]:
+    """The runs mask_figure draws: each layer's first seed at stride 16."""
+    return [next(s for s in specs if s.layer == layer and s.stride == 16 and s.seed == specs[0].seed)
+            for layer in layers]
 
 
 def _row_fields(layer: str) -> dict:
@@ -231,9 +252,9 @@ def bar_chart(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def mask_figure(specs: list[RunSpec], layers: tuple[str, ...], path: Path, count: int = 4) -> None:
-    """Predicted masks of RoIPool, RoIWarp and RoIAlign (seed 0, stride 16) on the
-    same validation images, side by side."""
+def mask_figure(chosen: list[RunSpec], path: Path, count: int = 4) -> None:
+    """Predicted masks of the chosen runs (figure_specs; their checkpoints must exist:
+    restore_checkpoints) on the same validation images, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,8 +264,6 @@ def mask_figure(specs: list[RunSpec], layers: tuple[str, ...], path: Path, count
     from ..data import CocoInstances
     from ..models import mask_rcnn
 
-    chosen = [next(s for s in specs if s.layer == layer and s.stride == 16 and s.seed == specs[0].seed)
-              for layer in layers]
     val = CocoInstances(chosen[0].val_dir)
     images = [val[i][0] for i in range(min(count, len(val)))]
     fig, axes = plt.subplots(len(images), len(chosen), figsize=(3 * len(chosen), 3 * len(images)), squeeze=False)
