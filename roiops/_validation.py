@@ -8,9 +8,10 @@ Python side without data-dependent branches.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,25 @@ SAMPLINGS = ("bilinear", "nearest")
 # sample counts, indices and per-RoI tables within int and the work per bin finite.
 MAX_SAMPLING_RATIO = 1024
 MAX_OUTPUT_SIZE = 65536
+
+
+@contextlib.contextmanager
+def traced_checks():
+    """Context for the argument checks of the Python (not TorchScript) path.
+
+    Under torch.jit.trace a tensor's sizes are 0-dim tensors, so every shape check
+    converts a tensor to a Python value and the tracer warns that the result becomes a
+    constant of the trace. For an argument check (and MultiScaleRoIAlign's scales, fixed
+    on the first call) that is the intent: the ops check the values again whenever the
+    trace runs. torch silences these warnings in its own modules the same way
+    (torch.jit.TracerWarning.ignore_lib_warnings); here only while tracing.
+    """
+    if not torch.jit.is_tracing():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
 
 
 def check_input(op: str, input: Tensor) -> None:
@@ -86,11 +106,9 @@ def check_choice(op: str, name: str, value: str, choices: tuple[str, ...]) -> st
 def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
     """Return boxes as a [K, 5] Tensor of (batch_index, x1, y1, x2, y2).
 
-    Accepts that form directly, or a list with one [L_i, 4] Tensor per image. Boxes
-    keep their own floating dtype, whatever the input's: the list form uses the
-    boxes' dtype unless it cannot hold every batch index exactly (bfloat16 beyond
-    256 images, float16 beyond 2048), then float32 (float64 beyond 2^24). The result stays differentiable
-    with respect to the given boxes.
+    Accepts that form directly, or a list with one [L_i, 4] Tensor per image
+    (:func:`concat_boxes`). The result stays differentiable with respect to the given
+    boxes.
     """
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
@@ -105,18 +123,42 @@ def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) ->
             f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
             f"{type(boxes).__name__}"
         )
+    for i, b in enumerate(boxes):
+        if not isinstance(b, Tensor):
+            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {type(b).__name__}")
+    return concat_boxes(op, input, list(boxes))
+
+
+def script_rois(op: str, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
+    """TorchScript's rois_from_boxes: TorchScript has checked the types, the op checks
+    a [K, 5] Tensor's shape, dtype and device."""
+    if isinstance(boxes, Tensor):
+        return boxes
+    return concat_boxes(op, input, boxes)
+
+
+def concat_boxes(op: str, input: Tensor, boxes: list[Tensor]) -> Tensor:
+    """The list form, one [L_i, 4] Tensor per image, as a [K, 5] Tensor (TorchScript-
+    compatible). Boxes keep their own floating dtype, whatever the input's: the result
+    has the boxes' promoted dtype unless that cannot hold every batch index exactly
+    (bfloat16 beyond 256 images, float16 beyond 2048), then float32 (float64 beyond 2^24).
+    """
     if len(boxes) != input.shape[0]:
         raise ValueError(f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images")
     for i, b in enumerate(boxes):
-        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {shape}")
+        if b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got shape {list(b.shape)}")
         _check_boxes(op, f"boxes[{i}]", b, input)
-    if not boxes:
+    if len(boxes) == 0:
         return input.new_zeros((0, 5))
-    dtype = functools.reduce(torch.promote_types, (b.dtype for b in boxes))
-    if len(boxes) - 1 > 2 / torch.finfo(dtype).eps:  # the largest run of exact integers
-        dtype = torch.float32 if len(boxes) <= 2**24 else torch.float64
+    dtype = boxes[0].dtype
+    for b in boxes[1:]:
+        dtype = torch.promote_types(dtype, b.dtype)
+    largest_index = len(boxes) - 1  # integers are exact up to 2 / eps of the dtype
+    if (dtype == torch.bfloat16 and largest_index > 256) or (dtype == torch.float16 and largest_index > 2048):
+        dtype = torch.float32
+    if dtype == torch.float32 and largest_index > 2**24:
+        dtype = torch.float64
     return torch.cat(
         [torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], dim=1) for i, b in enumerate(boxes)],
         dim=0,
@@ -124,12 +166,24 @@ def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) ->
 
 
 def _check_boxes(op: str, name: str, t: Tensor, input: Tensor) -> None:
-    if not t.dtype.is_floating_point:
+    if not t.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
     if t.device != input.device:
         raise ValueError(f"{op}: {name} are on {t.device} but input is on {input.device}")
 
 
-def needs_argmax(*tensors: Tensor) -> bool:
+def script_size_pair(output_size: int | tuple[int, int]) -> tuple[int, int]:
+    """TorchScript's output_size_pair (the op checks the values)."""
+    if isinstance(output_size, int):
+        return output_size, output_size
+    return output_size[0], output_size[1]
+
+
+def needs_argmax(tensors: list[Tensor]) -> bool:
     """Whether a gradient may be asked for, so that the forward keeps max mode's argmax."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t.requires_grad:
+            return True
+    return False

@@ -4,7 +4,6 @@ matches its size, all levels in one fused op call."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +37,23 @@ def fpn_levels(
     return (k.clamp(min_level, max_level) - min_level).to(torch.int64)
 
 
+def pyramid_levels(name: str, scales: list[float]) -> tuple[int, int]:
+    """The first and last pyramid level of ``scales`` (level = -log2(scale)), which must
+    be consecutive powers of two, finest first."""
+    if len(scales) == 0:
+        raise ValueError(f"{name}: scales must name at least one pyramid level")
+    levels: list[int] = []
+    for s in scales:
+        level = -math.log(s) / math.log(2.0)  # TorchScript has no math.log2
+        if abs(level - round(level)) > 1e-6:
+            raise ValueError(f"{name}: every scale must be a power of two (1 / 2**level), got {s}")
+        levels.append(int(round(level)))
+    for i in range(len(levels)):
+        if levels[i] != levels[0] + i:
+            raise ValueError(f"{name}: scales must be consecutive pyramid levels, finest first, got {scales}")
+    return levels[0], levels[-1]
+
+
 class MultiScaleRoIPooler(nn.Module):
     """Pools RoIs from a feature pyramid with roi_align, roi_warp or roi_pool.
 
@@ -65,7 +81,7 @@ class MultiScaleRoIPooler(nn.Module):
     def __init__(
         self,
         output_size: int | tuple[int, int],
-        scales: Sequence[float],
+        scales: list[float],
         op: str = "roi_align",
         sampling_ratio: int = 2,
         aligned: bool = True,
@@ -79,19 +95,8 @@ class MultiScaleRoIPooler(nn.Module):
         name = "MultiScaleRoIPooler"
         v.check_choice(name, "op", op, _OPS)
         self.output_size = v.output_size_pair(name, output_size)
-        if not scales:
-            raise ValueError(f"{name}: scales must name at least one pyramid level")
-        levels = []
-        for s in scales:
-            v.check_scale(name, s)
-            level = -math.log2(s)
-            if abs(level - round(level)) > 1e-6:
-                raise ValueError(f"{name}: every scale must be a power of two (1 / 2**level), got {s}")
-            levels.append(round(level))
-        if levels != list(range(levels[0], levels[0] + len(levels))):
-            raise ValueError(f"{name}: scales must be consecutive pyramid levels, finest first, got {list(scales)}")
-        self.scales = [float(s) for s in scales]
-        self.min_level, self.max_level = levels[0], levels[-1]
+        self.scales = [v.check_scale(name, s) for s in scales]
+        self.min_level, self.max_level = pyramid_levels(name, self.scales)
         self.op = op
         self.sampling_ratio = v.check_sampling_ratio(name, sampling_ratio)
         self.aligned = bool(aligned)
@@ -104,32 +109,41 @@ class MultiScaleRoIPooler(nn.Module):
         """Index into ``scales`` of the level each RoI of a ``[K, 5]`` Tensor is pooled from."""
         return fpn_levels(rois, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
 
-    def forward(self, features: Sequence[Tensor], boxes: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, features: list[Tensor], boxes: Tensor | list[Tensor]) -> Tensor:
         name = "MultiScaleRoIPooler"
-        features = list(features)
         if len(features) != len(self.scales):
             raise ValueError(f"{name}: got {len(features)} feature maps for {len(self.scales)} scales")
-        for i, f in enumerate(features):
-            v.check_input(f"{name}: features[{i}]", f)
-            if f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype or f.device != features[0].device:
-                raise ValueError(
-                    f"{name}: every level must share N, C, dtype and device; features[{i}] is "
-                    f"{tuple(f.shape)} {f.dtype} on {f.device}, features[0] is "
-                    f"{tuple(features[0].shape)} {features[0].dtype} on {features[0].device}"
-                )
-        rois = v.rois_from_boxes(name, features[0], boxes)
+        if torch.jit.is_scripting():
+            # TorchScript has checked the argument types and the op checks the values.
+            rois = v.script_rois(name, features[0], boxes)
+        else:
+            features = list(features)
+            with v.traced_checks():
+                for i, f in enumerate(features):
+                    v.check_input(f"{name}: features[{i}]", f)
+                    if (f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype
+                            or f.device != features[0].device):
+                        raise ValueError(
+                            f"{name}: every level must share N, C, dtype and device; features[{i}] is "
+                            f"{tuple(f.shape)} {f.dtype} on {f.device}, features[0] is "
+                            f"{tuple(features[0].shape)} {features[0].dtype} on {features[0].device}"
+                        )
+                rois = v.rois_from_boxes(name, features[0], boxes)
         ph, pw = self.output_size
-        ops = torch.ops.roiops
-        args = (features, rois, self.levels(rois), self.scales, ph, pw)
-        keep = v.needs_argmax(rois, *features)
+        levels = self.levels(rois)
+        keep = v.needs_argmax([rois] + features)
         if self.op == "roi_align":
-            output, _ = ops.roi_align_multilevel(
-                *args, self.sampling_ratio, self.aligned, self.mode, self.sampling, keep
+            output, _ = torch.ops.roiops.roi_align_multilevel(
+                features, rois, levels, self.scales, ph, pw, self.sampling_ratio, self.aligned, self.mode,
+                self.sampling, keep,
             )
         elif self.op == "roi_warp":
-            output, _ = ops.roi_warp_multilevel(*args, self.sampling_ratio, self.mode, self.sampling, keep)
+            output, _ = torch.ops.roiops.roi_warp_multilevel(
+                features, rois, levels, self.scales, ph, pw, self.sampling_ratio, self.mode, self.sampling, keep
+            )
         else:
-            output, _ = ops.roi_pool_multilevel(*args, self.mode, keep)
+            output, _ = torch.ops.roiops.roi_pool_multilevel(features, rois, levels, self.scales, ph, pw,
+                                                             self.mode, keep)
         return output
 
     def extra_repr(self) -> str:
@@ -164,7 +178,7 @@ class MultiScaleRoIAlign(nn.Module):
 
     def __init__(
         self,
-        featmap_names: Sequence[str],
+        featmap_names: list[str],
         output_size: int | tuple[int, int],
         sampling_ratio: int,
         *,
@@ -179,25 +193,38 @@ class MultiScaleRoIAlign(nn.Module):
         self.featmap_names = list(featmap_names)
         if not self.featmap_names:
             raise ValueError("MultiScaleRoIAlign: featmap_names must name at least one feature map")
-        self.output_size = v.output_size_pair("MultiScaleRoIAlign", output_size)
-        self.options = dict(op=op, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode, sampling=sampling,
-                            canonical_size=canonical_scale, canonical_level=canonical_level)
-        # Checks the options now rather than on the first forward.
-        MultiScaleRoIPooler(self.output_size, [1.0], **self.options)
-        self.pooler: MultiScaleRoIPooler | None = None
+        # The level scales are known on the first call; this pooler, built with
+        # placeholder scales, checks and holds every other option.
+        self.pooler = MultiScaleRoIPooler(
+            output_size, [2.0**-i for i in range(len(self.featmap_names))], op, sampling_ratio, aligned,
+            mode=mode, sampling=sampling, canonical_size=canonical_scale, canonical_level=canonical_level,
+        )
+        self.scales_known = False
 
-    def forward(self, x: dict[str, Tensor], boxes: Sequence[Tensor], image_shapes: Sequence[tuple[int, int]]) -> Tensor:
-        missing = [name for name in self.featmap_names if name not in x]
-        if missing:
-            raise ValueError(f"MultiScaleRoIAlign: features lack {missing}; got {list(x)}")
-        features = [x[name] for name in self.featmap_names]
-        if self.pooler is None:
-            if not image_shapes:
-                raise ValueError("MultiScaleRoIAlign: image_shapes must not be empty")
-            height = max(int(s[0]) for s in image_shapes)
-            scales = [2.0 ** round(math.log2(f.shape[-2] / height)) for f in features]
-            self.pooler = MultiScaleRoIPooler(self.output_size, scales, **self.options)
-        return self.pooler(features, list(boxes))
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        features: list[Tensor] = []
+        for name in self.featmap_names:
+            if name not in x:
+                raise ValueError(f"MultiScaleRoIAlign: features lack '{name}'; got {list(x.keys())}")
+            features.append(x[name])
+        if not self.scales_known:
+            if torch.jit.is_scripting():
+                self.infer_scales(features, image_shapes)
+            else:
+                with v.traced_checks():
+                    self.infer_scales(features, image_shapes)
+        return self.pooler(features, boxes)
+
+    def infer_scales(self, features: list[Tensor], image_shapes: list[tuple[int, int]]) -> None:
+        """Level scales from the feature and image heights, as torchvision does."""
+        if len(image_shapes) == 0:
+            raise ValueError("MultiScaleRoIAlign: image_shapes must not be empty")
+        height = max([s[0] for s in image_shapes])
+        scales = [2.0 ** round(math.log(f.shape[-2] / height) / math.log(2.0)) for f in features]
+        min_level, max_level = pyramid_levels("MultiScaleRoIAlign", scales)
+        self.pooler.scales = scales
+        self.pooler.min_level, self.pooler.max_level = min_level, max_level
+        self.scales_known = True
 
     def extra_repr(self) -> str:
-        return f"featmap_names={self.featmap_names}, output_size={self.output_size}, {self.options}"
+        return f"featmap_names={self.featmap_names}"

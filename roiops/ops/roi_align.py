@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
@@ -12,12 +10,11 @@ from .. import _validation as v
 
 def roi_align(
     input: Tensor,
-    boxes: Tensor | Sequence[Tensor],
+    boxes: Tensor | list[Tensor],
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
-    *,
     mode: str = "avg",
     sampling: str = "bilinear",
 ) -> Tensor:
@@ -54,20 +51,23 @@ def roi_align(
     coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
     """
     op = "roi_align"
-    v.check_input(op, input)
-    rois = v.rois_from_boxes(op, input, boxes)
-    ph, pw = v.output_size_pair(op, output_size)
+    if torch.jit.is_scripting():
+        # TorchScript has checked the argument types and the op checks the values.
+        rois = v.script_rois(op, input, boxes)
+        ph, pw = v.script_size_pair(output_size)
+        sampling_ratio = max(sampling_ratio, 0)
+    else:
+        with v.traced_checks():
+            v.check_input(op, input)
+            rois = v.rois_from_boxes(op, input, boxes)
+            ph, pw = v.output_size_pair(op, output_size)
+            spatial_scale = v.check_scale(op, spatial_scale)
+            sampling_ratio = v.check_sampling_ratio(op, sampling_ratio)
+            aligned = bool(aligned)
+            v.check_choice(op, "mode", mode, v.MODES)
+            v.check_choice(op, "sampling", sampling, v.SAMPLINGS)
     output, _ = torch.ops.roiops.roi_align(
-        input,
-        rois,
-        v.check_scale(op, spatial_scale),
-        ph,
-        pw,
-        v.check_sampling_ratio(op, sampling_ratio),
-        bool(aligned),
-        v.check_choice(op, "mode", mode, v.MODES),
-        v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
-        v.needs_argmax(input, rois),
+        input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, mode, sampling, v.needs_argmax([input, rois])
     )
     return output
 
@@ -81,22 +81,23 @@ class RoIAlign(nn.Module):
         spatial_scale: float = 1.0,
         sampling_ratio: int = -1,
         aligned: bool = False,
-        *,
         mode: str = "avg",
         sampling: str = "bilinear",
     ):
         super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
-        self.mode = mode
-        self.sampling = sampling
+        # Checked and normalised here, so that the attributes have TorchScript types.
+        name = "RoIAlign"
+        self.output_size = v.output_size_pair(name, output_size)
+        self.spatial_scale = v.check_scale(name, spatial_scale)
+        self.sampling_ratio = v.check_sampling_ratio(name, sampling_ratio)
+        self.aligned = bool(aligned)
+        self.mode = v.check_choice(name, "mode", mode, v.MODES)
+        self.sampling = v.check_choice(name, "sampling", sampling, v.SAMPLINGS)
 
-    def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
         return roi_align(
             input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
-            self.aligned, mode=self.mode, sampling=self.sampling,
+            self.aligned, self.mode, self.sampling,
         )
 
     def extra_repr(self) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
@@ -12,10 +10,9 @@ from .. import _validation as v
 
 def roi_pool(
     input: Tensor,
-    boxes: Tensor | Sequence[Tensor],
+    boxes: Tensor | list[Tensor],
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
-    *,
     mode: str = "max",
 ) -> Tensor:
     """Fast R-CNN RoIPool. With ``mode="max"`` the result is
@@ -27,34 +24,34 @@ def roi_pool(
     coordinate. Arguments and output as :func:`roi_align`. The box gradient is zero.
     """
     op = "roi_pool"
-    v.check_input(op, input)
-    rois = v.rois_from_boxes(op, input, boxes)
-    ph, pw = v.output_size_pair(op, output_size)
-    output, _ = torch.ops.roiops.roi_pool(
-        input,
-        rois,
-        v.check_scale(op, spatial_scale),
-        ph,
-        pw,
-        v.check_choice(op, "mode", mode, v.MODES),
-        v.needs_argmax(input, rois),
-    )
+    if torch.jit.is_scripting():
+        # TorchScript has checked the argument types and the op checks the values.
+        rois = v.script_rois(op, input, boxes)
+        ph, pw = v.script_size_pair(output_size)
+    else:
+        with v.traced_checks():
+            v.check_input(op, input)
+            rois = v.rois_from_boxes(op, input, boxes)
+            ph, pw = v.output_size_pair(op, output_size)
+            spatial_scale = v.check_scale(op, spatial_scale)
+            v.check_choice(op, "mode", mode, v.MODES)
+    output, _ = torch.ops.roiops.roi_pool(input, rois, spatial_scale, ph, pw, mode, v.needs_argmax([input, rois]))
     return output
 
 
 class RoIPool(nn.Module):
     """Module form of :func:`roi_pool`; ``forward(input, boxes)``."""
 
-    def __init__(
-        self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, *, mode: str = "max"
-    ):
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.0, mode: str = "max"):
         super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.mode = mode
+        # Checked and normalised here, so that the attributes have TorchScript types.
+        name = "RoIPool"
+        self.output_size = v.output_size_pair(name, output_size)
+        self.spatial_scale = v.check_scale(name, spatial_scale)
+        self.mode = v.check_choice(name, "mode", mode, v.MODES)
 
-    def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-        return roi_pool(input, boxes, self.output_size, self.spatial_scale, mode=self.mode)
+    def forward(self, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
+        return roi_pool(input, boxes, self.output_size, self.spatial_scale, self.mode)
 
     def extra_repr(self) -> str:
         return (

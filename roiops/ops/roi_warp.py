@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
@@ -12,11 +10,10 @@ from .. import _validation as v
 
 def roi_warp(
     input: Tensor,
-    boxes: Tensor | Sequence[Tensor],
+    boxes: Tensor | list[Tensor],
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
-    *,
     mode: str = "max",
     sampling: str = "bilinear",
 ) -> Tensor:
@@ -30,19 +27,22 @@ def roi_warp(
     exact, to any order.
     """
     op = "roi_warp"
-    v.check_input(op, input)
-    rois = v.rois_from_boxes(op, input, boxes)
-    ph, pw = v.output_size_pair(op, output_size)
+    if torch.jit.is_scripting():
+        # TorchScript has checked the argument types and the op checks the values.
+        rois = v.script_rois(op, input, boxes)
+        ph, pw = v.script_size_pair(output_size)
+        sampling_ratio = max(sampling_ratio, 0)
+    else:
+        with v.traced_checks():
+            v.check_input(op, input)
+            rois = v.rois_from_boxes(op, input, boxes)
+            ph, pw = v.output_size_pair(op, output_size)
+            spatial_scale = v.check_scale(op, spatial_scale)
+            sampling_ratio = v.check_sampling_ratio(op, sampling_ratio)
+            v.check_choice(op, "mode", mode, v.MODES)
+            v.check_choice(op, "sampling", sampling, v.SAMPLINGS)
     output, _ = torch.ops.roiops.roi_warp(
-        input,
-        rois,
-        v.check_scale(op, spatial_scale),
-        ph,
-        pw,
-        v.check_sampling_ratio(op, sampling_ratio),
-        v.check_choice(op, "mode", mode, v.MODES),
-        v.check_choice(op, "sampling", sampling, v.SAMPLINGS),
-        v.needs_argmax(input, rois),
+        input, rois, spatial_scale, ph, pw, sampling_ratio, mode, sampling, v.needs_argmax([input, rois])
     )
     return output
 
@@ -55,21 +55,21 @@ class RoIWarp(nn.Module):
         output_size: int | tuple[int, int],
         spatial_scale: float = 1.0,
         sampling_ratio: int = -1,
-        *,
         mode: str = "max",
         sampling: str = "bilinear",
     ):
         super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.mode = mode
-        self.sampling = sampling
+        # Checked and normalised here, so that the attributes have TorchScript types.
+        name = "RoIWarp"
+        self.output_size = v.output_size_pair(name, output_size)
+        self.spatial_scale = v.check_scale(name, spatial_scale)
+        self.sampling_ratio = v.check_sampling_ratio(name, sampling_ratio)
+        self.mode = v.check_choice(name, "mode", mode, v.MODES)
+        self.sampling = v.check_choice(name, "sampling", sampling, v.SAMPLINGS)
 
-    def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
         return roi_warp(
-            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
-            mode=self.mode, sampling=self.sampling,
+            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.mode, self.sampling
         )
 
     def extra_repr(self) -> str:
