@@ -29,6 +29,7 @@ except ImportError as error:
 
 from . import (
     _registration,  # noqa: F401  (fake kernels, autograd and autocast)
+    onnx,
     ops,
 )
 from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
@@ -42,5 +43,10 @@ from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     roi_pool,
     roi_warp,
 )
+
+# The TorchScript-based ONNX exporter finds symbolic functions in a registry, so they
+# are registered here; it needs nothing beyond torch (the onnx packages are imported
+# only by roiops.onnx.translation_table()).
+onnx.register_symbolics()
 
 __all__ = list(ops.__all__)
