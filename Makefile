@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export ROIOPS_CUDA
 export MAX_JOBS ?= 2
 
-.PHONY: demo test build lint bench clean
+.PHONY: demo test build lint bench check-dist clean
 
 demo: build
 	$(PY) -m roiops check
@@ -17,23 +17,30 @@ demo: build
 test: build lint
 	$(PY) -m pytest -q tests
 
-# The venv is made once; the extension is rebuilt incrementally (ninja) every time.
-$(VENV)/.ready: setup.py
+# The venv is made once (its package list is in this file). The extension is built by
+# `build` only, in place and incrementally (ninja, in build/); the venv finds the source
+# tree through a .pth file instead of `pip install -e .`, which would compile it a second
+# time in a build folder of its own.
+$(VENV)/.ready: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy pytest hypothesis pybind11 ninja ruff \
-		pycocotools matplotlib tqdm
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+		build pycocotools matplotlib tqdm onnx onnxscript onnxruntime
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/roiops-source.pth", "w").write(sys.argv[1])' $(CURDIR)
 	touch $@
 
 build: $(VENV)/.ready
-	$(PY) setup.py -q build_ext --inplace
+	@PY=$(PY) scripts/build_ext.sh
 
 lint: $(VENV)/.ready
 	$(VENV)/bin/ruff check roiops tests benchmarks setup.py
 
 bench: build
 	$(PY) benchmarks/bench_cpu.py
+
+# sdist -> pip wheel -> fresh venv -> python -m roiops check (slow: README, Tests).
+check-dist: $(VENV)/.ready
+	PY=$(PY) scripts/check_dist.sh
 
 clean:
 	rm -rf build roiops/*.so *.egg-info
