@@ -7,7 +7,12 @@ MultiScaleRoIPooler pools RoIs from an FPN pyramid in one fused op call;
 MultiScaleRoIAlign is the same as a drop-in for torchvision.ops.MultiScaleRoIAlign.
 """
 
-import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+try:
+    import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+except ModuleNotFoundError as missing:
+    if missing.name != "torch":
+        raise
+    raise ModuleNotFoundError("roiops needs torch, which is not installed: pip install torch", name="torch") from None
 
 from ._version import __version__ as __version__
 
