@@ -38,7 +38,7 @@ import torch
 # RoiAlign with coordinate_transformation_mode (half_pixel) is opset 16.
 OPSET = 16
 
-_INT64, _FLOAT, _DOUBLE, _BOOL = 7, 1, 11, 9  # onnx.TensorProto data types
+_INT64, _INT32, _FLOAT, _DOUBLE = 7, 6, 1, 11  # onnx.TensorProto data types
 _MULTILEVEL = ("roi_align_multilevel", "roi_warp_multilevel", "roi_pool_multilevel")
 
 
@@ -268,7 +268,7 @@ def _multilevel(b, op, maps, rois, levels, scales, ph, pw, **params):
 
 
 def _empty_argmax(b):
-    return b.const([], 6)  # int32, like the op's argmax when it is not kept
+    return b.const([], _INT32)  # the op's argmax when it is not kept
 
 
 # ---------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def _empty_argmax(b):
 
 class _LegacyBuilder:
     _SUFFIX = {str: "s", int: "i", bool: "i", float: "f"}
-    _TORCH = {_INT64: torch.int64, _DOUBLE: torch.float64, _FLOAT: torch.float32, 6: torch.int32, _BOOL: torch.bool}
+    _TORCH = {_INT64: torch.int64, _INT32: torch.int32, _DOUBLE: torch.float64, _FLOAT: torch.float32}
 
     def __init__(self, g):
         self.g = g
@@ -347,7 +347,7 @@ class _ScriptBuilder:
         from onnxscript import opset18
 
         self.ops, self.ir, self.np = opset18, ir, np
-        self._np = {_INT64: np.int64, _DOUBLE: np.float64, _FLOAT: np.float32, 6: np.int32}
+        self._np = {_INT64: np.int64, _INT32: np.int32, _DOUBLE: np.float64, _FLOAT: np.float32}
 
     def op(self, name, *inputs, **attrs):
         return getattr(self.ops, name)(*inputs, **attrs)

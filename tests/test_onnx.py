@@ -166,3 +166,33 @@ def test_small_detector(exporter):
     with torch.no_grad():
         model(images, *boxes)  # the level scales are fixed on the first call
         check(model, (images, *boxes), (images, *other), exporter, atol=1e-5)
+
+
+class XBoxes(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, boxes):
+        return self.fn(x, boxes)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", ["align-avg-aligned", "align-max", "pool-max", "pool-avg"])
+def test_number_of_boxes_is_dynamic(name, exporter):
+    module = XBoxes(VARIANTS[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            model = torch.onnx.export(
+                module, (X, EXPORT_ROIS), dynamo=True, verbose=False,
+                dynamic_shapes={"x": None, "boxes": {0: torch.export.Dim("K")}},
+                custom_translation_table=roiops.onnx.translation_table(),
+            ).model_proto.SerializeToString()
+        else:
+            f = io.BytesIO()
+            torch.onnx.export(module, (X, EXPORT_ROIS), f, dynamo=False, input_names=["x", "boxes"],
+                              dynamic_axes={"boxes": {0: "K"}})
+            model = f.getvalue()
+    for rois in (RUN_ROIS[:2], torch.cat([RUN_ROIS, RUN_ROIS[:3]])):
+        torch.testing.assert_close(run(model, (X, rois)), module(X, rois), rtol=1e-5, atol=2e-6)
