@@ -201,6 +201,16 @@ class MultiScaleRoIAlign(nn.Module):
         )
         self.scales_known = False
 
+    # A dict of mixed types has no TorchScript type; scripting skips this property.
+    __jit_unused_properties__ = ["options"]
+
+    @property
+    def options(self) -> dict:
+        """The pooling options (op, sampling_ratio, aligned, mode, sampling, canonical level)."""
+        p = self.pooler
+        return dict(op=p.op, sampling_ratio=p.sampling_ratio, aligned=p.aligned, mode=p.mode, sampling=p.sampling,
+                    canonical_size=p.canonical_size, canonical_level=p.canonical_level)
+
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         features: list[Tensor] = []
         for name in self.featmap_names:
