@@ -81,8 +81,9 @@ def finished(spec: RunSpec) -> dict | None:
     return result if result.get("identity") == spec.identity() else None
 
 
-def run_one(spec: RunSpec) -> dict:
-    """Train and evaluate one (row, seed); writes and returns its result."""
+def run_one(spec: RunSpec, record: bool = True) -> dict:
+    """Train and evaluate one (row, seed); returns its result and, with ``record``,
+    writes it to ``spec.result_path``."""
     import torch
 
     from ..data import CocoInstances
@@ -105,6 +106,8 @@ def run_one(spec: RunSpec) -> dict:
     result = dict(identity=spec.identity(), name=spec.name, metrics=metrics,
                   final_loss=sum(sum(x.values()) for x in tail) / max(len(tail), 1),
                   seconds=round(time.time() - started, 1), threads=spec.threads)
+    if not record:
+        return result
     spec.result_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = spec.result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -121,16 +124,19 @@ def run_all(specs: list[RunSpec], jobs: int, progress: bool = True) -> list[dict
 
 def restore_checkpoints(specs: list[RunSpec], jobs: int, progress: bool = True) -> None:
     """Retrains the runs among ``specs`` whose checkpoint is not in the cache (a new
-    machine, a cleared cache): training is seeded and deterministic, so this recreates
-    the same model, and its result file is rewritten with the same metrics."""
+    machine, a cleared cache) for the mask figure. Training is seeded: with the same
+    build on the same machine it recreates the same model; elsewhere floating-point
+    differences (the extension is compiled for the machine's CPU) make it an
+    equivalent model whose metrics differ in the last digits. The recorded results
+    are kept either way."""
     missing = [s for s in specs if not s.checkpoint_path.exists()]
     if missing:
         print(f"retraining {len(missing)} run(s) whose checkpoints are not in the cache: "
-              f"{[s.name for s in missing]}")
-        _run_pool(missing, len(missing), jobs, progress, "restoring checkpoints")
+              f"{[s.name for s in missing]} (recorded results are kept)")
+        _run_pool(missing, len(missing), jobs, progress, "restoring checkpoints", record=False)
 
 
-def _run_pool(todo: list[RunSpec], total: int, jobs: int, progress: bool, desc: str) -> None:
+def _run_pool(todo: list[RunSpec], total: int, jobs: int, progress: bool, desc: str, record: bool = True) -> None:
     if not todo:
         return
     from tqdm import tqdm
@@ -138,7 +144,7 @@ def _run_pool(todo: list[RunSpec], total: int, jobs: int, progress: bool, desc: 
     bar = tqdm(total=total, initial=total - len(todo), desc=desc, disable=not progress)
     failed = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, s): s for s in todo}
+        futures = {pool.submit(run_one, s, record): s for s in todo}
         for future in as_completed(futures):
             try:
                 result = future.result()
