@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     specs = [
         runner.RunSpec(layer, stride, seed, iterations, str(train_dir), str(val_dir),
                        runs_dir=str(args.runs or (out / f"ablation-runs-{tag}" if quick else out / "ablation-runs")),
-                       checkpoint_dir=str(args.cache / f"checkpoints-{tag}"))
+                       checkpoint_dir=str(args.cache / f"checkpoints-{tag}"), image_size=runner.IMAGE_SIZE[stride])
         for seed in seeds for layer, stride in rows  # every row's first seed first: partial runs cover all rows
     ]
     results = runner.run_all(specs, args.jobs, progress=not args.no_progress)

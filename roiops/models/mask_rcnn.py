@@ -198,7 +198,7 @@ def mask_rcnn(
     widths: tuple[int, ...] = (32, 48, 64, 96, 128),
     head_channels: int = 64,
     sampling_ratio: int = 2,
-    anchor_sizes: tuple[int, ...] = (12, 24, 48, 96),
+    anchor_sizes: tuple[int, ...] | None = None,
     **kwargs,
 ) -> MaskRCNN:
     """A torchvision ``MaskRCNN`` whose RoI layers are roiops ops.
@@ -214,11 +214,15 @@ def mask_rcnn(
         image_size: images are resized to this (min and max side).
         head_channels: width of the res5-style head (C4) or of the pyramid (FPN).
         sampling_ratio: of roi_align / roi_warp.
-        anchor_sizes: RPN anchor sides in image pixels (C4: all on the one map; FPN:
-            the finest three, one per level).
+        anchor_sizes: RPN anchor sides in pixels of the resized image (C4: all on the
+            one map; FPN: the finest three, one per level). Default: 12, 24, 48 and 96
+            at ``image_size`` 128 (the synthetic data's size, objects of 12-60 px),
+            scaled with ``image_size``, since the model resizes images and boxes.
         kwargs: passed on to ``torchvision.models.detection.MaskRCNN``.
     """
     layer = roi_layer(roi)
+    if anchor_sizes is None:
+        anchor_sizes = tuple(round(side * image_size / 128) for side in (12, 24, 48, 96))
     pool_kw = dict(op=layer.op, mode=layer.mode, aligned=layer.aligned)
     if layer.op != "roi_pool":
         pool_kw["sampling"] = layer.sampling
