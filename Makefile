@@ -12,7 +12,7 @@ export MAX_JOBS ?= 2
 
 demo: build
 	$(PY) -m roiops check
-	$(PY) benchmarks/bench_cpu.py --quick
+	$(PY) -m roiops.bench --quick
 
 test: build lint
 	$(PY) -m pytest -q tests
@@ -36,7 +36,7 @@ lint: $(VENV)/.ready
 	$(VENV)/bin/ruff check roiops tests benchmarks setup.py
 
 bench: build
-	$(PY) benchmarks/bench_cpu.py
+	$(PY) -m roiops.bench
 
 # sdist -> pip wheel -> fresh venv -> python -m roiops check (slow: README, Tests).
 check-dist: $(VENV)/.ready

@@ -2,7 +2,8 @@
 # Everything a lent GPU is for, in one command (the device tool's machine: its python3
 # holds a CUDA torch; results land in $OUT, default ./gpu-results):
 #   build with CUDA for this card, the CUDA and emulated test suites, compute-sanitizer
-#   memcheck and racecheck on every op, and the GPU benchmark against torchvision.
+#   memcheck and racecheck on every op, the GPU checks against torchvision (bench_cuda.py:
+#   float16, bitwise stability, box-gradient cost) and python -m roiops.bench --device cuda.
 set -uo pipefail
 OUT="${OUT:-gpu-results}"
 mkdir -p "$OUT"
@@ -15,4 +16,5 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 1 "$PY" benchmarks/sanitize_cuda.py \
     > "$OUT/sanitizer-$tool.log" 2>&1; echo "compute-sanitizer $tool: rc=$?"; tail -3 "$OUT/sanitizer-$tool.log"
 done
-PYTHONPATH=benchmarks "$PY" benchmarks/bench_cuda.py --save "$OUT/cuda-bench.md" 2>&1 | tail -40
+"$PY" benchmarks/bench_cuda.py --save "$OUT/cuda-checks.md" 2>&1 | tail -40
+"$PY" -m roiops.bench --device cuda --no-progress --out "$OUT" 2>&1 | tail -60

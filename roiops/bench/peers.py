@@ -1,0 +1,161 @@
+"""The implementations the benchmark times, on the same inputs: roiops, torchvision,
+ONNX Runtime and OpenVINO (a one-node ONNX ``RoiAlign`` model built here), and
+roiops' pure-PyTorch reference. Every peer is optional: one that does not import is
+skipped with a note."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+import torch
+
+from .cases import Case
+
+PEERS = ("torchvision", "onnxruntime", "openvino", "reference")
+# What each peer needs to import, and how to install it.
+_MODULES = {"torchvision": ("torchvision",), "onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
+_INSTALL = {"torchvision": "pip install torchvision", "onnxruntime": "pip install onnx onnxruntime",
+            "openvino": "pip install onnx openvino"}
+# ONNX RoiAlign opset: 16 added coordinate_transformation_mode (half_pixel = aligned).
+OPSET = 16
+
+Op = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def load(names: list[str], device: torch.device) -> tuple[dict[str, str], list[str]]:
+    """The versions of the requested peers that can run here, and a note for each one
+    skipped (not installed, or a CPU-only runtime with ``--device cuda``)."""
+    versions: dict[str, str] = {}
+    notes: list[str] = []
+    for name in names:
+        if name == "reference":
+            versions[name] = "roiops.reference"
+            continue
+        if device.type != "cpu" and name in ("onnxruntime", "openvino"):
+            notes.append(f"{name} skipped: it runs on the CPU here, not on {device.type}")
+            continue
+        try:
+            modules = [importlib.import_module(m) for m in _MODULES[name]]
+        except ImportError as error:
+            notes.append(f"{name} skipped: it does not import ({error}); `{_INSTALL[name]}` to compare with it")
+            continue
+        versions[name] = modules[-1].__version__
+    return versions, notes
+
+
+def roiops_op(case: Case) -> Op:
+    import roiops
+
+    if case.op == "roi_align":
+        return lambda x, r: roiops.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
+    return lambda x, r: roiops.roi_pool(x, r, case.size, case.scale)
+
+
+def torchvision_op(case: Case) -> Op:
+    import torchvision
+
+    if case.op == "roi_align":
+        return lambda x, r: torchvision.ops.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
+    return lambda x, r: torchvision.ops.roi_pool(x, r, case.size, case.scale)
+
+
+def reference_op(case: Case) -> Op:
+    from .. import reference
+
+    if case.op == "roi_align":
+        return lambda x, r: reference.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
+    return lambda x, r: reference.roi_pool(x, r, case.size, case.scale)
+
+
+def torchvision_supports(case: Case, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether torchvision's kernel on ``device`` takes ``dtype`` (its CPU kernels have no
+    bfloat16); where not, the benchmark compares with its float32."""
+    x = torch.zeros(1, 1, 2, 2, dtype=dtype, device=device)
+    rois = torch.tensor([[0.0, 0, 0, 1, 1]], dtype=dtype, device=device)
+    try:
+        torchvision_op(case)(x, rois)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def roi_align_onnx(case: Case, x_shape: tuple[int, ...], k: int) -> bytes:
+    """A one-node ONNX model: ``RoiAlign`` (opset 16, avg) with ``case``'s size, scale,
+    sampling ratio and alignment, static shapes; inputs X, rois [K, 4], batch_indices."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(
+        "RoiAlign", ["X", "rois", "batch_indices"], ["Y"], mode="avg", output_height=case.size,
+        output_width=case.size, sampling_ratio=max(case.sampling_ratio, 0), spatial_scale=case.scale,
+        coordinate_transformation_mode="half_pixel" if case.aligned else "output_half_pixel",
+    )
+    graph = helper.make_graph(
+        [node], case.name,
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape)),
+         helper.make_tensor_value_info("rois", TensorProto.FLOAT, [k, 4]),
+         helper.make_tensor_value_info("batch_indices", TensorProto.INT64, [k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [k, x_shape[1], case.size, case.size])],
+    )
+    opset = helper.make_opsetid("", OPSET)
+    model = helper.make_model(graph, opset_imports=[opset])
+    # make_model stamps the onnx package's newest IR version, which a runtime older than
+    # the package rejects; the IR version that introduced opset 16 is one that every
+    # runtime running opset 16 accepts.
+    model.ir_version = helper.find_min_ir_version_for([opset])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _feeds(x: torch.Tensor, rois: torch.Tensor) -> dict:
+    return {"X": x.contiguous().numpy(), "rois": rois[:, 1:].contiguous().numpy(),
+            "batch_indices": rois[:, 0].to(torch.int64).numpy()}
+
+
+@dataclasses.dataclass
+class Runner:
+    """A prepared runtime: ``run()`` is what is timed, ``output()`` reads the last
+    result. ``buffers`` keeps alive the arrays the runtime holds raw pointers into."""
+
+    run: Callable[[], object]
+    output: Callable[[], torch.Tensor]
+    buffers: object
+
+
+def onnxruntime_runner(case: Case, x: torch.Tensor, rois: torch.Tensor, threads: int) -> Runner:
+    """ONNX Runtime's CPU RoiAlign on float32 NCHW ``x``. Inputs and the output buffer
+    are bound once (I/O binding), so a run is the kernel without copies, as in a
+    deployed session that reuses its buffers."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(roi_align_onnx(case, tuple(x.shape), rois.shape[0]), options,
+                                   providers=["CPUExecutionProvider"])
+    feeds = _feeds(x, rois)
+    out = np.empty((rois.shape[0], x.shape[1], case.size, case.size), dtype=np.float32)
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_cpu_input(name, array)
+    binding.bind_output("Y", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+    return Runner(lambda: session.run_with_iobinding(binding), lambda: torch.from_numpy(out), (feeds, out))
+
+
+def openvino_runner(case: Case, x: torch.Tensor, rois: torch.Tensor, threads: int) -> Runner:
+    """OpenVINO's CPU plugin on the same ONNX model, with float32 inference (its
+    default is bfloat16 on CPUs that have it), inputs shared with the request and its
+    output buffer reused."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(roi_align_onnx(case, tuple(x.shape), rois.shape[0]))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                                                 "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    feeds = _feeds(x, rois)
+    return Runner(lambda: request.infer(feeds, share_inputs=True, share_outputs=True),
+                  lambda: torch.from_numpy(request.get_output_tensor(0).data.copy()), feeds)

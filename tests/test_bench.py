@@ -1,0 +1,143 @@
+"""python -m roiops.bench: a --quick run end to end on a few cases (JSON, markdown and
+figures written, a missing optional peer skipped with a note), and the pieces its
+verdicts rest on. No test looks at a time: the machine running them is shared."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from roiops.bench import __main__ as cli
+from roiops.bench import report
+from roiops.bench.cases import CASES, Case, pixels_read
+from roiops.bench.timing import summarize
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One --quick run of a reduced case set under both allocator settings, with
+    openvino made unimportable (a package on PYTHONPATH that raises ImportError), as on
+    a machine where it is not installed."""
+    tmp = tmp_path_factory.mktemp("bench")
+    fake = tmp / "fakes" / "openvino"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('simulated: openvino is not installed')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")])))
+    out = tmp / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "roiops.bench", "--quick", "--no-progress", "--out", str(out),
+         "--cases", "box-50x84,roipool-50x84,edge-empty,multilevel,scaling"],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_quick_writes_json_markdown_and_figures(quick_run):
+    out, stdout = quick_run
+    result = json.loads((out / "cpu-bench.json").read_text())
+    assert result["quick"] and result["device"] == "cpu" and result["threads"] == 2
+    assert {"cpu", "cores", "cpu_capability", "torch", "roiops"} <= set(result["machine"])
+    assert [c["allocator"] for c in result["configs"]] == ["mapped", "default"]
+    assert result["configs"][0]["allocator_env"]["MALLOC_MMAP_THRESHOLD_"] == "4294967296"
+    assert result["configs"][1]["allocator_env"]["MALLOC_MMAP_THRESHOLD_"] is None
+    assert not result["failures"]
+    for config in result["configs"]:
+        assert config["copy_bandwidth_start"]["gbs"] > 0
+        assert not [n for n in config["notes"] if "failed" in n], config["notes"]
+        sections = {r["section"] for r in config["rows"]}
+        # The sweeps run once, under the first setting.
+        assert sections == ({"single", "multilevel", "threads", "rois", "channels"}
+                            if config["allocator"] == "mapped" else {"single", "multilevel"})
+        for row in config["rows"]:
+            assert row["direction"] in ("fwd", "fwd+bwd") and row["layout"] in ("NCHW", "channels_last")
+            for name, timing in row["impls"].items():
+                assert "error" not in timing, (row["case"], name, timing)
+                assert timing["median_ms"] >= 0 and timing["repeats"] >= 1 and "spread" in timing
+        single = [r for r in config["rows"] if r["section"] == "single"]
+        assert {r["dtype"] for r in single} == {"float32", "bfloat16"}
+        assert {(r["case"], r["layout"], r["direction"]) for r in single} == {
+            (c, lay, d) for c in ("box-50x84", "roipool-50x84", "edge-empty")
+            for lay in ("NCHW", "channels_last") for d in ("fwd", "fwd+bwd")}
+        for r in single:
+            if r["direction"] == "fwd" and "torchvision" in r["checks"]:
+                assert r["checks"]["torchvision"]["agrees"], r
+        multilevel = [r for r in config["rows"] if r["section"] == "multilevel"]
+        assert len(multilevel) == 4 and all(r["checks"]["roiops per level"]["agrees"] for r in multilevel
+                                            if r["direction"] == "fwd")
+    assert len(result["targets"]) == 7
+    for target in result["targets"]:
+        assert {"target", "setting", "met", "worst", "where", "rows", "rows_met"} <= set(target)
+    text = (out / "cpu-bench.md").read_text()
+    assert "## Speed targets" in text and "### One feature map, float32" in text and "--quick" in text
+    assert text.strip() in stdout
+    for png in ("cpu-bench-speedup.png", "cpu-bench-rois.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_peer_is_skipped_with_a_note(quick_run):
+    out, _ = quick_run
+    result = json.loads((out / "cpu-bench.json").read_text())
+    assert "openvino" not in result["peers"]
+    for config in result["configs"]:
+        assert any(n.startswith("openvino skipped") and "simulated" in n for n in config["notes"])
+        assert not any("openvino" in r["impls"] for r in config["rows"])
+    assert "openvino skipped" in (out / "cpu-bench.md").read_text()
+
+
+def test_unknown_names_are_refused(capsys):
+    for argv in (["--peers", "tensorrt"], ["--cases", "no-such-case"], ["--allocators", "jemalloc"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+    assert "choose from" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_device_says_so(capsys, tmp_path):
+    assert cli.main(["--device", "cuda", "--out", str(tmp_path)]) != 0
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_spread_and_cpu_wait_flag_interference():
+    assert not summarize([10.0, 10.1, 10.2, 9.9, 10.0], cpu_wait=0.0)["noisy"]
+    assert summarize([10.0, 14.0, 10.2, 19.0, 10.0])["noisy"]  # a wide spread
+    steady_but_waiting = summarize([8.0, 8.0, 8.0], cpu_wait=0.9)
+    assert steady_but_waiting["spread"] == 0 and steady_but_waiting["noisy"]
+
+
+def test_pixels_read_is_the_union_of_the_footprints():
+    rois = torch.tensor([[0, 0, 0, 3, 3], [0, 2, 2, 5, 5], [1, 100, 100, 200, 200]], dtype=torch.float32)
+    # Box 0 covers pixels 0..4 per axis (with the bilinear neighbour), box 1 covers
+    # 2..6; their union is 5*5 + 5*5 - 3*3; box 2 is off the 8x8 map of image 1.
+    assert pixels_read(rois, (2, 3, 8, 8), 1.0, "roi_align", False) == 41
+    assert pixels_read(rois[:0], (2, 3, 8, 8), 1.0, "roi_align", False) == 0
+
+
+def test_targets_judge_every_row_against_its_threshold():
+    def row(case, op, direction, ours, theirs, layout="NCHW"):
+        return dict(section="single", case=case, op=op, edge=False, dtype="float32", layout=layout,
+                    direction=direction, impls={"roiops": {"median_ms": ours}, "torchvision": {"median_ms": theirs}},
+                    checks={})
+
+    rows = [row("a", "roi_align", "fwd", 1.0, 12.0), row("b", "roi_pool", "fwd+bwd", 1.0, 6.0)]
+    result = dict(configs=[dict(allocator="mapped", rows=rows)])
+    first = report.targets(result)[0]
+    # roi_pool's backward needs 5x only: both rows meet their targets.
+    assert first["met"] and first["rows_met"] == 2 and first["setting"] == "mapped"
+    rows.append(row("c", "roi_align", "fwd+bwd", 1.0, 9.0))
+    first = report.targets(result)[0]
+    assert first["met"] is False and first["where"] == "c NCHW fwd+bwd" and first["worst"] == 9.0
+    # Nothing measured under the default setting: no verdict rather than a pass.
+    assert report.targets(result)[1]["met"] is None
+
+
+def test_quick_cases_keep_their_shapes():
+    for case in CASES:
+        small = case.quick()
+        assert isinstance(small, Case) and (small.height, small.width, small.size) == (case.height, case.width,
+                                                                                        case.size)
+        assert small.rois <= case.rois and small.channels <= case.channels
