@@ -4,9 +4,13 @@ Environment knobs:
   ROIOPS_CUDA      0: CPU only. 1: compile csrc/cuda/*.cu and fail loudly if that is not
                    possible. Unset: compile CUDA when a CUDA toolkit and a CUDA build of
                    torch are both present.
-  ROIOPS_MARCH     value for -march= on x86-64 (default "native": the CPU kernels are
-                   vectorized for the machine that builds them; use e.g. "x86-64-v3" for
-                   a portable AVX2 build, or "" to pass no -march at all).
+  ROIOPS_MARCH     unset (default): the CPU kernels are built once per x86-64 capability
+                   (CPU_VARIANTS: baseline, AVX2, AVX-512), each into a module of its
+                   own, and `import roiops` loads the one the running CPU supports, so
+                   one build or wheel runs on any x86-64 CPU. Set (e.g. "native",
+                   "x86-64-v3"): one variant, roiops._cpu_native, compiled with
+                   -march=$ROIOPS_MARCH and loaded on every CPU (a build for the machine
+                   it runs on). Other architectures build only the baseline.
   TORCH_CUDA_ARCH_LIST  GPU architectures. When unset and no GPU can be queried: every
                    architecture CUDA 13 supports that PyTorch's wheels ship, with PTX of
                    the newest (DEFAULT_CUDA_ARCHS); CI sets one to stay fast.
@@ -23,6 +27,17 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
+# The CPU kernel variants of an x86-64 build and their flags: the capabilities torch
+# dispatches its own kernels on (torch.backends.cpu.get_cpu_capability()), with the
+# instruction sets its AVX2 and AVX512 levels require. roiops/_cpu.py picks one at
+# import. Each variant is a whole extension module (kernels, op entry points and their
+# CPU registration): only one is ever loaded, so no inline function compiled for one
+# instruction set can be shared with code meant for another.
+CPU_VARIANTS = {
+    "default": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+}
 
 # torch derives CUDA_HOME from `which nvcc` before it looks at /usr/local/cuda, so an
 # nvcc wrapper in /usr/local/bin makes it look for the toolkit in /usr/local.
@@ -81,27 +96,49 @@ def _wheel_cuda_includes() -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def extension():
+# -ffp-contract=off: no implicit FMA contraction, so the box geometry rounds exactly as
+# roiops.reference computes it (sample positions decide which pixels are read), and
+# every CPU variant computes the same bits. -fopenmp: at::parallel_for is header code
+# that is only parallel when the extension itself is compiled with OpenMP (torch's own
+# build uses OpenMP). -fno-tree-loop-distribute-patterns: keep the 64-channel copy/fill
+# loops inline instead of turning them into memcpy/memset calls (a third of roi_pool's
+# time).
+CXX = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp",
+       "-fno-tree-loop-distribute-patterns", "-DNDEBUG"]
+
+
+def cpu_variants() -> dict[str, list[str]]:
+    march = os.environ.get("ROIOPS_MARCH", "").strip()
+    if march:
+        return {"native": [f"-march={march}"]}
+    if platform.machine() in ("x86_64", "AMD64"):
+        return CPU_VARIANTS
+    return {"default": []}
+
+
+def cpu_extensions():
+    """roiops._cpu_<variant>: the CPU kernels with their op registration, one module
+    per instruction-set variant (csrc/cpu/module.cpp names it)."""
+    sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + [os.path.join("csrc", "op_common.cpp")]
+    return [
+        cpp_extension.CppExtension(
+            f"roiops._cpu_{name}", sources, include_dirs=[ROOT], extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": CXX + flags + [f"-DROIOPS_CPU_VARIANT={name}"]},
+        )
+        for name, flags in cpu_variants().items()
+    ]
+
+
+def core_extension():
+    """roiops._C: the op schemas, the CPU emulation of the CUDA kernels (roiops_emulated
+    ops; it needs no nvcc) and, when built with CUDA, the CUDA kernels. Compiled for
+    the baseline instruction set: `import roiops` loads it on every CPU."""
     with_cuda = cuda_requested()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    # The CPU emulation of the CUDA kernels (roiops_emulated ops) needs no nvcc.
     sources += sorted(glob.glob(os.path.join("csrc", "emulator", "*.cpp")))
-    # -ffp-contract=off: no implicit FMA contraction, so the box geometry rounds exactly
-    # as roiops.reference computes it (sample positions decide which pixels are read).
-    # -fopenmp: at::parallel_for is header code that is only parallel when the
-    # extension itself is compiled with OpenMP (torch's own build uses OpenMP).
-    # -fno-tree-loop-distribute-patterns: keep the 64-channel copy/fill loops inline
-    # instead of turning them into memcpy/memset calls (a third of roi_pool's time).
-    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp",
-           "-fno-tree-loop-distribute-patterns"]
-    march = os.environ.get("ROIOPS_MARCH", "native")
-    if march and platform.machine() in ("x86_64", "AMD64"):
-        cxx.append(f"-march={march}")
-    cxx.append("-DNDEBUG")
     if not with_cuda:
         return cpp_extension.CppExtension(
-            "roiops._C", sources, extra_compile_args={"cxx": cxx}, include_dirs=[ROOT],
+            "roiops._C", sources, extra_compile_args={"cxx": CXX}, include_dirs=[ROOT],
             extra_link_args=["-fopenmp"],
         )
     if "TORCH_CUDA_ARCH_LIST" not in os.environ:
@@ -115,14 +152,26 @@ def extension():
     return cpp_extension.CUDAExtension(
         "roiops._C",
         sources,
-        extra_compile_args={"cxx": cxx + ["-DROIOPS_WITH_CUDA"], "nvcc": nvcc},
+        extra_compile_args={"cxx": CXX + ["-DROIOPS_WITH_CUDA"], "nvcc": nvcc},
         include_dirs=[ROOT] + _wheel_cuda_includes(),
         extra_link_args=["-fopenmp"],
     )
 
 
+class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
+    def build_extension(self, ext):
+        # One object folder (and ninja file) per module: the CPU variants compile the
+        # same sources with other flags, and must not overwrite each other's objects.
+        base = self.build_temp
+        self.build_temp = os.path.join(base, ext.name)
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = base
+
+
 # Metadata (name, version, dependencies, extras, license, URLs) is in pyproject.toml.
 setup(
-    ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    ext_modules=[core_extension(), *cpu_extensions()],
+    cmdclass={"build_ext": BuildExtension},
 )

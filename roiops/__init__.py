@@ -18,16 +18,21 @@ from ._version import __version__ as __version__
 
 try:
     from . import _C  # noqa: F401  (loads the library that registers torch.ops.roiops)
+    from ._cpu import load as _load_cpu_kernels
+
+    # The CPU kernel variant this process runs: "default", "avx2", "avx512" or
+    # "native" (roiops/_cpu.py).
+    cpu_capability: str = _load_cpu_kernels()
 except ImportError as error:
-    if isinstance(error, ModuleNotFoundError) and error.name == "roiops._C":
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("roiops._"):
         raise ImportError(
-            "roiops' extension roiops._C is not built: in the source folder run "
+            f"roiops' extension {error.name} is not built: in the source folder run "
             "`pip install --no-build-isolation .` (or `make build` for an in-place build)"
         ) from error
     # torch has no stable C++ ABI: an extension built against another torch (e.g. by an
     # isolated `pip install .`, which downloads its own) fails here with undefined symbols.
     raise ImportError(
-        f"roiops' extension roiops._C does not load with torch {torch.__version__}: it must be "
+        f"roiops' extension does not load with torch {torch.__version__}: it must be "
         "built against the torch it runs with; reinstall roiops with `pip install "
         f"--no-build-isolation .` in its source folder ({error})"
     ) from error

@@ -60,7 +60,8 @@ def cpu_name() -> str:
     except OSError:
         pass
     name = name or platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} logical cores, torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    return (f"{name}, {os.cpu_count()} logical cores, torch CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, roiops CPU kernels {roiops.cpu_capability}")
 
 
 def describe(op, kw):

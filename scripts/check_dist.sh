@@ -12,6 +12,7 @@
 # same torch version, because the extension only loads with the torch it was built with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 PY="${PY:-.venv/bin/python}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/roiops-dist.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
@@ -34,7 +35,9 @@ step "pip wheel from the sdist (compiles the extension)"
     || { tail -n 40 "$WORK/wheel.log"; exit 1; }
 wheel=("$WORK"/dist/roiops-*.whl)
 "$PY" -m zipfile -l "${wheel[0]}" >"$WORK/wheel.txt"
-for member in roiops/py.typed roiops/_C LICENSE; do
+members=(roiops/py.typed roiops/_C LICENSE roiops/_cpu_default)
+[ "$(uname -m)" = x86_64 ] && members+=(roiops/_cpu_avx2 roiops/_cpu_avx512)
+for member in "${members[@]}"; do
     grep -q "$member" "$WORK/wheel.txt" || { echo "wheel lacks $member"; exit 1; }
 done
 
@@ -47,4 +50,26 @@ step "python -m roiops check in the fresh venv"
 cd "$WORK"
 "$WORK/venv/bin/python" -m roiops --version
 "$WORK/venv/bin/python" -m roiops check --problems 3
+
+# The wheel on a CPU without AVX2 (torch's own default level), where a -march=native
+# wheel dies with "Illegal instruction": the same bits as the baseline variant here.
+if [ "$(uname -m)" = x86_64 ] && command -v qemu-x86_64 >/dev/null; then
+    step "the wheel under qemu-x86_64 -cpu SandyBridge (emulated: a few minutes)"
+    battery="$ROOT/tests/cpu_variant_battery.py"
+    ROIOPS_CPU_CAPABILITY=default "$WORK/venv/bin/python" "$battery" "$WORK/host.pt"
+    qemu-x86_64 -cpu SandyBridge "$WORK/venv/bin/python" "$battery" "$WORK/sandybridge.pt" 2>"$WORK/qemu.log" \
+        || { tail -n 20 "$WORK/qemu.log"; exit 1; }
+    "$WORK/venv/bin/python" - "$WORK/host.pt" "$WORK/sandybridge.pt" <<'PY'
+import sys, torch
+host, emulated = (torch.load(p, weights_only=False) for p in sys.argv[1:])
+assert emulated.pop("capability") == "default" and host.pop("capability") == "default"
+assert host.keys() == emulated.keys()
+for name in host:
+    for a, b in zip(host[name], emulated[name]):
+        assert (a is None and b is None) or torch.equal(a, b), name
+print(f"SandyBridge: {len(host)} cases bitwise equal to this CPU's")
+PY
+elif [ "${ROIOPS_REQUIRE_QEMU:-0}" = 1 ]; then
+    echo "ROIOPS_REQUIRE_QEMU=1 but qemu-x86_64 is not installed"; exit 1
+fi
 step "done"

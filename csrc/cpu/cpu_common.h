@@ -4,12 +4,17 @@
 // when channels are contiguous (channels_last).
 #pragma once
 
-// at::vec picks its AVX2 implementation from CPU_CAPABILITY_AVX2; an extension is not
-// compiled through ATen's per-ISA dispatch, so map the compiler's own target flags
-// (setup.py builds with -march=native unless told otherwise).
-#if defined(__AVX2__) && defined(__FMA__) && !defined(CPU_CAPABILITY_AVX2) && \
-    !defined(CPU_CAPABILITY_AVX512)
+// at::vec picks its AVX2 / AVX512 implementation from CPU_CAPABILITY_AVX2 /
+// CPU_CAPABILITY_AVX512, which ATen defines per kernel variant; an extension is not
+// compiled through ATen's build, so map the compiler's own target flags (setup.py
+// compiles these files once per variant, CPU_VARIANTS).
+#if !defined(CPU_CAPABILITY_AVX2) && !defined(CPU_CAPABILITY_AVX512)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__) && defined(__FMA__)
+#define CPU_CAPABILITY_AVX512
+#elif defined(__AVX2__) && defined(__FMA__)
 #define CPU_CAPABILITY_AVX2
+#endif
 #endif
 
 #include <ATen/ATen.h>
@@ -205,6 +210,8 @@ inline at::vec::Vectorized<acc_type<scalar_t>> load_acc(const scalar_t* p) {
 }
 
 // A weighted tap set over channels: value(c) = sum_j w[j] * src[c*cs + off[j]].
+// Products and sums are rounded separately (never a fused multiply-add) in the vector
+// and the scalar loops alike, so every channel, and every CPU variant, rounds the same.
 template <typename acc_t, int kTaps>
 struct Taps {
   int64_t off[kTaps];
@@ -222,7 +229,7 @@ inline void accumulate_taps(acc_t* acc, const scalar_t* src, int64_t cs, int64_t
     for (; c + V <= n; c += V) {
       Vec a = Vec::loadu(acc + c);
       for (int j = 0; j < kTaps; ++j)
-        a = at::vec::fmadd(Vec(t.w[j]), load_acc(src + t.off[j] + c), a);
+        a = a + Vec(t.w[j]) * load_acc(src + t.off[j] + c);
       a.store(acc + c);
     }
   }
@@ -244,7 +251,7 @@ inline void scatter_taps(acc_t* dst, int64_t cs, const acc_t* g, int64_t n,
     if (cs == 1) {
       constexpr int64_t V = Vec::size();
       for (; c + V <= n; c += V)
-        at::vec::fmadd(Vec(t.w[j]), Vec::loadu(g + c), Vec::loadu(d + c)).store(d + c);
+        (Vec::loadu(d + c) + Vec(t.w[j]) * Vec::loadu(g + c)).store(d + c);
     }
     for (; c < n; ++c) d[c * cs] += t.w[j] * g[c];
   }

@@ -1,0 +1,49 @@
+"""Computes every op variant's forward, input gradient and box gradient on fixed inputs
+with the CPU kernel variant this process loads, and saves them:
+
+    ROIOPS_CPU_CAPABILITY=avx2 python tests/cpu_variant_battery.py OUT.pt
+
+tests/test_cpu_variants.py runs it once per variant (and under qemu as older CPUs) and
+compares the saved tensors bit for bit. Small, so that it finishes under emulation."""
+
+import sys
+
+import torch
+
+import roiops
+from roiops.check import call, variants
+
+
+def values(shape, seed: int) -> torch.Tensor:
+    """Pseudo-random values in [-1, 1) from integer arithmetic only: torch.randn rounds
+    differently on CPUs of different vector levels (its transcendental functions are
+    vectorized), and the inputs must be the same bits everywhere."""
+    n = torch.arange(1, torch.Size(shape).numel() + 1, dtype=torch.int64)
+    return (((n * 2654435761 + seed * 40503) % 2**20).double() / 2**19 - 1).reshape(shape)
+
+
+def battery() -> dict:
+    # 70 channels: a full 64-channel block, then a tail shorter than any vector.
+    x64 = values((2, 70, 9, 11), 1)
+    rois64 = torch.tensor([[0, 1.3, 2.2, 30.7, 25.1], [1, -6.3, 4.2, 20.1, 38.4], [1, 8.0, 8.0, 9.5, 8.7],
+                           [0, 0.0, 0.0, 43.9, 35.9]], dtype=torch.float64)
+    results = {"capability": roiops.cpu_capability}
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            x = x64.to(dtype)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for op, kw in variants():
+                xk = x.clone().requires_grad_()
+                rk = rois64.to(torch.float32).requires_grad_()
+                out = call(roiops, op, xk, rk, (3, 2), 0.25, 2, kw)
+                g = values(out.shape, 2).to(dtype)
+                gx, gr = torch.autograd.grad(out, (xk, rk), g, allow_unused=True)
+                name = f"{op} {sorted(kw.items())} {dtype} channels_last={channels_last}"
+                results[name] = (out.detach(), gx, gr)
+    return results
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    torch.save(battery(), sys.argv[1])
