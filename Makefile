@@ -25,7 +25,7 @@ $(VENV)/.ready: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy pytest hypothesis pybind11 ninja ruff \
-		build pycocotools matplotlib tqdm onnx onnxscript onnxruntime
+		build pycocotools matplotlib tqdm onnx onnxscript onnxruntime openvino
 	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/roiops-source.pth", "w").write(sys.argv[1])' $(CURDIR)
 	touch $@
 
