@@ -141,3 +141,23 @@ def test_quick_cases_keep_their_shapes():
         assert isinstance(small, Case) and (small.height, small.width, small.size) == (case.height, case.width,
                                                                                         case.size)
         assert small.rois <= case.rois and small.channels <= case.channels
+
+
+def test_compare_matches_rows_across_runs(tmp_path, capsys):
+    from roiops.bench import compare
+
+    def run(variant, ms):
+        row = dict(section="single", case="box-50x84", dtype="float32", layout="NCHW", direction="fwd",
+                   impls={"roiops": {"median_ms": ms}})
+        other = dict(row, case="only-here")
+        path = tmp_path / f"{variant}.json"
+        rows = [row, other] if variant == "avx2" else [row]
+        path.write_text(json.dumps(dict(machine={"cpu_capability": variant},
+                                        configs=[dict(allocator="mapped", rows=rows)])))
+        return path
+
+    assert compare.main([str(run("default", 10.0)), str(run("avx2", 5.0))]) == 0
+    text = capsys.readouterr().out
+    assert "| box-50x84 | float32 | NCHW | fwd | mapped | 10.00 | 5.00 | 0.50 |" in text
+    assert "only-here" not in text  # rows only some runs have are left out
+    assert "avx2 / default: median 0.50" in text
