@@ -161,3 +161,7 @@ def test_compare_matches_rows_across_runs(tmp_path, capsys):
     assert "| box-50x84 | float32 | NCHW | fwd | mapped | 10.00 | 5.00 | 0.50 |" in text
     assert "only-here" not in text  # rows only some runs have are left out
     assert "avx2 / default: median 0.50" in text
+    # Repeats of one run, comma-separated: the median of their times.
+    repeats = ",".join(str(run(f"default{i}", ms).rename(tmp_path / f"r{i}.json")) for i, ms in enumerate((9, 30, 12)))
+    assert compare.main([repeats, str(run("avx2", 6.0)), "--labels", "old,new"]) == 0
+    assert "| mapped | 12.00 | 6.00 | 0.50 |" in capsys.readouterr().out

@@ -7,7 +7,8 @@
 Rows are matched by case, dtype, layout, direction and allocator; each run's roiops
 median is shown with its ratio to the first run's (above 1: slower than the first).
 Runs made one after another on a shared machine differ by the machine's noise too:
-repeat them in alternating order and compare the medians of repeated runs.
+repeat them in alternating order and pass each one's repeats as one comma-separated
+argument (``a1.json,a2.json,a3.json``): its time is then the median of theirs.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ def row_key(config: dict, row: dict) -> tuple:
     return (row["case"], row["dtype"], row["layout"], row["direction"], config["allocator"])
 
 
-def roiops_times(path: Path) -> tuple[str, dict[tuple, float]]:
-    """The run's CPU kernel variant and roiops' median ms per single-map row."""
-    result = json.loads(path.read_text())
-    times = {}
-    for config in result["configs"]:
-        for row in config["rows"]:
-            if row["section"] == "single" and "roiops" in row["impls"]:
-                times[row_key(config, row)] = row["impls"]["roiops"]["median_ms"]
-    return result["machine"].get("cpu_capability", "unknown"), times
+def roiops_times(paths: list[Path]) -> tuple[str, dict[tuple, float]]:
+    """The runs' CPU kernel variant and roiops' median ms per single-map row, the median
+    over the repeated runs ``paths`` (rows they do not all have are left out)."""
+    variants, runs = set(), []
+    for path in paths:
+        result = json.loads(path.read_text())
+        variants.add(result["machine"].get("cpu_capability", "unknown"))
+        runs.append({row_key(config, row): row["impls"]["roiops"]["median_ms"]
+                     for config in result["configs"] for row in config["rows"]
+                     if row["section"] == "single" and "roiops" in row["impls"]})
+    keys = [k for k in runs[0] if all(k in r for r in runs[1:])]
+    return "/".join(sorted(variants)), {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
 def table(labels: list[str], runs: list[dict[tuple, float]]) -> str:
@@ -57,7 +61,8 @@ def table(labels: list[str], runs: list[dict[tuple, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m roiops.bench.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="cpu-bench.json files of python -m roiops.bench")
+    p.add_argument("runs", nargs="+", type=lambda s: [Path(x) for x in s.split(",")],
+                   help="cpu-bench.json files of python -m roiops.bench; repeats of one run comma-separated")
     p.add_argument("--labels", default=None, help="comma-separated names of the runs (default: their variants)")
     args = p.parse_args(argv)
     loaded = [roiops_times(path) for path in args.runs]
