@@ -59,16 +59,7 @@ if [ "$(uname -m)" = x86_64 ] && command -v qemu-x86_64 >/dev/null; then
     ROIOPS_CPU_CAPABILITY=default "$WORK/venv/bin/python" "$battery" "$WORK/host.pt"
     qemu-x86_64 -cpu SandyBridge "$WORK/venv/bin/python" "$battery" "$WORK/sandybridge.pt" 2>"$WORK/qemu.log" \
         || { tail -n 20 "$WORK/qemu.log"; exit 1; }
-    "$WORK/venv/bin/python" - "$WORK/host.pt" "$WORK/sandybridge.pt" <<'PY'
-import sys, torch
-host, emulated = (torch.load(p, weights_only=False) for p in sys.argv[1:])
-assert emulated.pop("capability") == "default" and host.pop("capability") == "default"
-assert host.keys() == emulated.keys()
-for name in host:
-    for a, b in zip(host[name], emulated[name]):
-        assert (a is None and b is None) or torch.equal(a, b), name
-print(f"SandyBridge: {len(host)} cases bitwise equal to this CPU's")
-PY
+    "$WORK/venv/bin/python" "$battery" --compare "$WORK/sandybridge.pt" "$WORK/host.pt" default
 elif [ "${ROIOPS_REQUIRE_QEMU:-0}" = 1 ]; then
     echo "ROIOPS_REQUIRE_QEMU=1 but qemu-x86_64 is not installed"; exit 1
 fi

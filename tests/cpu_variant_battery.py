@@ -2,9 +2,12 @@
 with the CPU kernel variant this process loads, and saves them:
 
     ROIOPS_CPU_CAPABILITY=avx2 python tests/cpu_variant_battery.py OUT.pt
+    python tests/cpu_variant_battery.py --compare GOT.pt EXPECTED.pt [VARIANT]
+        # same bits as EXPECTED (and GOT computed by that variant)?
 
 tests/test_cpu_variants.py runs it once per variant (and under qemu as older CPUs) and
-compares the saved tensors bit for bit. Small, so that it finishes under emulation."""
+compares the saved tensors bit for bit; scripts/check_dist.sh does the same with the
+installed wheel. Small, so that it finishes under emulation."""
 
 import sys
 
@@ -44,6 +47,27 @@ def battery() -> dict:
     return results
 
 
+def assert_same_bits(results: dict, expected: dict) -> None:
+    """Every tensor of ``results`` equal to ``expected``'s in bits, dtype and strides
+    (the loaded variants may differ)."""
+    assert results.keys() == expected.keys()
+    for name, tensors in expected.items():
+        if name == "capability":
+            continue
+        for got, want in zip(results[name], tensors, strict=True):
+            assert (got is None) == (want is None), name
+            if want is not None:
+                assert got.dtype == want.dtype and got.stride() == want.stride(), name
+                assert torch.equal(got, want), f"{name}: {(got.double() - want.double()).abs().max()}"
+
+
 if __name__ == "__main__":
-    torch.set_num_threads(2)
-    torch.save(battery(), sys.argv[1])
+    if sys.argv[1] == "--compare":
+        got, want = (torch.load(path, weights_only=False) for path in sys.argv[2:4])
+        if len(sys.argv) > 4:
+            assert got["capability"] == sys.argv[4], f"{got['capability']} variant loaded, not {sys.argv[4]}"
+        assert_same_bits(got, want)
+        print(f"{len(want) - 1} cases bitwise equal ({got['capability']} variant against {want['capability']})")
+    else:
+        torch.set_num_threads(2)
+        torch.save(battery(), sys.argv[1])

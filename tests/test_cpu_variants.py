@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import torch
+from cpu_variant_battery import assert_same_bits  # tests/, on sys.path under pytest
 
 import roiops
 from roiops import _cpu
@@ -32,18 +33,6 @@ def run_battery(path, capability=None, prefix=(), timeout=300):
         env[_cpu.ENV] = capability
     subprocess.run([*prefix, sys.executable, BATTERY, str(path)], env=env, cwd=ROOT, check=True, timeout=timeout)
     return torch.load(path, weights_only=False)
-
-
-def assert_same_bits(results, expected):
-    assert results.keys() == expected.keys()
-    for name, tensors in expected.items():
-        if name == "capability":
-            continue
-        for got, want in zip(results[name], tensors, strict=True):
-            assert (got is None) == (want is None), name
-            if want is not None:
-                assert got.dtype == want.dtype and got.stride() == want.stride(), name
-                assert torch.equal(got, want), f"{name}: {(got.double() - want.double()).abs().max()}"
 
 
 def test_loads_the_variant_the_cpu_supports():
