@@ -185,10 +185,10 @@ def _row_fields(layer: str) -> dict:
 def aggregate(specs: list[RunSpec], results: list[dict], rows, seeds) -> dict:
     out_rows = []
     for layer, stride in rows:
-        mine = [(s, r) for s, r in zip(specs, results, strict=True) if (s.layer, s.stride) == (layer, stride)]
-        row = dict(name=layer, stride=stride, image_size=mine[0][0].image_size, **_row_fields(layer),
+        row_specs = [s for s in specs if (s.layer, s.stride) == (layer, stride)]
+        mine = [r for s, r in zip(specs, results, strict=True) if s in row_specs]
+        row = dict(name=layer, stride=stride, image_size=row_specs[0].image_size, **_row_fields(layer),
                    seeds=list(seeds))
-        mine = [r for _, r in mine]
         for m in METRICS:
             # pycocotools leaves a size class without ground truth undefined (NaN, e.g.
             # APl on 128 px images): it is None here, never averaged in.
