@@ -61,3 +61,38 @@ def test_deterministic_mode_is_supported(name, dtype):
     for run in det:
         for a, b in zip(free, run, strict=True):
             assert torch.equal(a, b)
+
+
+# Planar (NCHW) input gradients are accumulated a channel block at a time in a
+# channels-last scratch that holds 5120 float32 pixels (2560 float64): larger maps
+# are split into windows of rows, wider ones into windows of columns as well.
+WINDOW_SPLITS = {
+    "one-window": (24, 30),
+    "row-windows": (90, 70),
+    "column-windows": (3, 6000),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", list(WINDOW_SPLITS.values()), ids=list(WINDOW_SPLITS))
+@pytest.mark.parametrize("name", list(CALLS))
+def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
+    """Both layouts sum every pixel's contributions in the same order (RoI, bin,
+    sample, tap), however the planar scratch is split."""
+    h, w = size
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 20, h, w, generator=gen, dtype=dtype)  # 20: a full and a partial block
+    xy = torch.rand(60, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    wh = torch.rand(60, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
+    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=gen).float(), xy, xy + wh], 1)
+    go = torch.randn(60, 20, 7, 7, generator=gen, dtype=dtype)
+    got = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xg = x.clone(memory_format=memory_format).requires_grad_()
+        out = CALLS[name](xg, rois.to(dtype))
+        out.backward(go)
+        got.append((out.detach(), xg.grad))
+    assert got[0][1].is_contiguous() and got[1][1].is_contiguous(memory_format=torch.channels_last)
+    assert got[0][1].abs().sum() > 0
+    for a, b in zip(got[0], got[1], strict=True):
+        assert torch.equal(a, b)

@@ -151,6 +151,12 @@ using acc_type = at::opmath_type<scalar_t>;
 // (huge adaptive grids) stay on the direct path to bound the per-thread buffer.
 constexpr int64_t kMaxTilePixels = 4096;
 
+// The pixels a RoI reads (and its backward writes): rows [y0, y1), columns [x0, x1);
+// empty when it reads none.
+struct Footprint {
+  int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+};
+
 // Compact numbering of the rows and columns a RoI touches: the sorted distinct
 // source rows / columns; a source index's tile index is its position. Built per RoI
 // from its taps, so no buffer scales with the map (a map can be 2^31 pixels high
@@ -240,21 +246,152 @@ inline void accumulate_taps(acc_t* acc, const scalar_t* src, int64_t cs, int64_t
   }
 }
 
-// dst[c*cs + off[j]] += w[j] * g[c]: the adjoint of accumulate_taps.
-template <typename acc_t, int kTaps>
-inline void scatter_taps(acc_t* dst, int64_t cs, const acc_t* g, int64_t n,
-                         const Taps<acc_t, kTaps>& t) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  for (int j = 0; j < kTaps; ++j) {
-    acc_t* d = dst + t.off[j];
-    int64_t c = 0;
-    if (cs == 1) {
-      constexpr int64_t V = Vec::size();
-      for (; c + V <= n; c += V)
-        (Vec::loadu(d + c) + Vec(t.w[j]) * Vec::loadu(g + c)).store(d + c);
-    }
-    for (; c < n; ++c) d[c * cs] += t.w[j] * g[c];
+// Where a backward task accumulates the input gradient: channels [0, n) of the
+// pixels in rows [y0, y1) and columns [x0, x1) of one image, with contiguous
+// channels. That is the gradient itself when the map is channels-last, and a
+// channels-last scratch copied out to the planes at the end of the task when it is
+// planar (for_each_backward_task), so both layouts scatter whole channel vectors.
+template <typename acc_t>
+struct GradWindow {
+  acc_t* data;      // channel 0 of pixel (y0, x0)
+  int64_t rs, ps;   // row and pixel strides
+  int64_t y0, y1, x0, x1;
+  int64_t width;    // of the map
+  // Map offset y * rs + x * ps of pixel (y0, x0), and whether the window is whole
+  // rows laid out densely (rs == width * ps), so that pixel y * width + x is at
+  // (that - y0 * width) * ps: the max-mode loops then index without a division.
+  int64_t origin = y0 * rs + x0 * ps;
+  bool whole_rows = x0 == 0 && x1 == width && rs == width * ps;
+
+  bool has_row(int64_t y) const { return y >= y0 && y < y1; }
+  bool has_col(int64_t x) const { return x >= x0 && x < x1; }
+  bool overlaps(const Footprint& f) const {
+    return f.y0 < y1 && f.y1 > y0 && f.x0 < x1 && f.x1 > x0;
   }
+  bool covers(const Footprint& f) const {
+    return f.y0 >= y0 && f.y1 <= y1 && f.x0 >= x0 && f.x1 <= x1;
+  }
+  acc_t* at(int64_t y, int64_t x) const { return data + (y - y0) * rs + (x - x0) * ps; }
+  // (y, x)[c] += w * g[c] for c in [0, n); nothing when (y, x) is outside.
+  void add(int64_t y, int64_t x, acc_t w, const acc_t* g, int64_t n) const {
+    if (has_row(y) && has_col(x)) axpy(at(y, x), w, g, n);
+  }
+  // d[c] += w * g[c] for c in [0, n): the adjoint of one tap of accumulate_taps,
+  // rounded the same way (product, then sum).
+  static void axpy(acc_t* d, acc_t w, const acc_t* g, int64_t n) {
+    using Vec = at::vec::Vectorized<acc_t>;
+    int64_t c = 0;
+    for (; c + Vec::size() <= n; c += Vec::size())
+      (Vec::loadu(d + c) + Vec(w) * Vec::loadu(g + c)).store(d + c);
+    for (; c < n; ++c) d[c] += w * g[c];
+  }
+  // Pixel p = y * width + x, or null when it lies outside the window.
+  acc_t* pixel(int64_t p) const {
+    if (whole_rows) {
+      const uint64_t q = uint64_t(p - y0 * width);
+      return q < uint64_t((y1 - y0) * width) ? data + int64_t(q) * ps : nullptr;
+    }
+    const int64_t y = p / width, x = p % width;
+    return has_row(y) && has_col(x) ? at(y, x) : nullptr;
+  }
+};
+
+// Planar input gradients are accumulated kPlanarBlock channels at a time in a
+// channels-last scratch of at most kScratchBytes (which fits a 50 x 84 map, and L2), split
+// into windows of rows (and of columns for very wide maps) when a plane is larger.
+constexpr int64_t kPlanarBlock = 16;
+constexpr int64_t kScratchBytes = 320 << 10;
+
+// The backward kernels' schedule: tasks are (level, image, channel block, window),
+// each running `body(k, c0, n, geometry, window)` for every RoI k of its (level,
+// image) group whose footprint overlaps the window, in increasing k: every pixel
+// sums its contributions in the same order for any thread count, and no two tasks
+// write the same pixel, so the result is bitwise deterministic without atomics.
+// `build(geometry, k)` fills RoI k's geometry (with its Footprint); each thread keeps
+// the geometries of its current group (up to kGeometryCacheBytes) for all its tasks.
+// `gi` holds one accumulator per level in that level's memory format.
+constexpr int64_t kGeometryCacheBytes = 32 << 20;
+
+template <typename Geometry, typename acc_t, typename Build, typename Body>
+void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, const Build& build,
+                            const Body& body) {
+  const int64_t N = gi.batch, C = gi.channels, L = gi.count();
+  const bool planar = !gi.channels_contiguous();
+  const int64_t block = planar ? kPlanarBlock : kChannelBlock;
+  const int64_t blocks = (C + block - 1) / block;
+  const int64_t scratch_pixels = kScratchBytes / int64_t(block * sizeof(acc_t));
+  // Window size and count per level: the whole map for channels-last accumulators.
+  struct Split { int64_t rows, cols, down, across; };
+  std::vector<Split> split(L);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t H = gi.heights[l], W = gi.widths[l];
+    Split& s = split[l];
+    s = {H, W, H > 0 && W > 0, H > 0 && W > 0};
+    if (!planar || s.down == 0) continue;
+    const int64_t cols = std::min(W, scratch_pixels);
+    const int64_t rows = std::min(H, scratch_pixels / cols);
+    s.down = (H + rows - 1) / rows;
+    s.across = (W + cols - 1) / cols;
+    s.rows = (H + s.down - 1) / s.down;  // equal windows rather than a thin last one
+    s.cols = (W + s.across - 1) / s.across;
+  }
+  const int64_t groups = N * L;
+  std::vector<int64_t> first(groups + 1, 0);  // first task of each group
+  for (int64_t g = 0; g < groups; ++g) {
+    const Split& s = split[g / N];
+    first[g + 1] = first[g] + blocks * s.down * s.across;
+  }
+
+  at::parallel_for(0, first[groups], 1, [&](int64_t t0, int64_t t1) {
+    std::vector<acc_t> scratch(planar ? scratch_pixels * block : 0);
+    std::vector<Geometry> cache;
+    Geometry spare;
+    int64_t cached_group = -1, cached = 0;
+    int64_t group = std::upper_bound(first.begin(), first.end(), t0) - first.begin() - 1;
+    for (int64_t task = t0; task < t1; ++task) {
+      while (task >= first[group + 1]) ++group;
+      const int64_t level = group / N, image = group % N;
+      const Split& s = split[level];
+      const int64_t local = task - first[group], windows = s.down * s.across;
+      const int64_t c0 = (local / windows) * block, n = std::min(block, C - c0);
+      const int64_t y0 = (local % windows) / s.across * s.rows, x0 = (local % windows) % s.across * s.cols;
+      const int64_t y1 = std::min(y0 + s.rows, gi.heights[level]);
+      const int64_t x1 = std::min(x0 + s.cols, gi.widths[level]);
+      const View4<acc_t>& g = gi.views[level];
+      acc_t* plane = g.data + image * g.s0 + c0 * g.s1;
+      const int64_t W = gi.widths[level];
+      GradWindow<acc_t> w{plane + y0 * g.s2 + x0 * g.s3, g.s2, g.s3, y0, y1, x0, x1, W};
+      if (planar) {
+        w = {scratch.data(), (x1 - x0) * n, n, y0, y1, x0, x1, W};
+        std::fill_n(scratch.data(), (y1 - y0) * (x1 - x0) * n, acc_t(0));
+      }
+      const int64_t begin = buckets.start[group], end = buckets.start[group + 1];
+      if (group != cached_group) {
+        cached_group = group;
+        cache.resize(end - begin);
+        int64_t bytes = 0;
+        for (cached = 0; cached < end - begin && bytes < kGeometryCacheBytes; ++cached) {
+          build(cache[cached], buckets.order[begin + cached]);
+          bytes += cache[cached].bytes();
+        }
+      }
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t k = buckets.order[i];
+        const bool hit = i - begin < cached;
+        if (!hit) build(spare, k);
+        const Geometry& r = hit ? cache[i - begin] : spare;
+        if (w.overlaps(r.footprint)) body(k, c0, n, r, w);
+      }
+      if (!planar) continue;
+      // Scratch pixel-major, planes row-major: written one plane row at a time.
+      for (int64_t c = 0; c < n; ++c)
+        for (int64_t y = y0; y < y1; ++y) {
+          acc_t* out = plane + c * g.s1 + y * g.s2;
+          const acc_t* in = w.at(y, x0) + c;
+          for (int64_t x = x0; x < x1; ++x) out[x * g.s3] = in[(x - x0) * n];
+        }
+    }
+  });
 }
 
 // The forward kernels' schedule: every (RoI, channel block) task, planar maps

@@ -13,6 +13,7 @@ namespace {
 struct RoiBins {
   int64_t image = 0, level = 0;
   std::vector<int> h0, h1, w0, w1;
+  Footprint footprint;  // the bins' bounding box (empty: y1 <= y0 or x1 <= x0)
 
   // RoI k of `rois`, on its level of `maps`.
   template <typename T>
@@ -27,7 +28,10 @@ struct RoiBins {
     h0.resize(a.pooled_h), h1.resize(a.pooled_h), w0.resize(a.pooled_w), w1.resize(a.pooled_w);
     for (int p = 0; p < a.pooled_h; ++p) pool_bin(y, p, int(a.pooled_h), int(H), &h0[p], &h1[p]);
     for (int p = 0; p < a.pooled_w; ++p) pool_bin(x, p, int(a.pooled_w), int(W), &w0[p], &w1[p]);
+    footprint = {*std::min_element(h0.begin(), h0.end()), *std::max_element(h1.begin(), h1.end()),
+                 *std::min_element(w0.begin(), w0.end()), *std::max_element(w1.begin(), w1.end())};
   }
+  int64_t bytes() const { return int64_t(2 * (h0.size() + w0.size()) * sizeof(int)); }
   // Pixels in bin (ph, pw): up to (2^31)^2, so int64.
   int64_t count(int64_t ph, int64_t pw) const {
     return int64_t(std::max(h1[ph] - h0[ph], 0)) * std::max(w1[pw] - w0[pw], 0);
@@ -44,8 +48,8 @@ struct RoiBins {
   // large to tile. Bin-relative pixel order is unchanged.
   bool to_tile(RoiBins& tiled, TileIndex& t) const {
     t.clear();
-    const int y0 = *std::min_element(h0.begin(), h0.end()), y1 = *std::max_element(h1.begin(), h1.end());
-    const int x0 = *std::min_element(w0.begin(), w0.end()), x1 = *std::max_element(w1.begin(), w1.end());
+    const int y0 = int(footprint.y0), y1 = int(footprint.y1);
+    const int x0 = int(footprint.x0), x1 = int(footprint.x1);
     if (y1 <= y0 || x1 <= x0 || int64_t(y1 - y0) * (x1 - x0) > kMaxTilePixels) return false;
     for (int y = y0; y < y1; ++y) t.rows.push_back(y);  // sorted and distinct already
     for (int x = x0; x < x1; ++x) t.cols.push_back(x);
@@ -181,36 +185,23 @@ void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
   });
 }
 
+// Input gradient, the adjoint of pool_forward. Scheduling, windows and determinism:
+// for_each_backward_task (cpu_common.h).
 template <typename scalar_t, Mode M>
 void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                    const Maps<const scalar_t>& shape, const at::Tensor& rois,
                    const Maps<acc_type<scalar_t>>& gi, const PoolArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t N = shape.batch, C = shape.channels;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const double* rp = rois.data_ptr<double>();
-  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
-  const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
-  const int64_t blocks = (C + block - 1) / block;
-  const int64_t groups = int64_t(buckets.start.size()) - 1;
 
-  at::parallel_for(0, groups * blocks, 1, [&](int64_t t0, int64_t t1) {
-    RoiBins r;
-    acc_t gout[kChannelBlock];
-    int32_t arg[kChannelBlock];
-    Taps<acc_t, 1> t{{0}, {acc_t(1)}};
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t group = task / blocks, c0 = (task % blocks) * block;
-      const int64_t level = group / N, image = group % N;
-      const int64_t n = std::min(block, C - c0);
-      const View4<acc_t>& g = gi.views[level];
-      const int64_t plane = shape.heights[level] * shape.widths[level];
-      TORCH_INTERNAL_ASSERT(plane == 0 || g.s2 == shape.widths[level] * g.s3);
-      acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
-      for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
-        const int64_t k = buckets.order[i];
-        r.build(rp, k, shape, a);
+  for_each_backward_task<RoiBins>(
+      gi, bucket_rois(rp, rois.size(0), shape.batch, shape),
+      [&](RoiBins& r, int64_t k) { r.build(rp, k, shape, a); },
+      [&](int64_t k, int64_t c0, int64_t n, const RoiBins& r, const GradWindow<acc_t>& w) {
+        acc_t gout[kChannelBlock];
+        int32_t arg[kChannelBlock];
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
@@ -219,25 +210,23 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                           go.s1, n);
             if constexpr (M == Mode::Avg) {
               for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
-              for (int64_t h = r.h0[ph]; h < r.h1[ph]; ++h)
-                for (int64_t w = r.w0[pw]; w < r.w1[pw]; ++w) {
-                  t.off[0] = h * g.s2 + w * g.s3;
-                  scatter_taps(dst, g.s1, gout, n, t);
-                }
+              const int64_t y1 = std::min<int64_t>(r.h1[ph], w.y1);
+              const int64_t x1 = std::min<int64_t>(r.w1[pw], w.x1);
+              for (int64_t y = std::max<int64_t>(r.h0[ph], w.y0); y < y1; ++y)
+                for (int64_t x = std::max<int64_t>(r.w0[pw], w.x0); x < x1; ++x)
+                  w.add(y, x, acc_t(1), gout, n);
             } else {
               load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
                             am.s1, n);
-              // Argmax entries come from the forward; ones off the map (a corrupted
-              // tensor passed to this op directly) are skipped rather than followed.
-              // The accumulator is dense per plane (s2 == W * s3): pixel p is at p * s3.
+              // Argmax entries come from the forward; ones outside the window (which
+              // lies in the map), as in a corrupted tensor passed to this op
+              // directly, are skipped rather than followed.
               for (int64_t c = 0; c < n; ++c)
-                if (arg[c] >= 0 && arg[c] < plane) dst[c * g.s1 + arg[c] * g.s3] += gout[c];
+                if (acc_t* d = w.pixel(arg[c])) d[c] += gout[c];
             }
           }
         }
-      }
-    }
-  });
+      });
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ struct RoiSamples {
 
   int64_t level = 0;
   double inv_grid_w = 0;
+  Footprint footprint;  // of the valid taps
 
   // RoI k of `rois`, on its level of `maps`.
   template <Sampling S, typename T>
@@ -46,7 +47,12 @@ struct RoiSamples {
       for (int i = 0; i < g.grid_w; ++i)
         xs[p * g.grid_w + i] =
             axis_taps<S, acc_t>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
+    const auto [y0, y1] = span(ys, H);
+    const auto [x0, x1] = span(xs, W);
+    footprint = {y0, y1, x0, x1};
   }
+
+  int64_t bytes() const { return int64_t((ys.size() + xs.size()) * sizeof(AxisTaps<acc_t>)); }
 
   // This RoI with every valid tap renumbered into the compact tile `t` (cleared
   // first); false when it has no samples or the footprint is too large to tile.
@@ -72,6 +78,13 @@ struct RoiSamples {
   }
 
   int count() const { return g.grid_h * g.grid_w; }
+  // [lowest, highest + 1) of the valid taps' indices on one axis; empty if none.
+  static std::pair<int64_t, int64_t> span(const std::vector<AxisTaps<acc_t>>& taps, int64_t size) {
+    int64_t lo = size, hi = -1;
+    for (const AxisTaps<acc_t>& t : taps)
+      if (t.valid) lo = std::min<int64_t>(lo, t.lo), hi = std::max<int64_t>(hi, t.hi);
+    return hi < lo ? std::pair<int64_t, int64_t>{0, 0} : std::pair<int64_t, int64_t>{lo, hi + 1};
+  }
   // Row of sample s (s = iy * grid_w + ix) without an integer division, which would
   // dominate the max-mode loops: s < 2^20 (kMaxSamplingRatio^2), so the double
   // quotient is far from rounding across an integer.
@@ -234,66 +247,86 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
 
 // Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
 // per level, in that level's memory format, zero on entry; `shape` gives the levels'
-// sizes (their values are not read: max mode uses the forward's argmax).
+// sizes (their values are not read: max mode uses the forward's argmax). Scheduling,
+// windows and determinism: for_each_backward_task (cpu_common.h).
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                             const Maps<const scalar_t>& shape, const at::Tensor& rois,
                             const Maps<acc_type<scalar_t>>& gi, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t N = shape.batch, C = shape.channels;
+  using Roi = RoiSamples<acc_t>;
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const double* rp = rois.data_ptr<double>();
-  const RoiBuckets buckets = bucket_rois(rp, rois.size(0), N, shape);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
-  // Contiguous channels scatter a whole vector per tap; planar layouts touch one
-  // plane per channel, so smaller blocks spread the work over more tasks.
-  const int64_t block = gi.channels_contiguous() ? kChannelBlock : 8;
-  const int64_t blocks = (C + block - 1) / block;
-  const int64_t groups = int64_t(buckets.start.size()) - 1;
+  // The adjoint of one sample: its taps, in sample_taps' order and with its weights.
+  auto scatter = [](const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, auto&& add) {
+    add(y.lo, x.lo, y.w_lo * x.w_lo);
+    if constexpr (S == Sampling::Bilinear) {
+      add(y.lo, x.hi, y.w_lo * x.w_hi);
+      add(y.hi, x.lo, y.w_hi * x.w_lo);
+      add(y.hi, x.hi, y.w_hi * x.w_hi);
+    }
+  };
 
-  at::parallel_for(0, groups * blocks, 1, [&](int64_t t0, int64_t t1) {
-    RoiSamples<acc_t> r;
-    acc_t gout[kChannelBlock];
-    int32_t arg[kChannelBlock];
-    Taps<acc_t, kTapsOf<S>> t;
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t group = task / blocks, c0 = (task % blocks) * block;
-      const int64_t level = group / N, image = group % N;
-      const int64_t n = std::min(block, C - c0);
-      const View4<acc_t>& g = gi.views[level];
-      acc_t* dst = g.data + image * g.s0 + c0 * g.s1;
-      for (int64_t i = buckets.start[group]; i < buckets.start[group + 1]; ++i) {
-        const int64_t k = buckets.order[i];
-        r.template build<S>(rp, k, shape, a);
-        const int count = r.count();
-        if (count == 0) continue;
+  for_each_backward_task<Roi>(
+      gi, bucket_rois(rp, rois.size(0), shape.batch, shape),
+      [&](Roi& r, int64_t k) { r.template build<S>(rp, k, shape, a); },
+      [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& w) {
+        const int count = r.count(), gh = r.g.grid_h, gw = r.g.grid_w;
+        if (count == 0) return;
+        // Whether every tap of this RoI lands in the window (always with channels-last
+        // maps): then taps are addressed as in the forward, without bounds checks.
+        const bool covered = w.covers(r.footprint);
+        acc_t gout[kChannelBlock];
+        int32_t arg[kChannelBlock];
+        Taps<acc_t, kTapsOf<S>> t;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+          const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            const int64_t at = k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3;
-            load_channels(gout, go.data + at, go.s1, n);
+            const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
+            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
+                          go.s1, n);
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(count);
               for (int64_t c = 0; c < n; ++c) gout[c] *= inv;
-              for (int s = 0; s < count; ++s)
-                if (sample_taps<S>(t, r, ph, pw, s, g.s2, g.s3))
-                  scatter_taps(dst, g.s1, gout, n, t);
+              for (int iy = 0; iy < gh; ++iy) {
+                const AxisTaps<acc_t>& y = ys[iy];
+                if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
+                for (int ix = 0; ix < gw; ++ix) {
+                  if (!covered) {
+                    if (xs[ix].valid)
+                      scatter(y, xs[ix], [&](int64_t yy, int64_t xx, acc_t wt) {
+                        w.add(yy, xx, wt, gout, n);
+                      });
+                  } else if (sample_taps<S>(t, y, xs[ix], w.rs, w.ps)) {
+                    for (int j = 0; j < kTapsOf<S>; ++j)
+                      w.axpy(w.data + (t.off[j] - w.origin), t.w[j], gout, n);
+                  }
+                }
+              }
             } else {
               load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
                             am.s1, n);
               for (int64_t c = 0; c < n; ++c) {
                 // Argmax entries come from the forward; out-of-range ones (a corrupted
                 // tensor passed to this op directly) are skipped rather than followed.
-                if (arg[c] < 0 || arg[c] >= count || !sample_taps<S>(t, r, ph, pw, arg[c], g.s2, g.s3))
-                  continue;
-                for (int j = 0; j < kTapsOf<S>; ++j)
-                  dst[c * g.s1 + t.off[j]] += t.w[j] * gout[c];
+                if (arg[c] < 0 || arg[c] >= count) continue;
+                const AxisTaps<acc_t>& y = r.ty(ph, arg[c]);
+                const AxisTaps<acc_t>& x = r.tx(pw, arg[c]);
+                if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
+                if (covered) {
+                  for (int j = 0; j < kTapsOf<S>; ++j)
+                    w.data[t.off[j] - w.origin + c] += t.w[j] * gout[c];
+                } else {
+                  scatter(y, x, [&](int64_t yy, int64_t xx, acc_t wt) {
+                    if (w.has_row(yy) && w.has_col(xx)) w.at(yy, xx)[c] += wt * gout[c];
+                  });
+                }
               }
             }
           }
         }
-      }
-    }
-  });
+      });
 }
 
 // Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
