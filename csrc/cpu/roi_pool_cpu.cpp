@@ -11,6 +11,7 @@ namespace {
 
 // One RoI's bins: rows [h0[ph], h1[ph]) and columns [w0[pw], w1[pw]).
 struct RoiBins {
+  static constexpr bool kPlanes = false;  // for_each_forward_task: kPlaneBytes
   int64_t image = 0, level = 0;
   std::vector<int> h0, h1, w0, w1;
   Footprint footprint;  // the bins' bounding box (empty: y1 <= y0 or x1 <= x0)
@@ -130,7 +131,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, RoiBins>(
-      in, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
+      in, rp, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins& at, const RoiBins& r,
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock];

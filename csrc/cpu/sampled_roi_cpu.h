@@ -19,6 +19,7 @@ constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 // xs[pw * grid_w + ix], with weights rounded to acc_t.
 template <typename acc_t>
 struct RoiSamples {
+  static constexpr bool kPlanes = true;  // for_each_forward_task: kPlaneBytes
   SampledRoi g{};
   int64_t image = 0;
   std::vector<AxisTaps<acc_t>> ys, xs;
@@ -191,7 +192,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, Roi>(
-      in, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
+      in, rp, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
       [&](int64_t k, int64_t c0, int64_t n, const Roi&, const Roi& r,
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock], scratch[kChannelBlock];
