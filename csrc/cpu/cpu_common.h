@@ -419,15 +419,15 @@ template <typename scalar_t, typename Geometry, typename Build, typename Body>
 void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, int64_t K,
                            int64_t C, const Build& build, const Body& body) {
   const bool planar = !in.channels_contiguous();
+  const bool planes = planar && Geometry::kPlanes;  // whether any group may use a plane
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   std::vector<int64_t> plane_groups;
-  std::vector<char> in_plane(planar ? K : 0, 0);  // RoIs that a plane task pools
-  const RoiBuckets buckets = planar ? bucket_rois(rois, K, in.batch, in) : RoiBuckets{};
-  for (int64_t g = 0; planar && g + 1 < int64_t(buckets.start.size()); ++g) {
+  std::vector<char> in_plane(planes ? K : 0, 0);  // RoIs that a plane task pools
+  const RoiBuckets buckets = planes ? bucket_rois(rois, K, in.batch, in) : RoiBuckets{};
+  for (int64_t g = 0; planes && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
-    if (!Geometry::kPlanes || pixels == 0 ||
-        pixels * kChannelBlock * int64_t(sizeof(scalar_t)) > kPlaneBytes ||
+    if (pixels == 0 || pixels * kChannelBlock * int64_t(sizeof(scalar_t)) > kPlaneBytes ||
         (end - begin) * kPlaneRoiPixels < pixels)
       continue;
     plane_groups.push_back(g);
@@ -466,7 +466,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
       const int64_t k = planar ? i % K : i / blocks;
       const int64_t c0 = (planar ? i / K : i % blocks) * kChannelBlock;
       const int64_t n = std::min(kChannelBlock, C - c0);
-      if (planar && in_plane[k]) continue;
+      if (planes && in_plane[k]) continue;
       if (k != built) build(r, k), built = k;
       const View4<const scalar_t>& lev = in.views[r.level];
       const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
