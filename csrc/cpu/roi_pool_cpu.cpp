@@ -193,12 +193,13 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                    const Maps<const scalar_t>& shape, const at::Tensor& rois,
                    const Maps<acc_type<scalar_t>>& gi, const PoolArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
+  const int64_t K = rois.size(0);
+  const BinReader<scalar_t> go{view4<const scalar_t>(grad), K, a.pooled_h, a.pooled_w};
+  const BinReader<int32_t> am{argmax_view<const int32_t>(argmax), K, a.pooled_h, a.pooled_w};
   const double* rp = rois.data_ptr<double>();
 
   for_each_backward_task<RoiBins>(
-      gi, bucket_rois(rp, rois.size(0), shape.batch, shape),
+      gi, bucket_rois(rp, K, shape.batch, shape),
       [&](RoiBins& r, int64_t k) { r.build(rp, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins& r, const GradWindow<acc_t>& w) {
         acc_t gout[kChannelBlock];
@@ -207,8 +208,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
             if (count == 0) continue;
-            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
-                          go.s1, n);
+            go.load(gout, k, c0, n, ph, pw);
             if constexpr (M == Mode::Avg) {
               for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
               const int64_t y1 = std::min<int64_t>(r.h1[ph], w.y1);
@@ -217,8 +217,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                 for (int64_t x = std::max<int64_t>(r.w0[pw], w.x0); x < x1; ++x)
                   w.add(y, x, acc_t(1), gout, n);
             } else {
-              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
-                            am.s1, n);
+              am.load(arg, k, c0, n, ph, pw);
               // Argmax entries come from the forward; ones outside the window (which
               // lies in the map), as in a corrupted tensor passed to this op
               // directly, are skipped rather than followed.

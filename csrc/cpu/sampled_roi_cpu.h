@@ -256,9 +256,10 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                             const Maps<acc_type<scalar_t>>& gi, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
   using Roi = RoiSamples<acc_t>;
-  const View4<const scalar_t> go = view4<const scalar_t>(grad);
+  const int64_t K = rois.size(0);
+  const BinReader<scalar_t> go{view4<const scalar_t>(grad), K, a.pooled_h, a.pooled_w};
+  const BinReader<int32_t> am{argmax_view<const int32_t>(argmax), K, a.pooled_h, a.pooled_w};
   const double* rp = rois.data_ptr<double>();
-  const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   // The adjoint of one sample: its taps, in sample_taps' order and with its weights.
   auto scatter = [](const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, auto&& add) {
     add(y.lo, x.lo, y.w_lo * x.w_lo);
@@ -270,7 +271,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   };
 
   for_each_backward_task<Roi>(
-      gi, bucket_rois(rp, rois.size(0), shape.batch, shape),
+      gi, bucket_rois(rp, K, shape.batch, shape),
       [&](Roi& r, int64_t k) { r.template build<S>(rp, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& w) {
         const int count = r.count(), gh = r.g.grid_h, gw = r.g.grid_w;
@@ -285,8 +286,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
           const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
-            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
-                          go.s1, n);
+            go.load(gout, k, c0, n, ph, pw);
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(count);
               for (int64_t c = 0; c < n; ++c) gout[c] *= inv;
@@ -306,8 +306,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                 }
               }
             } else {
-              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
-                            am.s1, n);
+              am.load(arg, k, c0, n, ph, pw);
               for (int64_t c = 0; c < n; ++c) {
                 // Argmax entries come from the forward; out-of-range ones (a corrupted
                 // tensor passed to this op directly) are skipped rather than followed.
