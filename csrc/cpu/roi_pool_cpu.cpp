@@ -137,6 +137,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
         acc_t acc[kChannelBlock];
         int32_t pixel[kChannelBlock];
         const int64_t W = in.widths[at.level];
+        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
@@ -148,12 +149,10 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
             } else {
               bin_argmax(acc, pixel, r, at, ph, pw, v, src, n, W);
             }
-            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-            if (M == Mode::Max && am.data)
-              store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
-                             pixel, n);
+            block.put(ph, pw, acc, M == Mode::Max ? pixel : nullptr);
           }
         }
+        block.finish();
       });
 }
 

@@ -197,6 +197,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock], scratch[kChannelBlock];
         index_of<acc_t> arg[kChannelBlock];
+        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             if (r.count() == 0) {
@@ -207,12 +208,10 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
             } else {
               bin_argmax<S>(acc, arg, scratch, r, ph, pw, v, src, n);
             }
-            store_channels(o.data + k * o.s0 + c0 * o.s1 + ph * o.s2 + pw * o.s3, o.s1, acc, n);
-            if (M == Mode::Max && am.data)
-              store_channels(am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1,
-                             arg, n);
+            block.put(ph, pw, acc, M == Mode::Max ? arg : nullptr);
           }
         }
+        block.finish();
       });
 }
 
