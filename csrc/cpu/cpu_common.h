@@ -401,7 +401,8 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // more pixels than the plane has (kPlaneRoiPixels per RoI is taken as a typical tile:
 // 7 x 7 bins of 2 x 2 samples touch up to 28 x 28). Only for geometries that say
 // kPlanes: roi_pool reads every pixel of its footprint, whose compact tile stays in
-// L1, and measured slower from a whole plane (box-50x84: 78 against 65 ms).
+// L1, and measured no faster from a whole plane (box-50x84 and roipool-vgg shapes:
+// equal within this machine's noise).
 constexpr int64_t kPlaneBytes = 2 << 20;
 constexpr int64_t kPlaneRoiPixels = 256;
 
