@@ -96,3 +96,24 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
     assert got[0][1].abs().sum() > 0
     for a, b in zip(got[0], got[1], strict=True):
         assert torch.equal(a, b)
+
+
+# A forward task writes its channels of every bin of one RoI. For NCHW outputs that
+# block is staged and written out in runs when it holds at most 16384 elements, and
+# stored in place otherwise: with 80 channels (tasks of 64 and 16) and 30 x 30 bins,
+# one call goes both ways (64 * 900 elements in place, 16 * 900 staged).
+LARGE_OUTPUT_CALLS = {
+    "roi_align": lambda x, r: roiops.roi_align(x, r, 30, 1 / 8, 2, True),
+    "roi_align_max": lambda x, r: roiops.roi_align(x, r, 30, 1 / 8, 2, mode="max"),
+    "roi_pool": lambda x, r: roiops.roi_pool(x, r, 30, 1 / 8),
+}
+
+
+@pytest.mark.parametrize("name", list(LARGE_OUTPUT_CALLS))
+def test_staged_and_in_place_nchw_outputs_match_channels_last(name):
+    fn = LARGE_OUTPUT_CALLS[name]
+    nchw = grads(fn, channels_last=False)
+    channels_last = grads(fn, channels_last=True)
+    assert nchw[0].shape[1:] == (C, 30, 30) and nchw[0].is_contiguous()
+    for a, b in zip(nchw, channels_last, strict=True):
+        assert torch.equal(a, b)

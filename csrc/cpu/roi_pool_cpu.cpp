@@ -65,19 +65,23 @@ struct RoiBins {
 };
 
 // Calls chunk(c, U) for the channel runs [c, c + U * V) of U vectors of V lanes (U = 4,
-// then 1) while channels are contiguous (cs == 1), then one(c) for each channel left.
+// then 1) while channels are contiguous (cs == 1), then rest(c) once for the channels
+// [c, n) left, which loops pixel-major: one channel's compares form a dependency chain
+// through its running result, so a per-channel sweep of a large planar bin runs at that
+// chain's latency (roipool-p2 NCHW forward 523 -> 970 ms), while interleaved channels
+// overlap.
 // The bin loops hold a run's accumulators in registers across the whole bin: roi_pool
 // reads one pixel per step, so loading and storing accumulators per pixel would cost
 // more than the read (box-50x84 max forward, channels_last, 2 threads: 50-66 -> 32-37 ms).
-template <typename acc_t, typename Chunk, typename One>
-inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const One& one) {
+template <typename acc_t, typename Chunk, typename Rest>
+inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Rest& rest) {
   constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
   int64_t c = 0;
   if (cs == 1) {
     for (; c + 4 * V <= n; c += 4 * V) chunk(c, std::integral_constant<int, 4>{});
     for (; c + V <= n; c += V) chunk(c, std::integral_constant<int, 1>{});
   }
-  for (; c < n; ++c) one(c);
+  if (c < n) rest(c);
 }
 
 // Mean over the bin's `count` pixels, summed in row-major order. Bins of more than
@@ -103,11 +107,14 @@ void bin_mean(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw, int64_t coun
             }
           for (int u = 0; u < U; ++u) (sum[u] / Vec(acc_t(count))).store(out + c + u * V);
         },
-        [&](int64_t c) {
-          acc_t sum = 0;
+        [&](int64_t c0) {
+          fill_channels(out + c0, acc_t(0), n - c0);
           for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) sum += acc_t(src[c * v.s1 + h * v.s2 + w * v.s3]);
-          out[c] = sum / acc_t(count);
+            for (int64_t w = w0; w < w1; ++w) {
+              const scalar_t* p = src + h * v.s2 + w * v.s3;
+              for (int64_t c = c0; c < n; ++c) out[c] += acc_t(p[c * v.s1]);
+            }
+          for (int64_t c = c0; c < n; ++c) out[c] /= acc_t(count);
         });
     return;
   }
@@ -172,17 +179,24 @@ void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins&
           for (int64_t j = 0; j < V; ++j) pixel[c + u * V + j] = int32_t(i[j]);
         }
       },
-      [&](int64_t c) {
-        const scalar_t* p = src + c * v.s1;
-        acc_t b = acc_t(p[h0 * v.s2 + w0 * v.s3]);
-        int64_t arg = shift + h0 * W + w0;
+      [&](int64_t c0) {
+        for (int64_t c = c0; c < n; ++c) {
+          best[c] = acc_t(src[c * v.s1 + h0 * v.s2 + w0 * v.s3]);
+          pixel[c] = int32_t(shift + h0 * W + w0);
+        }
         for (int64_t h = h0; h < h1; ++h)
           for (int64_t w = w0; w < w1; ++w) {
-            const acc_t x = acc_t(p[h * v.s2 + w * v.s3]);
-            if (x > b || (x != x && b == b)) b = x, arg = shift + h * W + w;
+            const scalar_t* p = src + h * v.s2 + w * v.s3;
+            const int32_t index = int32_t(shift + h * W + w);
+            for (int64_t c = c0; c < n; ++c) {
+              // Selects, not a branch: a mispredicted compare would also discard the
+              // other channels' loads in flight.
+              const acc_t x = acc_t(p[c * v.s1]), b = best[c];
+              const bool take = x > b || (x != x && b == b);
+              best[c] = take ? x : b;
+              pixel[c] = take ? index : pixel[c];
+            }
           }
-        best[c] = b;
-        pixel[c] = int32_t(arg);
       });
 }
 
