@@ -64,26 +64,6 @@ struct RoiBins {
   }
 };
 
-// Calls chunk(c, U) for the channel runs [c, c + U * V) of U vectors of V lanes (U = 4,
-// then 1) while channels are contiguous (cs == 1), then rest(c) once for the channels
-// [c, n) left, which loops pixel-major: one channel's compares form a dependency chain
-// through its running result, so a per-channel sweep of a large planar bin runs at that
-// chain's latency (roipool-p2 NCHW forward 523 -> 970 ms), while interleaved channels
-// overlap.
-// The bin loops hold a run's accumulators in registers across the whole bin: roi_pool
-// reads one pixel per step, so loading and storing accumulators per pixel would cost
-// more than the read (box-50x84 max forward, channels_last, 2 threads: 50-66 -> 32-37 ms).
-template <typename acc_t, typename Chunk, typename Rest>
-inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Rest& rest) {
-  constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
-  int64_t c = 0;
-  if (cs == 1) {
-    for (; c + 4 * V <= n; c += 4 * V) chunk(c, std::integral_constant<int, 4>{});
-    for (; c + V <= n; c += V) chunk(c, std::integral_constant<int, 1>{});
-  }
-  if (c < n) rest(c);
-}
-
 // Mean over the bin's `count` pixels, summed in row-major order. Bins of more than
 // kSumRun pixels are summed in acc_t runs of kSumRun pixels added in double: in
 // float32 the mean of an 8192 x 8192 bin of ones would be 0.25.
@@ -167,7 +147,7 @@ void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins&
             const IVec index(Idx(shift + h * W + w));
             for (int u = 0; u < U; ++u) {
               const Vec x = load_acc(p + u * V);
-              const Vec take = (x > b[u]) | ((x != x) & (b[u] == b[u]));
+              const Vec take = takes_max(x, b[u]);
               b[u] = Vec::blendv(b[u], x, take);
               arg[u] = IVec::blendv(arg[u], index, at::vec::cast<Idx>(take));
             }
@@ -192,7 +172,7 @@ void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins&
               // Selects, not a branch: a mispredicted compare would also discard the
               // other channels' loads in flight.
               const acc_t x = acc_t(p[c * v.s1]), b = best[c];
-              const bool take = x > b || (x != x && b == b);
+              const bool take = takes_max(x, b);
               best[c] = take ? x : b;
               pixel[c] = take ? index : pixel[c];
             }

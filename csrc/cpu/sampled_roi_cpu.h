@@ -121,50 +121,120 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
   return sample_taps<S>(t, r.ty(ph, s), r.tx(pw, s), sh, sw);
 }
 
+// Adds sample value(c) (sample_taps' taps t) to the U vectors v at channel c of src:
+// the register-held form of accumulate_taps, rounded the same way.
+template <int U, typename scalar_t, typename acc_t, int kTaps>
+inline void add_taps(at::vec::Vectorized<acc_t>* v, const scalar_t* src, int64_t c,
+                     const Taps<acc_t, kTaps>& t) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  for (int j = 0; j < kTaps; ++j) {
+    const Vec w(t.w[j]);
+    const scalar_t* p = src + t.off[j] + c;
+    for (int u = 0; u < U; ++u) v[u] = v[u] + w * load_acc(p + u * Vec::size());
+  }
+}
+
 // Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
-// image r.image): the avg forward. Grids of more than kSumRun samples add each
-// sample row's sum (at most kMaxSamplingRatio terms) into double.
+// image r.image): the avg forward. Channel runs are summed in registers
+// (by_channel_runs). Grids of more than kSumRun samples add each sample row's sum (at
+// most kMaxSamplingRatio terms) into double.
 template <Sampling S, typename scalar_t, typename acc_t>
 inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
   const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
   const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
-  auto add_row = [&](int iy) {
+  auto add_row = [&](int iy, acc_t* acc, int64_t c0) {
     for (int ix = 0; ix < gw; ++ix)
-      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3))
+        accumulate_taps(acc + c0, src + c0 * v.s1, v.s1, n - c0, t);
   };
   const int count = gh * gw;
-  fill_channels(out, acc_t(0), n);
   if (count <= kSumRun) {
-    for (int iy = 0; iy < gh; ++iy) add_row(iy);
     const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
-    for (int64_t c = 0; c < n; ++c) out[c] *= inv;
+    by_channel_runs<acc_t>(
+        n, v.s1,
+        [&](int64_t c, auto unroll) {
+          constexpr int U = decltype(unroll)::value;
+          Vec sum[U];
+          for (int u = 0; u < U; ++u) sum[u] = Vec(acc_t(0));
+          for (int iy = 0; iy < gh; ++iy)
+            for (int ix = 0; ix < gw; ++ix)
+              if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add_taps<U>(sum, src, c, t);
+          for (int u = 0; u < U; ++u) (sum[u] * Vec(inv)).store(out + c + u * Vec::size());
+        },
+        [&](int64_t c0) {
+          fill_channels(out + c0, acc_t(0), n - c0);
+          for (int iy = 0; iy < gh; ++iy) add_row(iy, out, c0);
+          for (int64_t c = c0; c < n; ++c) out[c] *= inv;
+        });
     return;
   }
+  fill_channels(out, acc_t(0), n);
   double total[kChannelBlock] = {};
   for (int iy = 0; iy < gh; ++iy) {
-    add_row(iy);
+    add_row(iy, out, 0);
     for (int64_t c = 0; c < n; ++c) total[c] += double(out[c]);
     fill_channels(out, acc_t(0), n);
   }
   for (int64_t c = 0; c < n; ++c) out[c] = acc_t(total[c] / double(count));
 }
 
-// Largest sample value and the index of the first sample attaining it, per channel.
-// Off-map samples count as 0. Only meaningful when r.count() > 0.
+// Largest sample value and the index of the first sample attaining it, per channel
+// (takes_max). Off-map samples count as 0. Only meaningful when r.count() > 0. Channel
+// runs keep their maximum and index in registers (by_channel_runs).
 template <Sampling S, typename scalar_t, typename acc_t>
 inline void bin_argmax(acc_t* best, index_of<acc_t>* arg, acc_t* scratch,
                        const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                        const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  using Idx = index_of<acc_t>;
+  using IVec = at::vec::Vectorized<Idx>;
   Taps<acc_t, kTapsOf<S>> t;
-  const int count = r.count();
-  for (int s = 0; s < count; ++s) {
-    fill_channels(scratch, acc_t(0), n);
-    if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3)) accumulate_taps(scratch, src, v.s1, n, t);
-    update_max(best, arg, scratch, 1, n, s);
-  }
+  const int gh = r.g.grid_h, gw = r.g.grid_w;
+  const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
+  const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
+  by_channel_runs<acc_t>(
+      n, v.s1,
+      [&](int64_t c, auto unroll) {
+        constexpr int U = decltype(unroll)::value;
+        Vec b[U];
+        IVec idx[U];
+        // Sample (iy, ix) as 0 + its taps, rounded as accumulate_taps into a zeroed scratch.
+        auto value = [&](Vec* x, int iy, int ix) {
+          for (int u = 0; u < U; ++u) x[u] = Vec(acc_t(0));
+          if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add_taps<U>(x, src, c, t);
+        };
+        value(b, 0, 0);
+        for (int u = 0; u < U; ++u) idx[u] = IVec(Idx(0));
+        for (int iy = 0, s = 0; iy < gh; ++iy)
+          for (int ix = 0; ix < gw; ++ix, ++s) {
+            if (s == 0) continue;
+            Vec x[U];
+            value(x, iy, ix);
+            const IVec index(static_cast<Idx>(s));
+            for (int u = 0; u < U; ++u) {
+              const Vec take = takes_max(x[u], b[u]);
+              b[u] = Vec::blendv(b[u], x[u], take);
+              idx[u] = IVec::blendv(idx[u], index, at::vec::cast<Idx>(take));
+            }
+          }
+        for (int u = 0; u < U; ++u) {
+          b[u].store(best + c + u * Vec::size());
+          idx[u].store(arg + c + u * Vec::size());
+        }
+      },
+      [&](int64_t c0) {
+        const int64_t m = n - c0;
+        for (int s = 0; s < r.count(); ++s) {
+          fill_channels(scratch, acc_t(0), m);
+          if (sample_taps<S>(t, r, ph, pw, s, v.s2, v.s3))
+            accumulate_taps(scratch, src + c0 * v.s1, v.s1, m, t);
+          update_max(best + c0, arg + c0, scratch, 1, m, s);
+        }
+      });
 }
 
 // Value of channel c (src already offset to it) at sample s; 0 off the map.
