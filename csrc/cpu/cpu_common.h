@@ -247,6 +247,19 @@ inline void accumulate_taps(acc_t* acc, const scalar_t* src, int64_t cs, int64_t
   }
 }
 
+// v[u] += value(c + u * V) for the U vectors v of V lanes: accumulate_taps held in
+// registers, rounded the same way.
+template <int U, typename scalar_t, typename acc_t, int kTaps>
+inline void add_taps(at::vec::Vectorized<acc_t>* v, const scalar_t* src, int64_t c,
+                     const Taps<acc_t, kTaps>& t) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  for (int j = 0; j < kTaps; ++j) {
+    const Vec w(t.w[j]);
+    const scalar_t* p = src + t.off[j] + c;
+    for (int u = 0; u < U; ++u) v[u] = v[u] + w * load_acc(p + u * Vec::size());
+  }
+}
+
 // Where a backward task accumulates the input gradient: channels [0, n) of the
 // pixels in rows [y0, y1) and columns [x0, x1) of one image, with contiguous
 // channels. That is the gradient itself when the map is channels-last, and a
@@ -586,6 +599,30 @@ inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Res
     for (; c + V <= n; c += V) chunk(c, std::integral_constant<int, 1>{});
   }
   if (c < n) rest(c);
+}
+
+// out[c] = finish(sum of value(c) over the taps sets that for_each(add) passes to add,
+// in order) for c in [0, n), each set a Taps over src: the sums of a bin, with channel
+// runs held in registers (by_channel_runs). finish takes and returns a Vectorized or
+// an acc_t.
+template <typename acc_t, typename scalar_t, typename ForEach, typename Finish>
+inline void sum_taps(acc_t* out, const scalar_t* src, int64_t cs, int64_t n,
+                     const ForEach& for_each, const Finish& finish) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  by_channel_runs<acc_t>(
+      n, cs,
+      [&](int64_t c, auto unroll) {
+        constexpr int U = decltype(unroll)::value;
+        Vec sum[U];
+        for (int u = 0; u < U; ++u) sum[u] = Vec(acc_t(0));
+        for_each([&](const auto& t) { add_taps<U>(sum, src, c, t); });
+        for (int u = 0; u < U; ++u) finish(sum[u]).store(out + c + u * Vec::size());
+      },
+      [&](int64_t c0) {
+        fill_channels(out + c0, acc_t(0), n - c0);
+        for_each([&](const auto& t) { accumulate_taps(out + c0, src + c0 * cs, cs, n - c0, t); });
+        for (int64_t c = c0; c < n; ++c) out[c] = finish(out[c]);
+      });
 }
 
 // out[c * cs] = v[c] for c in [0, n), converting to the output type.

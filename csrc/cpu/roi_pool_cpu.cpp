@@ -70,35 +70,19 @@ struct RoiBins {
 template <typename scalar_t, typename acc_t>
 void bin_mean(acc_t* out, const RoiBins& r, int64_t ph, int64_t pw, int64_t count,
               const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
   const int64_t h0 = r.h0[ph], h1 = r.h1[ph], w0 = r.w0[pw], w1 = r.w1[pw];
+  // One tap of weight 1 per pixel: w * x == x, so these sums round as plain ones.
+  Taps<acc_t, 1> t{{0}, {acc_t(1)}};
   if (count <= kSumRun) {
-    by_channel_runs<acc_t>(
-        n, v.s1,
-        [&](int64_t c, auto unroll) {
-          constexpr int U = decltype(unroll)::value;
-          Vec sum[U];
-          for (int u = 0; u < U; ++u) sum[u] = Vec(acc_t(0));
+    sum_taps(
+        out, src, v.s1, n,
+        [&](auto&& add) {
           for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) {
-              const scalar_t* p = src + h * v.s2 + w * v.s3 + c;
-              for (int u = 0; u < U; ++u) sum[u] = sum[u] + load_acc(p + u * V);
-            }
-          for (int u = 0; u < U; ++u) (sum[u] / Vec(acc_t(count))).store(out + c + u * V);
+            for (int64_t w = w0; w < w1; ++w) t.off[0] = h * v.s2 + w * v.s3, add(t);
         },
-        [&](int64_t c0) {
-          fill_channels(out + c0, acc_t(0), n - c0);
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) {
-              const scalar_t* p = src + h * v.s2 + w * v.s3;
-              for (int64_t c = c0; c < n; ++c) out[c] += acc_t(p[c * v.s1]);
-            }
-          for (int64_t c = c0; c < n; ++c) out[c] /= acc_t(count);
-        });
+        [&](auto sum) { return sum / decltype(sum)(acc_t(count)); });
     return;
   }
-  Taps<acc_t, 1> t{{0}, {acc_t(1)}};
   fill_channels(out, acc_t(0), n);
   double total[kChannelBlock] = {};
   int64_t in_run = 0;

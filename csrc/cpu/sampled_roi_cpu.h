@@ -121,61 +121,34 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
   return sample_taps<S>(t, r.ty(ph, s), r.tx(pw, s), sh, sw);
 }
 
-// Adds sample value(c) (sample_taps' taps t) to the U vectors v at channel c of src:
-// the register-held form of accumulate_taps, rounded the same way.
-template <int U, typename scalar_t, typename acc_t, int kTaps>
-inline void add_taps(at::vec::Vectorized<acc_t>* v, const scalar_t* src, int64_t c,
-                     const Taps<acc_t, kTaps>& t) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  for (int j = 0; j < kTaps; ++j) {
-    const Vec w(t.w[j]);
-    const scalar_t* p = src + t.off[j] + c;
-    for (int u = 0; u < U; ++u) v[u] = v[u] + w * load_acc(p + u * Vec::size());
-  }
-}
-
 // Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
-// image r.image): the avg forward. Channel runs are summed in registers
-// (by_channel_runs). Grids of more than kSumRun samples add each sample row's sum (at
-// most kMaxSamplingRatio terms) into double.
+// image r.image): the avg forward. Grids of more than kSumRun samples add each sample
+// row's sum (at most kMaxSamplingRatio terms) into double.
 template <Sampling S, typename scalar_t, typename acc_t>
 inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
   const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
   const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
-  auto add_row = [&](int iy, acc_t* acc, int64_t c0) {
-    for (int ix = 0; ix < gw; ++ix)
-      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3))
-        accumulate_taps(acc + c0, src + c0 * v.s1, v.s1, n - c0, t);
-  };
   const int count = gh * gw;
   if (count <= kSumRun) {
     const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
-    by_channel_runs<acc_t>(
-        n, v.s1,
-        [&](int64_t c, auto unroll) {
-          constexpr int U = decltype(unroll)::value;
-          Vec sum[U];
-          for (int u = 0; u < U; ++u) sum[u] = Vec(acc_t(0));
+    sum_taps(
+        out, src, v.s1, n,
+        [&](auto&& add) {
           for (int iy = 0; iy < gh; ++iy)
             for (int ix = 0; ix < gw; ++ix)
-              if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add_taps<U>(sum, src, c, t);
-          for (int u = 0; u < U; ++u) (sum[u] * Vec(inv)).store(out + c + u * Vec::size());
+              if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add(t);
         },
-        [&](int64_t c0) {
-          fill_channels(out + c0, acc_t(0), n - c0);
-          for (int iy = 0; iy < gh; ++iy) add_row(iy, out, c0);
-          for (int64_t c = c0; c < n; ++c) out[c] *= inv;
-        });
+        [&](auto sum) { return sum * decltype(sum)(inv); });
     return;
   }
   fill_channels(out, acc_t(0), n);
   double total[kChannelBlock] = {};
   for (int iy = 0; iy < gh; ++iy) {
-    add_row(iy, out, 0);
+    for (int ix = 0; ix < gw; ++ix)
+      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
     for (int64_t c = 0; c < n; ++c) total[c] += double(out[c]);
     fill_channels(out, acc_t(0), n);
   }
