@@ -98,6 +98,41 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
         assert torch.equal(a, b)
 
 
+# Planar forwards read a RoI's pixels from a channels-last copy: of a channel block's
+# whole plane when the image's RoIs would gather more pixels than it has (blocks of 64
+# channels while that plane fits 2 MB, of 16 while it fits 8 MB), else of the RoI's own
+# footprint; float copies move 8 x 8 blocks of channels x consecutive columns. 37
+# channels: blocks of 16, 16 and 5, or one of 37 (four 8-channel runs and 5 left).
+PLANE_TIERS = {
+    "64-channel-planes": ((40, 50), 60),
+    "16-channel-planes": ((100, 120), 120),
+    "roi-tiles": ((100, 120), 10),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tier", list(PLANE_TIERS))
+@pytest.mark.parametrize("name", ["roi_align", "roi_align_max", "roi_warp"])
+def test_planar_forward_copies_give_channels_last_bits(name, tier, dtype):
+    (h, w), k = PLANE_TIERS[tier]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 37, h, w, generator=gen, dtype=dtype)
+    xy = torch.rand(k, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    # From a few pixels (consecutive tile columns) to the whole map (sparse ones).
+    wh = torch.rand(k, 2, generator=gen) ** 2 * torch.tensor([w * 8.0, h * 8.0]) + 1
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=gen).float(), xy, xy + wh], 1).to(dtype)
+    go = torch.randn(k, 37, 7, 7, generator=gen, dtype=dtype)
+    got = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xg = x.clone(memory_format=memory_format).requires_grad_()
+        out = CALLS[name](xg, rois)
+        out.backward(go)  # max mode: the gradient follows each layout's argmax
+        got.append((out.detach(), xg.grad))
+    assert got[0][0].abs().sum() > 0
+    for a, b in zip(got[0], got[1], strict=True):
+        assert torch.equal(a, b)
+
+
 # A forward task writes its channels of every bin of one RoI. For NCHW outputs that
 # block is staged and written out in runs when it holds at most 16384 elements, and
 # stored in place otherwise: with 80 channels (tasks of 64 and 16) and 30 x 30 bins,

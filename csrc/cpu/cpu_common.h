@@ -187,18 +187,36 @@ struct TileIndex {
 };
 
 // tile[(i * cols + j) * n + c] = src[c * cs + rows[i] * sh + cols[j] * sw]; returns the
-// tile's view (image and channel offsets already applied).
+// tile's view (image and channel offsets already applied). Written in order; the n
+// planes read per pixel stay in L1 along a row. Float runs of kTransposeRun consecutive
+// columns (all of them in a whole plane) move as 8 x 8 (channels x pixels) blocks
+// transposed in registers: copied one element at a time, at one load and one store
+// each, the gathers took 41% of a profile of the fpn-box-train-p2 NCHW forward.
+constexpr int kTransposeRun = 8;
+
 template <typename scalar_t>
 View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
                                   int64_t sh, int64_t sw, const TileIndex& t, int64_t n) {
+  constexpr int B = kTransposeRun;
   const int64_t nr = t.rows.size(), nc = t.cols.size();
-  // Written in order; the n planes read per pixel stay in L1 along a row.
-  scalar_t* dst = tile;
   for (int64_t i = 0; i < nr; ++i) {
     const scalar_t* row = src + t.rows[i] * sh;
-    for (int64_t j = 0; j < nc; ++j, dst += n) {
+    scalar_t* dst = tile + i * nc * n;
+    for (int64_t j = 0; j < nc;) {
       const scalar_t* pixel = row + t.cols[j] * sw;
-      for (int64_t c = 0; c < n; ++c) dst[c] = pixel[c * cs];
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (sw == 1 && j + B <= nc && t.cols[j + B - 1] - t.cols[j] == B - 1) {
+          int64_t c = 0;
+          for (; c + B <= n; c += B)
+            at::vec::transpose_mxn<float, B, B>(pixel + c * cs, cs, dst + j * n + c, n);
+          for (; c < n; ++c)
+            for (int64_t q = 0; q < B; ++q) dst[(j + q) * n + c] = pixel[c * cs + q];
+          j += B;
+          continue;
+        }
+      }
+      for (int64_t c = 0; c < n; ++c) dst[j * n + c] = pixel[c * cs];
+      ++j;
     }
   }
   return View4<const scalar_t>(tile, 0, 1, nc * n, n);
@@ -412,11 +430,17 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // transposed whole, once per (level, image, block), into a channels-last scratch that
 // all of that image's RoIs read: cheaper than per-RoI tiles once the RoIs would gather
 // more pixels than the plane has (kPlaneRoiPixels per RoI is taken as a typical tile:
-// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28). Only for geometries that say
-// kPlanes: roi_pool reads every pixel of its footprint, whose compact tile stays in
-// L1, and measured no faster from a whole plane (box-50x84 and roipool-vgg shapes:
-// equal within this machine's noise).
+// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28). Planes too large for that in
+// kChannelBlock channels are transposed kPlanarBlock channels at a time while that
+// fits kWidePlaneBytes (an FPN P2 level, 200 x 336 x 16 floats: 4.3 MB, which the L3
+// holds; with the transposing gather, fpn-box-train-p2 NCHW forward, kernel only, 2
+// threads: avg 160-190 -> 60-85 ms, max 207-230 -> 61-81 ms), at the cost of a
+// buffer of that size per thread. Only for geometries that say kPlanes: roi_pool
+// reads every pixel of its footprint, whose compact tile stays in L1, and measured no
+// faster from a whole plane (box-50x84 and roipool-vgg shapes: equal within this
+// machine's noise).
 constexpr int64_t kPlaneBytes = 2 << 20;
+constexpr int64_t kWidePlaneBytes = 8 << 20;
 constexpr int64_t kPlaneRoiPixels = 256;
 
 // The forward kernels' schedule. Channels-last maps: every (RoI, channel block) task,
@@ -435,27 +459,31 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   const bool planar = !in.channels_contiguous();
   const bool planes = planar && Geometry::kPlanes;  // whether any group may use a plane
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
-  std::vector<int64_t> plane_groups;
+  struct PlaneTask { int64_t group, c0, n; };
+  std::vector<PlaneTask> plane_tasks;
+  int64_t plane_elems = 0;  // the largest plane block
   std::vector<char> in_plane(planes ? K : 0, 0);  // RoIs that a plane task pools
   const RoiBuckets buckets = planes ? bucket_rois(rois, K, in.batch, in) : RoiBuckets{};
   for (int64_t g = 0; planes && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
-    if (pixels == 0 || pixels * kChannelBlock * int64_t(sizeof(scalar_t)) > kPlaneBytes ||
-        (end - begin) * kPlaneRoiPixels < pixels)
+    const int64_t bytes = pixels * int64_t(sizeof(scalar_t));
+    const int64_t width = bytes * kChannelBlock <= kPlaneBytes ? kChannelBlock : kPlanarBlock;
+    if (pixels == 0 || bytes * width > kWidePlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
       continue;
-    plane_groups.push_back(g);
+    for (int64_t c0 = 0; c0 < C; c0 += width) plane_tasks.push_back({g, c0, std::min(width, C - c0)});
+    plane_elems = std::max(plane_elems, pixels * width);
     for (int64_t i = begin; i < end; ++i) in_plane[buckets.order[i]] = 1;
   }
 
-  parallel_dynamic(int64_t(plane_groups.size()) * blocks, 1, [&](auto& claim) {
+  parallel_dynamic(int64_t(plane_tasks.size()), 1, [&](auto& claim) {
     Geometry r;
     TileIndex whole;
-    std::unique_ptr<scalar_t[]> plane(new scalar_t[kPlaneBytes / sizeof(scalar_t)]);
+    std::unique_ptr<scalar_t[]> plane(new scalar_t[plane_elems]);
     int64_t t0, t1;
     while (claim(t0, t1)) {
-      const int64_t g = plane_groups[t0 / blocks], c0 = (t0 % blocks) * kChannelBlock;
-      const int64_t n = std::min(kChannelBlock, C - c0), level = g / in.batch;
+      const auto [g, c0, n] = plane_tasks[t0];
+      const int64_t level = g / in.batch;
       const View4<const scalar_t>& lev = in.views[level];
       whole.rows.resize(in.heights[level]);
       whole.cols.resize(in.widths[level]);
