@@ -435,10 +435,8 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // fits kWidePlaneBytes (an FPN P2 level, 200 x 336 x 16 floats: 4.3 MB, which the L3
 // holds; with the transposing gather, fpn-box-train-p2 NCHW forward, kernel only, 2
 // threads: avg 160-190 -> 60-85 ms, max 207-230 -> 61-81 ms), at the cost of a
-// buffer of that size per thread. Only for geometries that say kPlanes: roi_pool
-// reads every pixel of its footprint, whose compact tile stays in L1, and measured no
-// faster from a whole plane (box-50x84 and roipool-vgg shapes: equal within this
-// machine's noise).
+// buffer of that size per thread. roi_pool, which reads every pixel of its footprint,
+// gains most: roipool-p2 NCHW forward 340 -> 128-154 ms (roipool-50x84 61-65 -> 53).
 constexpr int64_t kPlaneBytes = 2 << 20;
 constexpr int64_t kWidePlaneBytes = 8 << 20;
 constexpr int64_t kPlaneRoiPixels = 256;
@@ -457,14 +455,13 @@ template <typename scalar_t, typename Geometry, typename Build, typename Body>
 void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, int64_t K,
                            int64_t C, const Build& build, const Body& body) {
   const bool planar = !in.channels_contiguous();
-  const bool planes = planar && Geometry::kPlanes;  // whether any group may use a plane
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   struct PlaneTask { int64_t group, c0, n; };
   std::vector<PlaneTask> plane_tasks;
   int64_t plane_elems = 0;  // the largest plane block
-  std::vector<char> in_plane(planes ? K : 0, 0);  // RoIs that a plane task pools
-  const RoiBuckets buckets = planes ? bucket_rois(rois, K, in.batch, in) : RoiBuckets{};
-  for (int64_t g = 0; planes && g + 1 < int64_t(buckets.start.size()); ++g) {
+  std::vector<char> in_plane(planar ? K : 0, 0);  // RoIs that a plane task pools
+  const RoiBuckets buckets = planar ? bucket_rois(rois, K, in.batch, in) : RoiBuckets{};
+  for (int64_t g = 0; planar && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
     const int64_t bytes = pixels * int64_t(sizeof(scalar_t));
@@ -508,7 +505,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
       const int64_t k = planar ? i % K : i / blocks;
       const int64_t c0 = (planar ? i / K : i % blocks) * kChannelBlock;
       const int64_t n = std::min(kChannelBlock, C - c0);
-      if (planes && in_plane[k]) continue;
+      if (planar && in_plane[k]) continue;
       if (k != built) build(r, k), built = k;
       const View4<const scalar_t>& lev = in.views[r.level];
       const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;

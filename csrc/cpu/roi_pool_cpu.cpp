@@ -11,7 +11,6 @@ namespace {
 
 // One RoI's bins: rows [h0[ph], h1[ph]) and columns [w0[pw], w1[pw]).
 struct RoiBins {
-  static constexpr bool kPlanes = false;  // for_each_forward_task: kPlaneBytes
   int64_t image = 0, level = 0;
   std::vector<int> h0, h1, w0, w1;
   Footprint footprint;  // the bins' bounding box (empty: y1 <= y0 or x1 <= x0)

@@ -19,7 +19,6 @@ constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 // xs[pw * grid_w + ix], with weights rounded to acc_t.
 template <typename acc_t>
 struct RoiSamples {
-  static constexpr bool kPlanes = true;  // for_each_forward_task: kPlaneBytes
   SampledRoi g{};
   int64_t image = 0;
   std::vector<AxisTaps<acc_t>> ys, xs;
