@@ -374,14 +374,16 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
     first[g + 1] = first[g] + blocks * s.down * s.across;
   }
 
-  at::parallel_for(0, first[groups], 1, [&](int64_t t0, int64_t t1) {
+  // Handed out one task at a time: tasks cost as much as their group's RoIs, and a
+  // static split of a fused pyramid's tasks gave one thread the P2 and P3 levels and
+  // the other the rest (FPN P2-P5 channels_last fwd+bwd: fused 0.86x four calls).
+  parallel_dynamic(first[groups], 1, [&](auto& claim) {
     std::vector<acc_t> scratch(planar ? scratch_pixels * block : 0);
     std::vector<Geometry> cache;
     Geometry spare;
-    int64_t cached_group = -1, cached = 0;
-    int64_t group = std::upper_bound(first.begin(), first.end(), t0) - first.begin() - 1;
-    for (int64_t task = t0; task < t1; ++task) {
-      while (task >= first[group + 1]) ++group;
+    int64_t cached_group = -1, cached = 0, t0, t1;
+    while (claim(t0, t1)) for (int64_t task = t0; task < t1; ++task) {
+      const int64_t group = std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1;
       const int64_t level = group / N, image = group % N;
       const Split& s = split[level];
       const int64_t local = task - first[group], windows = s.down * s.across;
