@@ -179,6 +179,36 @@ def script_size_pair(output_size: int | tuple[int, int]) -> tuple[int, int]:
     return output_size[0], output_size[1]
 
 
+def op_args(
+    op: str, input: Tensor, boxes: Tensor | list[Tensor], output_size: int | tuple[int, int],
+    spatial_scale: float, mode: str,
+) -> tuple[Tensor, int, int, float]:
+    """The arguments every op takes, checked and normalised: ``(rois, PH, PW,
+    spatial_scale)``. Under TorchScript, which has checked the argument types, only
+    converted: the op checks the values."""
+    if torch.jit.is_scripting():
+        rois = script_rois(op, input, boxes)
+        ph, pw = script_size_pair(output_size)
+    else:  # not compiled by TorchScript, which takes is_scripting() as a constant
+        with traced_checks():
+            check_input(op, input)
+            rois = rois_from_boxes(op, input, boxes)
+            ph, pw = output_size_pair(op, output_size)
+            spatial_scale = check_scale(op, spatial_scale)
+            check_choice(op, "mode", mode, MODES)
+    return rois, ph, pw, spatial_scale
+
+
+def sampling_args(op: str, sampling_ratio: int, sampling: str) -> int:
+    """op_args for the sampled ops' own arguments: the sampling ratio, normalised."""
+    if torch.jit.is_scripting():
+        sampling_ratio = max(sampling_ratio, 0)
+    else:
+        sampling_ratio = check_sampling_ratio(op, sampling_ratio)
+        check_choice(op, "sampling", sampling, SAMPLINGS)
+    return sampling_ratio
+
+
 def needs_argmax(tensors: list[Tensor]) -> bool:
     """Whether a gradient may be asked for, so that the forward keeps max mode's argmax."""
     if not torch.is_grad_enabled():

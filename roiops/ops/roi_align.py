@@ -50,22 +50,9 @@ def roi_align(
     Gradients flow to ``input`` (any order) and, for bilinear sampling, to the box
     coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
     """
-    op = "roi_align"
-    if torch.jit.is_scripting():
-        # TorchScript has checked the argument types and the op checks the values.
-        rois = v.script_rois(op, input, boxes)
-        ph, pw = v.script_size_pair(output_size)
-        sampling_ratio = max(sampling_ratio, 0)
-    else:
-        with v.traced_checks():
-            v.check_input(op, input)
-            rois = v.rois_from_boxes(op, input, boxes)
-            ph, pw = v.output_size_pair(op, output_size)
-            spatial_scale = v.check_scale(op, spatial_scale)
-            sampling_ratio = v.check_sampling_ratio(op, sampling_ratio)
-            aligned = bool(aligned)
-            v.check_choice(op, "mode", mode, v.MODES)
-            v.check_choice(op, "sampling", sampling, v.SAMPLINGS)
+    rois, ph, pw, spatial_scale = v.op_args("roi_align", input, boxes, output_size, spatial_scale, mode)
+    sampling_ratio = v.sampling_args("roi_align", sampling_ratio, sampling)
+    aligned = bool(aligned)
     output, _ = torch.ops.roiops.roi_align(
         input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, mode, sampling, v.needs_argmax([input, rois])
     )

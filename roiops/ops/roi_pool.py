@@ -23,18 +23,7 @@ def roi_pool(
     clipped to the map. An empty bin pools to 0, as does a box with a non-finite
     coordinate. Arguments and output as :func:`roi_align`. The box gradient is zero.
     """
-    op = "roi_pool"
-    if torch.jit.is_scripting():
-        # TorchScript has checked the argument types and the op checks the values.
-        rois = v.script_rois(op, input, boxes)
-        ph, pw = v.script_size_pair(output_size)
-    else:
-        with v.traced_checks():
-            v.check_input(op, input)
-            rois = v.rois_from_boxes(op, input, boxes)
-            ph, pw = v.output_size_pair(op, output_size)
-            spatial_scale = v.check_scale(op, spatial_scale)
-            v.check_choice(op, "mode", mode, v.MODES)
+    rois, ph, pw, spatial_scale = v.op_args("roi_pool", input, boxes, output_size, spatial_scale, mode)
     output, _ = torch.ops.roiops.roi_pool(input, rois, spatial_scale, ph, pw, mode, v.needs_argmax([input, rois]))
     return output
 

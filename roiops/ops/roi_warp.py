@@ -26,21 +26,8 @@ def roi_warp(
     memory format. The rounding makes the box gradient zero; the input gradient is
     exact, to any order.
     """
-    op = "roi_warp"
-    if torch.jit.is_scripting():
-        # TorchScript has checked the argument types and the op checks the values.
-        rois = v.script_rois(op, input, boxes)
-        ph, pw = v.script_size_pair(output_size)
-        sampling_ratio = max(sampling_ratio, 0)
-    else:
-        with v.traced_checks():
-            v.check_input(op, input)
-            rois = v.rois_from_boxes(op, input, boxes)
-            ph, pw = v.output_size_pair(op, output_size)
-            spatial_scale = v.check_scale(op, spatial_scale)
-            sampling_ratio = v.check_sampling_ratio(op, sampling_ratio)
-            v.check_choice(op, "mode", mode, v.MODES)
-            v.check_choice(op, "sampling", sampling, v.SAMPLINGS)
+    rois, ph, pw, spatial_scale = v.op_args("roi_warp", input, boxes, output_size, spatial_scale, mode)
+    sampling_ratio = v.sampling_args("roi_warp", sampling_ratio, sampling)
     output, _ = torch.ops.roiops.roi_warp(
         input, rois, spatial_scale, ph, pw, sampling_ratio, mode, sampling, v.needs_argmax([input, rois])
     )
