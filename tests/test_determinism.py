@@ -63,9 +63,10 @@ def test_deterministic_mode_is_supported(name, dtype):
             assert torch.equal(a, b)
 
 
-# Planar (NCHW) input gradients are accumulated a channel block at a time in a
+# Planar (NCHW) input gradients are accumulated 64 channels at a time in a
 # channels-last scratch that holds 5120 float32 pixels (2560 float64): larger maps
-# are split into windows of rows, wider ones into windows of columns as well.
+# are split into windows of rows, wider ones into windows of columns as well. The
+# scratch is written out to the planes in 8 x 8 blocks of pixels x channels.
 WINDOW_SPLITS = {
     "one-window": (24, 30),
     "row-windows": (90, 70),
@@ -81,11 +82,12 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
     sample, tap), however the planar scratch is split."""
     h, w = size
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 20, h, w, generator=gen, dtype=dtype)  # 20: a full and a partial block
+    # 70 channels: a full block and a partial one (8-channel runs, then 6 left)
+    x = torch.randn(2, 70, h, w, generator=gen, dtype=dtype)
     xy = torch.rand(60, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
     wh = torch.rand(60, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
     rois = torch.cat([torch.randint(0, 2, (60, 1), generator=gen).float(), xy, xy + wh], 1)
-    go = torch.randn(60, 20, 7, 7, generator=gen, dtype=dtype)
+    go = torch.randn(60, 70, 7, 7, generator=gen, dtype=dtype)
     got = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         xg = x.clone(memory_format=memory_format).requires_grad_()
