@@ -337,9 +337,9 @@ struct GradWindow {
 // kernel only, 2 threads, 57-66 -> 41-42 ms (channels_last 40-45).
 constexpr int64_t kScratchBytes = 1280 << 10;
 
-// out[c * cs + j * ps] = in[j * n + c] for pixels j < np and channels c < n: a row of
-// channels-last scratch written out to n planes. Float runs of kTransposeRun pixels
-// move as 8 x 8 blocks transposed in registers, as gather_tile reads them.
+// out[c * cs + j * ps] = in[j * n + c] for pixels (or bins) j < np and channels c < n:
+// np channel runs written out to n planes. Float runs of kTransposeRun pixels move as
+// 8 x 8 blocks transposed in registers, as gather_tile reads them.
 template <typename T>
 void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64_t n) {
   constexpr int B = kTransposeRun;
@@ -684,12 +684,15 @@ inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
 }
 
 // Where a forward task writes its results: channels [c0, c0 + n) of every bin of RoI
-// k, in the output and (when kept, in max mode) the argmax. A planar output ([K, C, PH,
-// PW] with channels PH * PW elements apart, as NCHW maps get) is staged channel-major
-// in a per-thread buffer of up to kStageElems and written out once per task, a run of
-// PH * PW bins per channel: storing each bin's channel run straight into it touches n
-// lines per bin, each a write miss at first: two thirds of the roi_pool NCHW forward
-// in a profile (box-50x84 max forward, 2 threads: 74-87 -> 37-51 ms).
+// k, in the output and (when kept, in max mode) the argmax, which share strides. A
+// planar output ([K, C, PH, PW] with each channel's bins in one run, as NCHW maps get)
+// is staged bin-major, each bin's channel run stored whole, in a per-thread buffer of
+// up to kStageElems, and written out once per task by store_planes. Storing each
+// bin's channel run straight into the output touches n lines per bin, each a write
+// miss at first: two thirds of the roi_pool NCHW forward in a profile (box-50x84 max
+// forward, 2 threads: 74-87 -> 37-51 ms). Staged channel-major instead (n strided
+// stores per bin, then copies of PW bins), roipool-50x84 NCHW forward took 13-14 ms
+// (avg) where this takes 7 (channels_last 6), and box-50x84 NCHW 21 where this takes 13.
 constexpr int64_t kStageElems = 16 << 10;
 
 template <typename scalar_t>
@@ -698,7 +701,7 @@ class OutputBlock {
   OutputBlock(const View4<scalar_t>& out, const View4<int32_t>& argmax, int64_t k, int64_t c0,
               int64_t n, int64_t pooled_h, int64_t pooled_w)
       : out_(out), argmax_(argmax), k_(k), c0_(c0), n_(n), ph_(pooled_h), pw_(pooled_w),
-        staged_(out.s1 != 1 && n * pooled_h * pooled_w <= kStageElems) {
+        staged_(out.s1 != 1 && out.s2 == pooled_w * out.s3 && n * pooled_h * pooled_w <= kStageElems) {
     if (!staged_) return;
     values_ = buffer<scalar_t>();
     if (argmax_.data) indices_ = buffer<int32_t>();
@@ -709,9 +712,9 @@ class OutputBlock {
   void put(int64_t ph, int64_t pw, const acc_t* value, const idx_t* index) {
     const bool keep = index && argmax_.data;
     if (staged_) {
-      const int64_t bins = ph_ * pw_, b = ph * pw_ + pw;
-      store_channels(values_ + b, bins, value, n_);
-      if (keep) store_channels(indices_ + b, bins, index, n_);
+      const int64_t b = ph * pw_ + pw;
+      store_channels(values_ + b * n_, 1, value, n_);
+      if (keep) store_channels(indices_ + b * n_, 1, index, n_);
       return;
     }
     store_channels(at(out_, ph, pw), out_.s1, value, n_);
@@ -737,16 +740,7 @@ class OutputBlock {
   }
   template <typename T>
   void write(const View4<T>& v, const T* staged) const {
-    for (int64_t c = 0; c < n_; ++c)
-      for (int64_t ph = 0; ph < ph_; ++ph) {
-        T* dst = at(v, ph, 0) + c * v.s1;
-        const T* src = staged + (c * ph_ + ph) * pw_;
-        if (v.s3 == 1) {
-          copy_channels(dst, src, pw_);
-        } else {
-          for (int64_t pw = 0; pw < pw_; ++pw) dst[pw * v.s3] = src[pw];
-        }
-      }
+    store_planes(at(v, 0, 0), v.s1, v.s3, staged, ph_ * pw_, n_);
   }
 
   View4<scalar_t> out_;
