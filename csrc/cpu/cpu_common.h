@@ -337,11 +337,33 @@ struct GradWindow {
 // kernel only, 2 threads, 57-66 -> 41-42 ms (channels_last 40-45).
 constexpr int64_t kScratchBytes = 1280 << 10;
 
+// Short inline copies and fills of one channel block: std::copy / std::fill of a
+// runtime length become libc calls, which cost more than these loops at n <= 64.
+template <typename T>
+inline void copy_channels(T* dst, const T* src, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) Vec::loadu(src + c).store(dst + c);
+  for (; c < n; ++c) dst[c] = src[c];
+}
+template <typename T>
+inline void fill_channels(T* dst, T value, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) Vec(value).store(dst + c);
+  for (; c < n; ++c) dst[c] = value;
+}
+
 // out[c * cs + j * ps] = in[j * n + c] for pixels (or bins) j < np and channels c < n:
-// np channel runs written out to n planes. Float runs of kTransposeRun pixels move as
-// 8 x 8 blocks transposed in registers, as gather_tile reads them.
+// np channel runs written out to n planes, or (cs == 1) to np channel runs ps apart.
+// Float runs of kTransposeRun pixels move as 8 x 8 blocks transposed in registers, as
+// gather_tile reads them.
 template <typename T>
 void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64_t n) {
+  if (cs == 1) {
+    for (int64_t j = 0; j < np; ++j) copy_channels(out + j * ps, in + j * n, n);
+    return;
+  }
   constexpr int B = kTransposeRun;
   int64_t j = 0;
   if constexpr (std::is_same_v<T, float>) {
@@ -540,23 +562,6 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   });
 }
 
-// Short inline copies and fills of one channel block: std::copy / std::fill of a
-// runtime length become libc calls, which cost more than these loops at n <= 64.
-template <typename T>
-inline void copy_channels(T* dst, const T* src, int64_t n) {
-  using Vec = at::vec::Vectorized<T>;
-  int64_t c = 0;
-  for (; c + Vec::size() <= n; c += Vec::size()) Vec::loadu(src + c).store(dst + c);
-  for (; c < n; ++c) dst[c] = src[c];
-}
-template <typename T>
-inline void fill_channels(T* dst, T value, int64_t n) {
-  using Vec = at::vec::Vectorized<T>;
-  int64_t c = 0;
-  for (; c + Vec::size() <= n; c += Vec::size()) Vec(value).store(dst + c);
-  for (; c < n; ++c) dst[c] = value;
-}
-
 // v[c] = in[c * cs] for c in [0, n), converting to the accumulation type.
 template <typename acc_t, typename in_t>
 inline void load_channels(acc_t* v, const in_t* in, int64_t cs, int64_t n) {
@@ -684,15 +689,17 @@ inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
 }
 
 // Where a forward task writes its results: channels [c0, c0 + n) of every bin of RoI
-// k, in the output and (when kept, in max mode) the argmax, which share strides. A
-// planar output ([K, C, PH, PW] with each channel's bins in one run, as NCHW maps get)
-// is staged bin-major, each bin's channel run stored whole, in a per-thread buffer of
-// up to kStageElems, and written out once per task by store_planes. Storing each
-// bin's channel run straight into the output touches n lines per bin, each a write
-// miss at first: two thirds of the roi_pool NCHW forward in a profile (box-50x84 max
-// forward, 2 threads: 74-87 -> 37-51 ms). Staged channel-major instead (n strided
-// stores per bin, then copies of PW bins), roipool-50x84 NCHW forward took 13-14 ms
-// (avg) where this takes 7 (channels_last 6), and box-50x84 NCHW 21 where this takes 13.
+// k, in the output and (when kept, in max mode) the argmax, which share strides. When
+// the bins form one run (as in any output of these ops) the block is staged bin-major,
+// each bin's channel run stored whole, in a per-thread buffer of up to kStageElems, and
+// written out once per task by store_planes. The bin loops then never wait on a store
+// that misses: storing each bin's channel run straight into the output, a write miss
+// at first, took two thirds of the roi_pool NCHW forward in a profile (box-50x84 max
+// forward, 2 threads: 74-87 -> 37-51 ms), and a third of the channels_last forwards
+// (2 threads, float32, memory kept mapped: box-50x84 19-21 -> 12-13 ms, c4-box 31-33 ->
+// 19-22, infer-mask 7.7-7.9 -> 4.2). Staged channel-major instead (n strided stores per
+// bin, then copies of PW bins), roipool-50x84 NCHW forward took 13-14 ms (avg) where
+// this takes 7, and box-50x84 NCHW 21 where this takes 13.
 constexpr int64_t kStageElems = 16 << 10;
 
 template <typename scalar_t>
@@ -701,7 +708,7 @@ class OutputBlock {
   OutputBlock(const View4<scalar_t>& out, const View4<int32_t>& argmax, int64_t k, int64_t c0,
               int64_t n, int64_t pooled_h, int64_t pooled_w)
       : out_(out), argmax_(argmax), k_(k), c0_(c0), n_(n), ph_(pooled_h), pw_(pooled_w),
-        staged_(out.s1 != 1 && out.s2 == pooled_w * out.s3 && n * pooled_h * pooled_w <= kStageElems) {
+        staged_(out.s2 == pooled_w * out.s3 && n * pooled_h * pooled_w <= kStageElems) {
     if (!staged_) return;
     values_ = buffer<scalar_t>();
     if (argmax_.data) indices_ = buffer<int32_t>();
