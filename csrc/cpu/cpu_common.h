@@ -472,21 +472,17 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // transposed whole, once per (level, image, block), into a channels-last scratch that
 // all of that image's RoIs read: cheaper than per-RoI tiles once the RoIs would gather
 // more pixels than the plane has (kPlaneRoiPixels per RoI is taken as a typical tile:
-// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28). Planes too large for that in
-// kChannelBlock channels are transposed kPlanarBlock channels at a time while that
-// fits kWidePlaneBytes (an FPN P2 level, 200 x 336 x 16 floats: 4.3 MB, which the L3
-// holds; with the transposing gather, fpn-box-train-p2 NCHW forward, kernel only, 2
-// threads: avg 160-190 -> 60-85 ms, max 207-230 -> 61-81 ms), at the cost of a
-// buffer of that size per thread. roi_pool, which reads every pixel of its footprint,
+// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28), at the cost of a buffer of up to
+// kPlaneBytes per thread. Blocks are kChannelBlock channels where that fits, so each
+// sample's tap arithmetic serves 64 channels (a 100 x 168 FPN P3 plane of 64 floats,
+// 4.3 MB, lives in L3 either way: fpn-mask-train-p3 NCHW forward, 2 threads, 26-27 ->
+// 15 ms with 64 rather than 16 channels, channels_last 15-17), else kPlanarBlock
+// channels (an FPN P2 level, 200 x 336 x 16 floats: 4.3 MB; with the transposing
+// gather, fpn-box-train-p2 NCHW forward, kernel only, 2 threads: avg 160-190 -> 60-85
+// ms, max 207-230 -> 61-81 ms). roi_pool, which reads every pixel of its footprint,
 // gains most: roipool-p2 NCHW forward 340 -> 128-154 ms (roipool-50x84 61-65 -> 53).
-// Whole-block planes up to 8 MB rather than 2 MB: a 100 x 168 plane of 64 floats (FPN
-// P3, 4.3 MB) lives in L3 either way, and 16-channel blocks paid each sample's tap
-// arithmetic for a quarter of the channels: fpn-mask-train-p3 NCHW forward, 2
-// threads, 26-27 -> 15 ms (channels_last 15-17); the per-thread buffer stays at most
-// kWidePlaneBytes.
 constexpr int64_t kPlaneBytes = 8 << 20;
 constexpr int64_t kPlanarBlock = 16;
-constexpr int64_t kWidePlaneBytes = 8 << 20;
 constexpr int64_t kPlaneRoiPixels = 256;
 
 // The forward kernels' schedule. Channels-last maps: every (RoI, channel block) task,
@@ -514,7 +510,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
     const int64_t pixels = in.heights[level] * in.widths[level];
     const int64_t bytes = pixels * int64_t(sizeof(scalar_t));
     const int64_t width = bytes * kChannelBlock <= kPlaneBytes ? kChannelBlock : kPlanarBlock;
-    if (pixels == 0 || bytes * width > kWidePlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
+    if (pixels == 0 || bytes * width > kPlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
       continue;
     for (int64_t c0 = 0; c0 < C; c0 += width) plane_tasks.push_back({g, c0, std::min(width, C - c0)});
     plane_elems = std::max(plane_elems, pixels * width);
