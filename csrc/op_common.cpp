@@ -164,11 +164,10 @@ void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList 
   check_argmax(op, argmax, maps[0], rois, pooled_h, pooled_w, mode);
 }
 
-std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps) {
+std::vector<at::Tensor> grad_accumulators(at::TensorList maps) {
   std::vector<at::Tensor> out;
   for (const at::Tensor& m : maps)
-    out.push_back(
-        empty_like_format(m, m.sizes(), at::toOpMathType(m.scalar_type())).zero_());
+    out.push_back(empty_like_format(m, m.sizes(), at::toOpMathType(m.scalar_type())));
   return out;
 }
 

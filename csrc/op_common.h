@@ -69,9 +69,10 @@ void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList 
                          const at::Tensor& levels, at::ArrayRef<double> scales,
                          int64_t pooled_h, int64_t pooled_w, Mode mode);
 
-// Input-gradient accumulators: one zero tensor per map, in the map's memory format and
-// the accumulation type (float32 for reduced types: many RoIs add into one pixel).
-std::vector<at::Tensor> zero_grad_accumulators(at::TensorList maps);
+// Input-gradient accumulators: one uninitialized tensor per map, in the map's memory
+// format and the accumulation type (float32 for reduced types: many RoIs add into one
+// pixel). The CPU backward kernels write every element (for_each_backward_task).
+std::vector<at::Tensor> grad_accumulators(at::TensorList maps);
 // The accumulators converted to the maps' dtype (no copy when it is already that).
 std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType dtype);
 

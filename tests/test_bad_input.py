@@ -158,15 +158,19 @@ def test_degenerate_and_inverted_boxes_are_defined():
     "name,params",
     [("roi_align", (2, True, "max", "bilinear")), ("roi_warp", (2, "max", "nearest")), ("roi_pool", ("max",))],
 )
-def test_corrupted_argmax_is_never_followed_out_of_bounds(name, params):
-    """argmax is the forward's output; an internal op handed garbage skips it."""
+@pytest.mark.parametrize("channels", [3, 20], ids=["scalar-channels", "vector-channels"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_corrupted_argmax_is_never_followed_out_of_bounds(name, params, channels, layout):
+    """argmax is the forward's output; an internal op handed garbage skips it (20
+    channels: the 8-channel vector offsets too)."""
     ops = torch.ops.roiops
-    out, argmax = getattr(ops, name)(X, ROIS, 1.0, 2, 2, *params)
-    for bad in (2**30, -2**30, 10**6):
+    x = torch.randn(2, channels, 8, 9).contiguous(memory_format=layout)
+    out, argmax = getattr(ops, name)(x, ROIS, 1.0, 2, 2, *params)
+    for bad in (2**30, -2**30, 10**6, -1, 2**31 - 1, -(2**31)):
         garbage = torch.full_like(argmax, bad)
-        grad = getattr(ops, f"_{name}_backward")(torch.ones_like(out), X, garbage, ROIS, 1.0, 2, 2, *params)
-        assert torch.equal(grad, torch.zeros_like(X))
-        jvp = getattr(ops, f"_{name}_jvp")(X, garbage, ROIS, 1.0, 2, 2, *params)
+        grad = getattr(ops, f"_{name}_backward")(torch.ones_like(out), x, garbage, ROIS, 1.0, 2, 2, *params)
+        assert torch.equal(grad, torch.zeros_like(x))
+        jvp = getattr(ops, f"_{name}_jvp")(x, garbage, ROIS, 1.0, 2, 2, *params)
         assert torch.equal(jvp, torch.zeros_like(out))
 
 

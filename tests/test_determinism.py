@@ -154,3 +154,37 @@ def test_staged_and_in_place_nchw_outputs_match_channels_last(name):
     assert nchw[0].shape[1:] == (C, 30, 30) and nchw[0].is_contiguous()
     for a, b in zip(nchw, channels_last, strict=True):
         assert torch.equal(a, b)
+
+
+# A backward reads the output gradient and the argmax one RoI's channel block at a
+# time: NCHW float32 / int32 blocks are transposed whole into bin-major runs, others
+# read bin by bin. A padded (non-contiguous) copy takes the second way.
+INTERNAL_BACKWARDS = {
+    "roi_pool": ("roi_pool", ("max",)),
+    "roi_pool_avg": ("roi_pool", ("avg",)),
+    "roi_align_max": ("roi_align", (2, True, "max", "bilinear")),
+    "roi_warp": ("roi_warp", (2, "avg", "bilinear")),
+}
+
+
+@pytest.mark.parametrize("name", list(INTERNAL_BACKWARDS))
+def test_staged_and_bin_by_bin_gradient_reads_give_the_same_bits(name):
+    op, params = INTERNAL_BACKWARDS[name]
+    ops = torch.ops.roiops
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(N, C, H, W, generator=gen)
+    out, argmax = getattr(ops, op)(x, ROIS, 1 / 8, 7, 7, *params)
+    go = torch.randn(out.shape, generator=gen)
+
+    def padded(t):  # same values, each bin row one element wider in memory
+        if t.dim() != 4:  # avg mode's empty argmax
+            return t
+        wide = torch.zeros(*t.shape[:3], t.shape[3] + 1, dtype=t.dtype)
+        wide[..., :-1] = t
+        return wide[..., :-1]
+
+    backward = getattr(ops, f"_{op}_backward")
+    staged = backward(go, x, argmax, ROIS, 1 / 8, 7, 7, *params)
+    by_bin = backward(padded(go), x, padded(argmax), ROIS, 1 / 8, 7, 7, *params)
+    assert staged.abs().sum() > 0
+    assert torch.equal(staged, by_bin)

@@ -186,14 +186,46 @@ struct TileIndex {
   }
 };
 
-// tile[(i * cols + j) * n + c] = src[c * cs + rows[i] * sh + cols[j] * sw]; returns the
-// tile's view (image and channel offsets already applied). Written in order; the n
-// planes read per pixel stay in L1 along a row. Float runs of kTransposeRun consecutive
-// columns (all of them in a whole plane) move as 8 x 8 (channels x pixels) blocks
-// transposed in registers: copied one element at a time, at one load and one store
-// each, the gathers took 41% of a profile of the fpn-box-train-p2 NCHW forward.
+// dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols: moving channel runs
+// to and from planes. 8 x 8 blocks are transposed in registers where T's lanes allow
+// (kTransposable), the edges one element at a time: copied one element at a time, at
+// one load and one store each, the tile gathers took 41% of a profile of the
+// fpn-box-train-p2 NCHW forward.
 constexpr int kTransposeRun = 8;
 
+// at::vec's 8 x 8 float transposition only moves bits (vector shuffles) in the AVX2 and
+// AVX-512 variants, so int32 argmax indices use it too; the default variant's loop
+// would read ints as floats.
+template <typename T>
+constexpr bool kTransposable = std::is_same_v<T, float> ||
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+                               std::is_same_v<T, int32_t>;
+#else
+                               false;
+#endif
+
+template <typename T>
+void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t rows, int64_t cols) {
+  constexpr int B = kTransposeRun;
+  int64_t i = 0;
+  if constexpr (kTransposable<T>) {
+    for (; i + B <= rows; i += B) {
+      int64_t j = 0;
+      for (; j + B <= cols; j += B)
+        at::vec::transpose_mxn<float, B, B>(reinterpret_cast<const float*>(src + i * ld_src + j), ld_src,
+                                            reinterpret_cast<float*>(dst + j * ld_dst + i), ld_dst);
+      for (; j < cols; ++j)
+        for (int64_t q = i; q < i + B; ++q) dst[j * ld_dst + q] = src[q * ld_src + j];
+    }
+  }
+  for (; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+}
+
+// tile[(i * cols + j) * n + c] = src[c * cs + rows[i] * sh + cols[j] * sw]; returns the
+// tile's view (image and channel offsets already applied). Written in order; the n
+// planes read per pixel stay in L1 along a row. Runs of kTransposeRun consecutive
+// columns (all of them in a whole plane) are transposed as blocks.
 template <typename scalar_t>
 View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
                                   int64_t sh, int64_t sw, const TileIndex& t, int64_t n) {
@@ -204,16 +236,10 @@ View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t c
     scalar_t* dst = tile + i * nc * n;
     for (int64_t j = 0; j < nc;) {
       const scalar_t* pixel = row + t.cols[j] * sw;
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (sw == 1 && j + B <= nc && t.cols[j + B - 1] - t.cols[j] == B - 1) {
-          int64_t c = 0;
-          for (; c + B <= n; c += B)
-            at::vec::transpose_mxn<float, B, B>(pixel + c * cs, cs, dst + j * n + c, n);
-          for (; c < n; ++c)
-            for (int64_t q = 0; q < B; ++q) dst[(j + q) * n + c] = pixel[c * cs + q];
-          j += B;
-          continue;
-        }
+      if (sw == 1 && j + B <= nc && t.cols[j + B - 1] - t.cols[j] == B - 1) {
+        transpose(pixel, cs, dst + j * n, n, n, B);
+        j += B;
+        continue;
       }
       for (int64_t c = 0; c < n; ++c) dst[j * n + c] = pixel[c * cs];
       ++j;
@@ -294,6 +320,8 @@ struct GradWindow {
   // (that - y0 * width) * ps: the max-mode loops then index without a division.
   int64_t origin = y0 * rs + x0 * ps;
   bool whole_rows = x0 == 0 && x1 == width && rs == width * ps;
+  // Whether pixel offsets within the window fit int32 lanes (add_at).
+  bool int32_offsets = whole_rows && y0 * width <= INT32_MAX && (y1 - y0) * rs <= INT32_MAX;
 
   bool has_row(int64_t y) const { return y >= y0 && y < y1; }
   bool has_col(int64_t x) const { return x >= x0 && x < x1; }
@@ -326,6 +354,28 @@ struct GradWindow {
     const int64_t y = p / width, x = p % width;
     return has_row(y) && has_col(x) ? at(y, x) : nullptr;
   }
+  // d[c] += g[c] for c in [0, n), d the channel run of pixel p[c]; pixels outside the
+  // window are skipped: max mode's scatter. Offsets are computed a vector at a time, so
+  // the scalar loop is one load, add and store per channel instead of pixel()'s
+  // bounds, multiply and null checks.
+  void add_at(const int32_t* p, const acc_t* g, int64_t n) const {
+    using IVec = at::vec::Vectorized<int32_t>;
+    int64_t c = 0;
+    if (int32_offsets) {
+      int32_t off[kChannelBlock];
+      const IVec zero(0), none(-1), base(int32_t(y0 * width)), span(int32_t((y1 - y0) * width));
+      const IVec stride(static_cast<int32_t>(ps)), lanes = IVec::arange(0, 1);
+      for (; c + IVec::size() <= n; c += IVec::size()) {
+        const IVec pixel = IVec::loadu(p + c), q = pixel - base;
+        const IVec inside = (pixel >= zero) & (q >= zero) & (q < span);
+        IVec::blendv(none, q * stride + lanes + IVec(int32_t(c)), inside).store(off + c);
+      }
+      for (int64_t i = 0; i < c; ++i)
+        if (off[i] >= 0) data[off[i]] += g[i];
+    }
+    for (; c < n; ++c)
+      if (acc_t* d = pixel(p[c])) d[c] += g[c];
+  }
 };
 
 // Planar input gradients are accumulated kChannelBlock channels at a time, as
@@ -356,34 +406,26 @@ inline void fill_channels(T* dst, T value, int64_t n) {
 
 // out[c * cs + j * ps] = in[j * n + c] for pixels (or bins) j < np and channels c < n:
 // np channel runs written out to n planes, or (cs == 1) to np channel runs ps apart.
-// Float runs of kTransposeRun pixels move as 8 x 8 blocks transposed in registers, as
-// gather_tile reads them.
 template <typename T>
 void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64_t n) {
   if (cs == 1) {
     for (int64_t j = 0; j < np; ++j) copy_channels(out + j * ps, in + j * n, n);
-    return;
+  } else if (ps == 1) {
+    transpose(in, n, out, cs, np, n);
+  } else {
+    for (int64_t j = 0; j < np; ++j)
+      for (int64_t c = 0; c < n; ++c) out[c * cs + j * ps] = in[j * n + c];
   }
-  constexpr int B = kTransposeRun;
-  int64_t j = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    for (; ps == 1 && j + B <= np; j += B) {
-      int64_t c = 0;
-      for (; c + B <= n; c += B)
-        at::vec::transpose_mxn<float, B, B>(in + j * n + c, n, out + c * cs + j, cs);
-      for (; c < n; ++c)
-        for (int64_t q = 0; q < B; ++q) out[c * cs + j + q] = in[(j + q) * n + c];
-    }
-  }
-  for (; j < np; ++j)
-    for (int64_t c = 0; c < n; ++c) out[c * cs + j * ps] = in[j * n + c];
 }
 
 // The backward kernels' schedule: tasks are (level, image, channel block, window),
 // each running `body(k, c0, n, geometry, window)` for every RoI k of its (level,
 // image) group whose footprint overlaps the window, in increasing k: every pixel
 // sums its contributions in the same order for any thread count, and no two tasks
-// write the same pixel, so the result is bitwise deterministic without atomics.
+// write the same pixel, so the result is bitwise deterministic without atomics. Tasks
+// cover every element of `gi`, which they zero (channels-last accumulators) or store
+// whole from a zeroed scratch (planar ones), so `gi` need not be initialized: a
+// separate zero fill of a planar gradient cost a tenth of the roipool-vgg NCHW backward.
 // `build(geometry, k)` fills RoI k's geometry (with its Footprint); each thread keeps
 // the geometries of its current group (up to kGeometryCacheBytes) for all its tasks.
 // `gi` holds one accumulator per level in that level's memory format.
@@ -443,6 +485,9 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
       if (planar) {
         w = {scratch.data(), (x1 - x0) * n, n, y0, y1, x0, x1, W};
         std::fill_n(scratch.data(), (y1 - y0) * (x1 - x0) * n, acc_t(0));
+      } else {
+        for (int64_t y = y0; y < y1; ++y)
+          for (int64_t x = x0; x < x1; ++x) fill_channels(w.at(y, x), acc_t(0), n);
       }
       const int64_t begin = buckets.start[group], end = buckets.start[group + 1];
       if (group != cached_group) {
@@ -703,6 +748,13 @@ inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
 // this takes 7, and box-50x84 NCHW 21 where this takes 13.
 constexpr int64_t kStageElems = 16 << 10;
 
+// This thread's buffer of kStageElems T for a staged block.
+template <typename T>
+T* stage_buffer() {
+  static thread_local std::vector<T> b(kStageElems);
+  return b.data();
+}
+
 template <typename scalar_t>
 class OutputBlock {
  public:
@@ -711,8 +763,8 @@ class OutputBlock {
       : out_(out), argmax_(argmax), k_(k), c0_(c0), n_(n), ph_(pooled_h), pw_(pooled_w),
         staged_(out.s2 == pooled_w * out.s3 && n * pooled_h * pooled_w <= kStageElems) {
     if (!staged_) return;
-    values_ = buffer<scalar_t>();
-    if (argmax_.data) indices_ = buffer<int32_t>();
+    values_ = stage_buffer<scalar_t>();
+    if (argmax_.data) indices_ = stage_buffer<int32_t>();
   }
 
   // Bin (ph, pw): value[c] for channel c0 + c, and its argmax index[c] (nullptr in avg mode).
@@ -737,11 +789,6 @@ class OutputBlock {
   }
 
  private:
-  template <typename T>
-  static T* buffer() {
-    static thread_local std::vector<T> b(kStageElems);
-    return b.data();
-  }
   template <typename T>
   T* at(const View4<T>& v, int64_t ph, int64_t pw) const {
     return v.data + k_ * v.s0 + c0_ * v.s1 + ph * v.s2 + pw * v.s3;
@@ -771,23 +818,29 @@ inline void prefetch_channels(const T* p, int64_t cs, int64_t n) {
 }
 
 // An output-shaped [K, C, PH, PW] tensor (output gradient, argmax) that a backward
-// task reads one bin's channel run at a time, RoI-major. Those runs lie C (channels
-// last) or 1 (per channel, PH * PW apart) elements apart with the task's other channels
-// in between: a stride the hardware prefetcher does not follow, so every load first
-// asks for the bin kPrefetchBins ahead in (k, ph, pw) order, which is next in a
-// group's increasing-k walk (box-50x84 backward, 2 threads: roi_pool max 43-49 -> 30-37
-// ms channels_last and 80-89 -> 30-49 ms NCHW; roi_align avg channels_last 59-61 ->
-// 41-46 ms). Alternatives measured against this (same cases, NCHW and channels_last,
-// native builds alternated): staging each RoI's block bins-major in a buffer first,
-// with or without asking for the next RoI's block, 1.2-2x slower; asking for the next
-// RoI's whole block at its first bin instead of bin by bin, 1.4-1.8x slower in both
-// layouts; no prefetch for planar blocks, 1.7x slower; 20 bins ahead, within noise.
+// task reads one RoI's channel block at a time, bin by bin (BinCursor). In a
+// channels-last tensor each bin's channel run is contiguous, the runs C elements apart
+// with the task's other channels in between: a stride the hardware prefetcher does not
+// follow, so every load first asks for the bin kPrefetchBins ahead in (k, ph, pw)
+// order, which is next in a group's increasing-k walk (box-50x84 backward, 2 threads:
+// roi_pool max 43-49 -> 30-37 ms channels_last; roi_align avg 59-61 -> 41-46 ms; 20
+// bins ahead, within noise; the next RoI's whole block at its first bin, 1.4-1.8x
+// slower). In an NCHW tensor the block is n planes of PH * PW bins, one run of memory:
+// it is transposed once into a bin-major buffer, 8 x 8 blocks in registers, and the
+// next RoI's block asked for, in place of n strided loads and n prefetches per bin
+// (2 threads, float32, native builds alternated: roipool-50x84 NCHW backward 40-42 ->
+// 29-31 ms, roipool-vgg 24-30 -> 22-24; that block staged one element at a time was
+// 1.2-2x slower than the strided loads).
 constexpr int64_t kPrefetchBins = 8;
 
 template <typename T>
 struct BinReader {
   View4<const T> v;
   int64_t rois, pooled_h, pooled_w;
+  // Whether each RoI's channel block is one run of planes (NCHW), which BinCursor
+  // stages bin-major.
+  bool planar = kTransposable<T> && v.s3 == 1 && v.s2 == pooled_w && v.s1 == pooled_h * pooled_w &&
+                pooled_h * pooled_w * kChannelBlock <= kStageElems;
 
   const T* at(int64_t k, int64_t c0, int64_t ph, int64_t pw) const {
     return v.data + k * v.s0 + c0 * v.s1 + ph * v.s2 + pw * v.s3;
@@ -804,4 +857,34 @@ struct BinReader {
   }
 };
 
+// Channels [c0, c0 + n) of RoI k's bins in a BinReader's tensor, as acc_t runs:
+// planar blocks are transposed into a bin-major buffer once (and the next RoI's block
+// asked for), others loaded bin by bin. The buffer is this thread's stage_buffer<T>:
+// one cursor of each T at a time.
+template <typename acc_t, typename T>
+class BinCursor {
+ public:
+  BinCursor(const BinReader<T>& r, int64_t k, int64_t c0, int64_t n) : r_(r), k_(k), c0_(c0), n_(n) {
+    if constexpr (std::is_same_v<acc_t, T>) {
+      if (!r.planar) return;
+      const int64_t bins = r.pooled_h * r.pooled_w;
+      T* buf = stage_buffer<T>();
+      transpose(r.at(k, c0, 0, 0), bins, buf, n, n, bins);
+      if (k + 1 < r.rois) prefetch_channels(r.at(k + 1, c0, 0, 0), 1, n * bins);
+      staged_ = buf;
+    }
+  }
+  // The run of bin (ph, pw); valid until the next call.
+  const acc_t* operator()(int64_t ph, int64_t pw) {
+    if (staged_) return staged_ + (ph * r_.pooled_w + pw) * n_;
+    r_.load(run_, k_, c0_, n_, ph, pw);
+    return run_;
+  }
+
+ private:
+  const BinReader<T>& r_;
+  int64_t k_, c0_, n_;
+  const acc_t* staged_ = nullptr;
+  acc_t run_[kChannelBlock];
+};
 }  // namespace roiops::cpu

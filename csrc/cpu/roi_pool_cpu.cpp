@@ -245,27 +245,26 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
       gi, bucket_rois(rp, K, shape.batch, shape),
       [&](RoiBins& r, int64_t k) { r.build(rp, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins& r, const GradWindow<acc_t>& w) {
-        acc_t gout[kChannelBlock];
-        int32_t arg[kChannelBlock];
+        BinCursor<acc_t, scalar_t> grads(go, k, c0, n);
+        BinCursor<int32_t, int32_t> args(am, k, c0, n);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
             if (count == 0) continue;
-            go.load(gout, k, c0, n, ph, pw);
+            const acc_t* g = grads(ph, pw);
             if constexpr (M == Mode::Avg) {
-              for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
+              acc_t gout[kChannelBlock];
+              for (int64_t c = 0; c < n; ++c) gout[c] = g[c] / acc_t(count);
               const int64_t y1 = std::min<int64_t>(r.h1[ph], w.y1);
               const int64_t x1 = std::min<int64_t>(r.w1[pw], w.x1);
               for (int64_t y = std::max<int64_t>(r.h0[ph], w.y0); y < y1; ++y)
                 for (int64_t x = std::max<int64_t>(r.w0[pw], w.x0); x < x1; ++x)
                   w.add(y, x, acc_t(1), gout, n);
             } else {
-              am.load(arg, k, c0, n, ph, pw);
               // Argmax entries come from the forward; ones outside the window (which
               // lies in the map), as in a corrupted tensor passed to this op
               // directly, are skipped rather than followed.
-              for (int64_t c = 0; c < n; ++c)
-                if (acc_t* d = w.pixel(arg[c])) d[c] += gout[c];
+              w.add_at(args(ph, pw), g, n);
             }
           }
         }
@@ -311,9 +310,12 @@ std::vector<at::Tensor> pool_backward_op(const at::Tensor& grad, at::TensorList 
                                     const PoolArgs& a) {
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
+  std::vector<at::Tensor> gi = grad_accumulators(inputs);
   const at::ScalarType dtype = inputs[0].scalar_type();
-  if (rois.size(0) == 0 || inputs[0].size(1) == 0) return finish_grads(gi, dtype);
+  if (rois.size(0) == 0 || inputs[0].size(1) == 0) {
+    for (at::Tensor& g : gi) g.zero_();
+    return finish_grads(gi, dtype);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roiops_roi_pool_backward", [&] {
     const Maps<const scalar_t> shape(inputs, scales, levels.data);
     const Maps<acc_type<scalar_t>> g(gi, scales, levels.data);

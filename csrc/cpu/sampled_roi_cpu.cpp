@@ -47,9 +47,12 @@ std::vector<at::Tensor> sampled_backward_input_op(const at::Tensor& grad, at::Te
                                                   at::ArrayRef<double> scales, const SampledArgs& a) {
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  std::vector<at::Tensor> gi = zero_grad_accumulators(inputs);
+  std::vector<at::Tensor> gi = grad_accumulators(inputs);
   const at::ScalarType dtype = inputs[0].scalar_type();
-  if (rois.size(0) == 0 || inputs[0].size(1) == 0) return finish_grads(gi, dtype);
+  if (rois.size(0) == 0 || inputs[0].size(1) == 0) {
+    for (at::Tensor& g : gi) g.zero_();
+    return finish_grads(gi, dtype);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype,
                                   "roiops_sampled_backward_input", [&] {
     const Maps<const scalar_t> shape(inputs, scales, levels.data);

@@ -320,17 +320,18 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
         // Whether every tap of this RoI lands in the window (always with channels-last
         // maps): then taps are addressed as in the forward, without bounds checks.
         const bool covered = w.covers(r.footprint);
+        BinCursor<acc_t, scalar_t> grads(go, k, c0, n);
+        BinCursor<int32_t, int32_t> args(am, k, c0, n);
         acc_t gout[kChannelBlock];
-        int32_t arg[kChannelBlock];
         Taps<acc_t, kTapsOf<S>> t;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
-            go.load(gout, k, c0, n, ph, pw);
+            const acc_t* g = grads(ph, pw);
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(count);
-              for (int64_t c = 0; c < n; ++c) gout[c] *= inv;
+              for (int64_t c = 0; c < n; ++c) gout[c] = g[c] * inv;
               for (int iy = 0; iy < gh; ++iy) {
                 const AxisTaps<acc_t>& y = ys[iy];
                 if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
@@ -347,7 +348,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                 }
               }
             } else {
-              am.load(arg, k, c0, n, ph, pw);
+              const int32_t* arg = args(ph, pw);
               for (int64_t c = 0; c < n; ++c) {
                 // Argmax entries come from the forward; out-of-range ones (a corrupted
                 // tensor passed to this op directly) are skipped rather than followed.
@@ -357,10 +358,10 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                 if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
                 if (covered) {
                   for (int j = 0; j < kTapsOf<S>; ++j)
-                    w.data[t.off[j] - w.origin + c] += t.w[j] * gout[c];
+                    w.data[t.off[j] - w.origin + c] += t.w[j] * g[c];
                 } else {
                   scatter(y, x, [&](int64_t yy, int64_t xx, acc_t wt) {
-                    if (w.has_row(yy) && w.has_col(xx)) w.at(yy, xx)[c] += wt * gout[c];
+                    if (w.has_row(yy) && w.has_col(xx)) w.at(yy, xx)[c] += wt * g[c];
                   });
                 }
               }
