@@ -50,6 +50,8 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
 // (suggest_memory_format). roiops/_registration.py states the same rule for the
 // fake kernels.
 at::MemoryFormat output_format(const at::Tensor& input);
+// A fresh tensor in `like`'s output format; a large CPU one is asked to be backed by
+// transparent huge pages (op_common.cpp: advise_huge_pages).
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
 
