@@ -68,3 +68,37 @@ def test_second_order_through_boxes_is_refused():
     (g,) = torch.autograd.grad(out.pow(2).sum(), coords, create_graph=True)
     with pytest.raises(NotImplementedError, match="second derivatives through the box"):
         g.sum().backward()
+
+
+class _Cut(torch.autograd.Function):
+    """Passes a tensor on and returns no gradient for it."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return None
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=ids)
+def test_a_node_reached_without_a_gradient_passes_none_on(variant):
+    """Autograd does not hand these ops zero-filled gradients (the int32 argmax's
+    would be as large as the output), so a node reached through a Function that
+    returns no gradient gets None, and contributes nothing."""
+    op, kwargs = variant
+    coords = ROIS[:, 1:].clone().requires_grad_()
+    x = X.clone().requires_grad_()
+    loss = _Cut.apply(call(op, kwargs, x, coords)).sum() + x.sum() + coords.sum()
+    loss.backward()
+    assert torch.equal(x.grad, torch.ones_like(x)) and torch.equal(coords.grad, torch.ones_like(coords))
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_a_multilevel_node_reached_without_a_gradient_passes_none_on(mode):
+    maps = [X.clone().requires_grad_(), X[:, :, ::2, ::2].clone().requires_grad_()]
+    levels = torch.tensor([0, 1, 0, 1, 1])
+    out, _ = torch.ops.roiops.roi_pool_multilevel(maps, ROIS, levels, [0.5, 0.25], 3, 2, mode, True)
+    (_Cut.apply(out).sum() + sum(m.sum() for m in maps)).backward()
+    assert all(torch.equal(m.grad, torch.ones_like(m)) for m in maps)
