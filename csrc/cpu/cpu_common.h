@@ -424,8 +424,8 @@ void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64
 // sums its contributions in the same order for any thread count, and no two tasks
 // write the same pixel, so the result is bitwise deterministic without atomics. Tasks
 // cover every element of `gi`, which they zero (channels-last accumulators) or store
-// whole from a zeroed scratch (planar ones), so `gi` need not be initialized: a
-// separate zero fill of a planar gradient cost a tenth of the roipool-vgg NCHW backward.
+// whole from a zeroed scratch (planar ones), so `gi` need not be initialized: zeroing
+// it first would write a planar gradient twice.
 // `build(geometry, k)` fills RoI k's geometry (with its Footprint); each thread keeps
 // the geometries of its current group (up to kGeometryCacheBytes) for all its tasks.
 // `gi` holds one accumulator per level in that level's memory format.
