@@ -121,6 +121,18 @@ at::MemoryFormat output_format(const at::Tensor& input) {
   return input.suggest_memory_format();
 }
 
+int64_t last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    // Linux names the size "32768K"; a stream that cannot parse it leaves b at 0.
+    int64_t b = 0;
+    char unit = 0;
+    std::ifstream("/sys/devices/system/cpu/cpu0/cache/index3/size") >> b >> unit;
+    b *= unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
+    return b > 0 ? b : int64_t(32) << 20;
+  }();
+  return bytes;
+}
+
 namespace {
 
 // The size of Linux's transparent huge pages, or 0 where there are none.

@@ -50,6 +50,10 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
 // (suggest_memory_format). roiops/_registration.py states the same rule for the
 // fake kernels.
 at::MemoryFormat output_format(const at::Tensor& input);
+
+// The last-level cache of this CPU in bytes (Linux sysfs; 32 MB where it is not said):
+// CPU outputs larger than it are written around the caches (cpu_common.h: OutputBlock).
+int64_t last_level_cache_bytes();
 // A fresh tensor in `like`'s output format; a large CPU one is asked to be backed by
 // transparent huge pages (op_common.cpp: advise_huge_pages).
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,

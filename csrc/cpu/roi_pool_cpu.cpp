@@ -172,6 +172,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   using acc_t = acc_type<scalar_t>;
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
+  const bool around_caches = writes_around_caches(out, argmax);
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, RoiBins>(
@@ -181,7 +182,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
         acc_t acc[kChannelBlock];
         int32_t pixel[kChannelBlock];
         const int64_t W = in.widths[at.level];
-        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w);
+        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w, around_caches);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);

@@ -132,13 +132,18 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
   const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
   const int count = gh * gw;
   if (count <= kSumRun) {
+    // Every sample's taps, computed once for all of the block's channel runs rather
+    // than once per run (box-50x84 channels_last forward, 1 thread, min of 30, three
+    // rounds: 24-30 -> 19-23 ms).
+    Taps<acc_t, kTapsOf<S>> taps[kSumRun];
+    int m = 0;
+    for (int iy = 0; iy < gh; ++iy)
+      for (int ix = 0; ix < gw; ++ix) m += sample_taps<S>(taps[m], ys[iy], xs[ix], v.s2, v.s3);
     const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
     sum_taps(
         out, src, v.s1, n,
         [&](auto&& add) {
-          for (int iy = 0; iy < gh; ++iy)
-            for (int ix = 0; ix < gw; ++ix)
-              if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add(t);
+          for (int i = 0; i < m; ++i) add(taps[i]);
         },
         [&](auto sum) { return sum * decltype(sum)(inv); });
     return;
@@ -231,6 +236,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   using Roi = RoiSamples<acc_t>;
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
+  const bool around_caches = writes_around_caches(out, argmax);
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, Roi>(
@@ -239,7 +245,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
           const View4<const scalar_t>& v, const scalar_t* src) {
         acc_t acc[kChannelBlock], scratch[kChannelBlock];
         index_of<acc_t> arg[kChannelBlock];
-        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w);
+        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w, around_caches);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             if (r.count() == 0) {
