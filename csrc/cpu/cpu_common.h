@@ -546,8 +546,8 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // transposed whole, once per (level, image, block), into a channels-last scratch that
 // all of that image's RoIs read: cheaper than per-RoI tiles once the RoIs would gather
 // more pixels than the plane has (kPlaneRoiPixels per RoI is taken as a typical tile:
-// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28), at the cost of one buffer of up
-// to kPlaneBytes that the threads share. Blocks are kChannelBlock channels where that fits, so each
+// 7 x 7 bins of 2 x 2 samples touch up to 28 x 28), at the cost of a buffer of up to
+// kPlaneBytes per thread. Blocks are kChannelBlock channels where that fits, so each
 // sample's tap arithmetic serves 64 channels (a 100 x 168 FPN P3 plane of 64 floats,
 // 4.3 MB, lives in L3 either way: fpn-mask-train-p3 NCHW forward, 2 threads, 26-27 ->
 // 15 ms with 64 rather than 16 channels, channels_last 15-17), else kPlanarBlock
@@ -558,13 +558,15 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 constexpr int64_t kPlaneBytes = 8 << 20;
 constexpr int64_t kPlanarBlock = 16;
 constexpr int64_t kPlaneRoiPixels = 256;
+// The fewest RoIs of a part of a plane block's RoIs (see for_each_forward_task).
+constexpr int64_t kMinPlanePart = 16;
 
 // The forward kernels' schedule. Channels-last maps: every (RoI, channel block) task,
 // RoI-major (each RoI's geometry is built once; every tap reads a whole channel run
 // anyway), RoIs in (level, image) order so that consecutive tasks read one map (a fused
 // FPN P2-P5 forward, whose RoIs interleave levels, 2 threads, float32: 34-35 -> 28-29
-// ms; four per-level calls 38-43). Planar maps: the (level, image, block) planes to
-// transpose (see kPlaneBytes), one at a time, then the remaining RoIs' (RoI, block) tasks
+// ms; four per-level calls 38-43). Planar maps: the (level, image, block) tasks of
+// transposed planes (see kPlaneBytes), then the remaining RoIs' (RoI, block) tasks
 // block-major (a pyramid of planes is far larger than the caches; this keeps one block
 // of planes hot across all RoIs), each reading a channels-last tile of the RoI's
 // footprint when it fits (Geometry::to_tile). `build(geometry, k)` fills RoI k's
@@ -577,8 +579,8 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
                            int64_t C, const Build& build, const Body& body) {
   const bool planar = !in.channels_contiguous();
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
-  struct PlaneTask { int64_t group, c0, n; };
-  std::vector<PlaneTask> plane_tasks;
+  struct PlaneTask { int64_t group, c0, n, begin, end; };  // RoIs order[begin, end)
+  std::vector<PlaneTask> planes, plane_tasks;
   int64_t plane_elems = 0;  // the largest plane block
   std::vector<char> in_plane(planar ? K : 0, 0);  // RoIs that a plane task pools
   const RoiBuckets buckets = bucket_rois(rois, K, in.batch, in);
@@ -589,46 +591,54 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
     const int64_t width = bytes * kChannelBlock <= kPlaneBytes ? kChannelBlock : kPlanarBlock;
     if (pixels == 0 || bytes * width > kPlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
       continue;
-    for (int64_t c0 = 0; c0 < C; c0 += width) plane_tasks.push_back({g, c0, std::min(width, C - c0)});
+    for (int64_t c0 = 0; c0 < C; c0 += width) planes.push_back({g, c0, std::min(width, C - c0), begin, end});
     plane_elems = std::max(plane_elems, pixels * width);
     for (int64_t i = begin; i < end; ++i) in_plane[buckets.order[i]] = 1;
   }
+  // With few plane blocks (a 64-channel map is one) each block's RoIs are split into
+  // parts, so that every thread has work and the threads end together; a thread that
+  // takes consecutive parts of one block transposes it once. (2 threads, float32,
+  // medians: box-50x84 at 64 channels NCHW forward 8.2-9.7 -> 3.4-4.2 ms; at 256
+  // channels NCHW / channels_last 1.17-1.58 -> 0.88-1.13 over four rounds. One block at
+  // a time shared by all threads, transposed and pooled in two parallel steps, did as
+  // well on one map but, on a loaded machine, took the fused FPN NCHW forward from
+  // 70-108 to 173-182 ms: every step waits for a descheduled thread.)
+  const int64_t want = 4 * at::get_num_threads();
+  for (const PlaneTask& p : planes) {
+    const int64_t count = p.end - p.begin;
+    const int64_t parts = std::clamp<int64_t>((want + int64_t(planes.size()) - 1) / int64_t(planes.size()),
+                                              1, std::max<int64_t>(1, count / kMinPlanePart));
+    for (int64_t i = 0; i < parts; ++i)
+      plane_tasks.push_back({p.group, p.c0, p.n, p.begin + count * i / parts, p.begin + count * (i + 1) / parts});
+  }
 
-  // One plane block at a time, shared by the threads: its rows transposed in parallel,
-  // then its RoIs pooled in parallel, so an image with one or two channel blocks still
-  // keeps every thread busy. As one task per plane block, a 64-channel map used one
-  // thread, and 4 blocks on 2 threads waited on the slower one (box-50x84 NCHW forward,
-  // 2 threads, float32, medians of 11, three rounds: NCHW / channels_last 1.24-1.35 ->
-  // 1.00-1.16; channel sweep before: 1 -> 2 threads 6.5 -> 6.5 ms at C=64, 21 -> 17 at
-  // C=256).
-  std::unique_ptr<scalar_t[]> plane(plane_tasks.empty() ? nullptr : new scalar_t[plane_elems]);
-  for (const PlaneTask& p : plane_tasks) {
-    const int64_t level = p.group / in.batch, W = in.widths[level];
-    const View4<const scalar_t>& lev = in.views[level];
-    const scalar_t* src = lev.data + (p.group % in.batch) * lev.s0 + p.c0 * lev.s1;
-    parallel_dynamic(in.heights[level], 4, [&](auto& claim) {
-      TileIndex rows;
-      rows.cols.resize(W);
-      std::iota(rows.cols.begin(), rows.cols.end(), 0);
-      int64_t y0, y1;
-      while (claim(y0, y1)) {
-        rows.rows.resize(y1 - y0);
-        std::iota(rows.rows.begin(), rows.rows.end(), int(y0));
-        gather_tile(plane.get() + y0 * W * p.n, src, lev.s1, lev.s2, lev.s3, rows, p.n);
+  parallel_dynamic(int64_t(plane_tasks.size()), 1, [&](auto& claim) {
+    Geometry r;
+    TileIndex whole;
+    std::unique_ptr<scalar_t[]> plane(new scalar_t[plane_elems]);
+    View4<const scalar_t> v(nullptr, 0, 0, 0, 0);
+    int64_t have = -1;  // the plane task whose block is in `plane`
+    int64_t t0, t1;
+    while (claim(t0, t1)) {
+      const auto [g, c0, n, begin, end] = plane_tasks[t0];
+      if (have < 0 || plane_tasks[have].group != g || plane_tasks[have].c0 != c0) {
+        const int64_t level = g / in.batch;
+        const View4<const scalar_t>& lev = in.views[level];
+        whole.rows.resize(in.heights[level]);
+        whole.cols.resize(in.widths[level]);
+        std::iota(whole.rows.begin(), whole.rows.end(), 0);
+        std::iota(whole.cols.begin(), whole.cols.end(), 0);
+        v = gather_tile(plane.get(), lev.data + (g % in.batch) * lev.s0 + c0 * lev.s1, lev.s1,
+                        lev.s2, lev.s3, whole, n);
       }
-    });
-    const View4<const scalar_t> v(plane.get(), 0, 1, W * p.n, p.n);
-    const int64_t begin = buckets.start[p.group];
-    parallel_dynamic(buckets.start[p.group + 1] - begin, 4, [&](auto& claim) {
-      Geometry r;
-      int64_t i0, i1;
-      while (claim(i0, i1)) for (int64_t i = begin + i0; i < begin + i1; ++i) {
+      have = t0;
+      for (int64_t i = begin; i < end; ++i) {
         const int64_t k = buckets.order[i];
         build(r, k);
-        body(k, p.c0, p.n, r, r, v, v.data);
+        body(k, c0, n, r, r, v, v.data);
       }
-    });
-  }
+    }
+  });
 
   parallel_dynamic(blocks * K, 4, [&](auto& claim) {
     Geometry r, tiled;
