@@ -755,10 +755,6 @@ inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Res
   if (c < n) rest(c);
 }
 
-// out[c] = finish(sum of value(c) over the taps sets that for_each(add) passes to add,
-// in order) for c in [0, n), each set a Taps over src: the sums of a bin, with channel
-// runs held in registers (by_channel_runs). finish takes and returns a Vectorized or
-// an acc_t.
 // Sums take a whole 64-channel block in one run where that is 8 vectors (AVX2 floats;
 // 8 accumulators, 4 tap weights and a product fit the 16 registers): each tap's
 // offset and weight then serve every channel, and 8 independent add chains hide the
@@ -767,6 +763,10 @@ inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Res
 template <typename acc_t>
 constexpr int kSumUnroll = at::vec::Vectorized<acc_t>::size() == 8 ? 8 : 4;
 
+// out[c] = finish(sum of value(c) over the taps sets that for_each(add) passes to add,
+// in order) for c in [0, n), each set a Taps over src: the sums of a bin, with channel
+// runs held in registers (by_channel_runs). finish takes and returns a Vectorized or
+// an acc_t.
 template <typename acc_t, typename scalar_t, typename ForEach, typename Finish>
 inline void sum_taps(acc_t* out, const scalar_t* src, int64_t cs, int64_t n,
                      const ForEach& for_each, const Finish& finish) {
