@@ -31,7 +31,9 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__SSE2__)
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
@@ -191,21 +193,49 @@ struct TileIndex {
 };
 
 // dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols: moving channel runs
-// to and from planes. 8 x 8 blocks are transposed in registers where T's lanes allow
-// (kTransposable), the edges one element at a time: copied one element at a time, at
-// one load and one store each, the tile gathers took 41% of a profile of the
-// fpn-box-train-p2 NCHW forward.
+// to and from planes. 8 x 8 blocks are transposed in registers where T allows
+// (kTransposable: 4-byte elements in the AVX variants, whose shuffles only move bits,
+// so int32 argmax indices too; floats in the default variant), the edges one element at
+// a time: copied one element at a time, at one load and one store each, the tile
+// gathers took 41% of a profile of the fpn-box-train-p2 NCHW forward.
 constexpr int kTransposeRun = 8;
 
-// at::vec's 8 x 8 float transposition only moves bits (vector shuffles) in the AVX2 and
-// AVX-512 variants, so int32 argmax indices use it too; the default variant's loop
-// would read ints as floats.
-template <typename T>
-constexpr bool kTransposable = std::is_same_v<T, float> ||
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-                               std::is_same_v<T, int32_t>;
+template <typename T>
+constexpr bool kTransposable = sizeof(T) == 4;
+
+// One 8 x 8 block. Our own rather than at::vec::transpose_mxn: in the AVX-512 variant
+// that runs a 16 x 16 transposition with masked loads and stores behind two calls for
+// every 8 x 8 block, which took 38% of the box-50x84 NCHW forward (Xeon, AVX-512,
+// 2 threads), more than the pooling.
+inline void transpose_block8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
+  // Rows a..h: pairs interleaved (a0 b0 a1 b1 | a4 b4 a5 b5, ...), then quads
+  // (a0 b0 c0 d0 | a4 b4 c4 d4, ...), then the 128-bit halves give whole columns.
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ld_dst, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * ld_dst, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
 #else
-                               false;
+// at::vec's default transposition reads its elements as floats, so only floats use it.
+template <typename T>
+constexpr bool kTransposable = std::is_same_v<T, float>;
+
+inline void transpose_block8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  at::vec::transpose_mxn<float, kTransposeRun, kTransposeRun>(src, ld_src, dst, ld_dst);
+}
 #endif
 
 template <typename T>
@@ -216,8 +246,8 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t row
     for (; i + B <= rows; i += B) {
       int64_t j = 0;
       for (; j + B <= cols; j += B)
-        at::vec::transpose_mxn<float, B, B>(reinterpret_cast<const float*>(src + i * ld_src + j), ld_src,
-                                            reinterpret_cast<float*>(dst + j * ld_dst + i), ld_dst);
+        transpose_block8(reinterpret_cast<const float*>(src + i * ld_src + j), ld_src,
+                         reinterpret_cast<float*>(dst + j * ld_dst + i), ld_dst);
       for (; j < cols; ++j)
         for (int64_t q = i; q < i + B; ++q) dst[j * ld_dst + q] = src[q * ld_src + j];
     }
