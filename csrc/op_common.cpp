@@ -2,6 +2,7 @@
 
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -121,14 +122,15 @@ at::MemoryFormat output_format(const at::Tensor& input) {
   return input.suggest_memory_format();
 }
 
-int64_t last_level_cache_bytes() {
+int64_t streamed_output_bytes() {
   static const int64_t bytes = [] {
     // Linux names the size "32768K"; a stream that cannot parse it leaves b at 0.
     int64_t b = 0;
     char unit = 0;
     std::ifstream("/sys/devices/system/cpu/cpu0/cache/index3/size") >> b >> unit;
     b *= unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
-    return b > 0 ? b : int64_t(32) << 20;
+    const int64_t most = int64_t(32) << 20;
+    return b > 0 ? std::min(b, most) : most;
   }();
   return bytes;
 }

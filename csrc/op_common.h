@@ -51,9 +51,13 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
 // fake kernels.
 at::MemoryFormat output_format(const at::Tensor& input);
 
-// The last-level cache of this CPU in bytes (Linux sysfs; 32 MB where it is not said):
-// CPU outputs larger than it are written around the caches (cpu_common.h: OutputBlock).
-int64_t last_level_cache_bytes();
+// CPU forward outputs (with their argmax) larger than this many bytes are written
+// around the caches (cpu_common.h: OutputBlock): this CPU's last-level cache (Linux
+// sysfs), but at most 32 MB, which is also taken where sysfs does not say. A larger
+// last-level cache is a server socket's, shared by its dozens of cores: on a Xeon with
+// 504 MB (2 of its cores lent), outputs of 51-103 MB stored as usual still read every
+// line from memory first.
+int64_t streamed_output_bytes();
 // A fresh tensor in `like`'s output format; a large CPU one is asked to be backed by
 // transparent huge pages (op_common.cpp: advise_huge_pages).
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,

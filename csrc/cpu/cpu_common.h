@@ -851,9 +851,10 @@ T* stage_buffer() {
 }
 
 // Whether a forward's output (and argmax) are written around the caches: when together
-// they are larger than the last-level cache, which they would only pass through.
+// they are larger than the cache they could stay in (streamed_output_bytes), which
+// they would only pass through.
 inline bool writes_around_caches(const at::Tensor& out, const at::Tensor& argmax) {
-  return out.nbytes() + argmax.nbytes() > size_t(last_level_cache_bytes());
+  return out.nbytes() + argmax.nbytes() > size_t(streamed_output_bytes());
 }
 
 // A staged block is written around the caches (stream_copy) when the op's outputs are
