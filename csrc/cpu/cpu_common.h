@@ -338,6 +338,16 @@ inline void add_taps(at::vec::Vectorized<acc_t>* v, const scalar_t* src, int64_t
   }
 }
 
+// Whether GradWindow::add_at adds a vector of channels at pixels of their own with one
+// gather and one scatter (AVX-512 floats) rather than one channel at a time.
+template <typename acc_t>
+constexpr bool kScatterAdds =
+#if defined(CPU_CAPABILITY_AVX512)
+    std::is_same_v<acc_t, float>;
+#else
+    false;
+#endif
+
 // Where a backward task accumulates the input gradient: channels [0, n) of the
 // pixels in rows [y0, y1) and columns [x0, x1) of one image, with contiguous
 // channels. That is the gradient itself when the map is channels-last, and a
@@ -402,10 +412,24 @@ struct GradWindow {
       for (; c + IVec::size() <= n; c += IVec::size()) {
         const IVec pixel = IVec::loadu(p + c), q = pixel - base;
         const IVec inside = (pixel >= zero) & (q >= zero) & (q < span);
-        IVec::blendv(none, q * stride + lanes + IVec(int32_t(c)), inside).store(off + c);
+        const IVec o = IVec::blendv(none, q * stride + lanes + IVec(int32_t(c)), inside);
+#if defined(CPU_CAPABILITY_AVX512)
+        // The lanes' addresses differ (channels c..c+15 of pixels ps >= n >= 16
+        // apart), so no lane's store hides another's, and each lane adds what the
+        // scalar loop would: the same bits.
+        if constexpr (kScatterAdds<acc_t>) {
+          const __m512i oi = o;
+          const __mmask16 m = _mm512_cmpge_epi32_mask(oi, _mm512_setzero_si512());
+          const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, oi, data, 4);
+          _mm512_mask_i32scatter_ps(data, m, oi, _mm512_add_ps(d, _mm512_loadu_ps(g + c)), 4);
+          continue;
+        }
+#endif
+        o.store(off + c);
       }
-      for (int64_t i = 0; i < c; ++i)
-        if (off[i] >= 0) data[off[i]] += g[i];
+      if constexpr (!kScatterAdds<acc_t>)
+        for (int64_t i = 0; i < c; ++i)
+          if (off[i] >= 0) data[off[i]] += g[i];
     }
     for (; c < n; ++c)
       if (acc_t* d = pixel(p[c])) d[c] += g[c];
