@@ -354,7 +354,8 @@ def markdown(result: dict) -> str:
               "aligned=True, output_half_pixel otherwise) on NCHW float32 with I/O bound once; their time is the "
               "same in both layouts' rows. They are timed only if their output matches torchvision's to 1e-5.",
               "- max diff vs torchvision: roiops computes sample positions in float64, torchvision in float32, so "
-              "roi_align outputs differ by up to about 1e-4 (the tolerance; bfloat16: two ulps); roi_pool differs "
+              "roi_align outputs differ by up to about 1e-4 (the tolerance, grown in proportion for boxes reaching "
+              "beyond 500 map pixels, where float32 positions err more; bfloat16: two ulps); roi_pool differs "
               "where torchvision's float32 bin arithmetic adds a row (README, 0.01-0.1% of outputs). "
               "torchvision's CPU kernels have no bfloat16: the bfloat16 rows compare with its float32 on the same "
               "values.",
