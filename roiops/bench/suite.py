@@ -56,7 +56,7 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t.contiguous(memory_format=fmt)
 
 
-def tolerance(case: Case, rois: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
+def torchvision_tolerance(case: Case, rois: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
     """roiops' tolerance against torchvision for ``case`` pooled on ``rois``: TOLERANCE,
     its absolute part scaled by how far beyond SAMPLE_REACH map pixels the boxes reach
     (roi_pool compares bins, not positions)."""
@@ -311,7 +311,7 @@ class Suite:
                     # On the values roiops pooled (bfloat16 ones for bfloat16 rows).
                     row["checks"]["torchvision"] = agreement(case.op, ours(x, rois),
                                                              tv(x.to(tv_dtype), rois.to(tv_dtype)),
-                                                             tolerance(case, rois, dtype))
+                                                             torchvision_tolerance(case, rois, dtype))
                     base_x, base_rois = self.inputs[1]["base"]
                     expected = tv(base_x.to(self.device), base_rois.to(self.device))
                 except Exception as error:  # the timing row already holds the error
