@@ -647,7 +647,18 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   std::vector<PlaneTask> planes, plane_tasks;
   int64_t plane_elems = 0;  // the largest plane block
   std::vector<char> in_plane(planar ? K : 0, 0);  // RoIs that a plane task pools
-  const RoiBuckets buckets = bucket_rois(rois, K, in.batch, in);
+  RoiBuckets buckets = bucket_rois(rois, K, in.batch, in);
+  // Each group's RoIs are pooled top to bottom (by their boxes' vertical centres), so
+  // that consecutive RoIs read nearby rows, which are still in L2 when the map (or
+  // plane block) is larger (fpn-box-train-p2 forward, 2 threads, medians of 20, three
+  // rounds: NCHW 28.8-29.9 -> 26.4-27.7 ms, channels_last 22.3-23.2 -> 20.5-21.1). Only
+  // the forward reorders: each RoI writes its own outputs, while the backward's fixed
+  // increasing-RoI order is what makes its sums reproducible.
+  for (size_t g = 0; g + 1 < buckets.start.size(); ++g)
+    std::stable_sort(buckets.order.begin() + buckets.start[g], buckets.order.begin() + buckets.start[g + 1],
+                     [&](int64_t a, int64_t b) {
+                       return rois[a * 5 + 2] + rois[a * 5 + 4] < rois[b * 5 + 2] + rois[b * 5 + 4];
+                     });
   for (int64_t g = 0; planar && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
