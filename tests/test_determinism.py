@@ -137,6 +137,30 @@ def test_planar_forward_copies_give_channels_last_bits(name, tier, dtype):
         assert torch.equal(a, b)
 
 
+# The forward pools each image's RoIs top to bottom, whatever order the caller gives
+# them in; boxes whose vertical centre is NaN (a NaN edge, or edges at opposite
+# infinities) must neither upset that sort nor move any other RoI's result.
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("tier", list(PLANE_TIERS))
+@pytest.mark.parametrize("name", list(CALLS))
+def test_forward_results_do_not_depend_on_roi_order(name, tier, channels_last):
+    (h, w), k = PLANE_TIERS[tier]
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 37, h, w, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xy = torch.rand(k, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    wh = torch.rand(k, 2, generator=gen) ** 2 * torch.tensor([w * 8.0, h * 8.0]) + 1
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=gen).float(), xy, xy + wh], 1)
+    rois[1, 2] = float("nan")
+    rois[2, 2], rois[2, 4] = float("-inf"), float("inf")
+    rois[3] = rois[4]  # equal centres
+    out = CALLS[name](x, rois)
+    perm = torch.randperm(k, generator=gen)
+    assert out.abs().sum() > 0 and torch.equal(out[1:3], torch.zeros_like(out[1:3]))
+    assert torch.equal(CALLS[name](x, rois[perm]), out[perm])
+
+
 # A forward task writes its channels of every bin of one RoI. For NCHW outputs that
 # block is staged and written out in runs when it holds at most 16384 elements, and
 # stored in place otherwise: with 80 channels (tasks of 64 and 16) and 30 x 30 bins,

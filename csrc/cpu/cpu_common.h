@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <numeric>
 #include <string_view>
@@ -653,12 +654,17 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   // plane block) is larger (fpn-box-train-p2 forward, 2 threads, medians of 20, three
   // rounds: NCHW 28.8-29.9 -> 26.4-27.7 ms, channels_last 22.3-23.2 -> 20.5-21.1). Only
   // the forward reorders: each RoI writes its own outputs, while the backward's fixed
-  // increasing-RoI order is what makes its sums reproducible.
+  // increasing-RoI order is what makes its sums reproducible. NaN centres (boxes with
+  // NaN or opposite infinite edges, which pool nothing) sort as 0: a comparison with a
+  // NaN would not be an ordering, which std::stable_sort requires.
+  std::vector<double> centre(K);
+  for (int64_t k = 0; k < K; ++k) {
+    const double y = rois[k * 5 + 2] + rois[k * 5 + 4];
+    centre[k] = std::isnan(y) ? 0.0 : y;
+  }
   for (size_t g = 0; g + 1 < buckets.start.size(); ++g)
     std::stable_sort(buckets.order.begin() + buckets.start[g], buckets.order.begin() + buckets.start[g + 1],
-                     [&](int64_t a, int64_t b) {
-                       return rois[a * 5 + 2] + rois[a * 5 + 4] < rois[b * 5 + 2] + rois[b * 5 + 4];
-                     });
+                     [&](int64_t a, int64_t b) { return centre[a] < centre[b]; });
   for (int64_t g = 0; planar && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
