@@ -200,14 +200,6 @@ struct TileIndex {
 // a time: copied one element at a time, at one load and one store each, the tile
 // gathers took 41% of a profile of the fpn-box-train-p2 NCHW forward.
 constexpr int kTransposeRun = 8;
-// gather_tile transposes runs of up to this many consecutive columns as one block of
-// n channels x run pixels, walking 8 planes at a time along 256 bytes of each rather
-// than all n planes along 32 bytes: a 64-channel plane block of an FPN P3 level (4.3 MB)
-// reads from memory or L3 where few streams help the prefetchers
-// (fpn-mask-train-p3 NCHW forward, 2 threads, medians of 20, three rounds: 12.5-12.8 ->
-// 9.6-11.0 ms; runs of 16, 32 or 128 did no better; the 1 MB planes of a 50 x 84 map
-// unchanged).
-constexpr int64_t kGatherRun = 64;
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 template <typename T>
@@ -266,9 +258,17 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t row
 }
 
 // tile[(i * cols + j) * n + c] = src[c * cs + rows[i] * sh + cols[j] * sw]; returns the
-// tile's view (image and channel offsets already applied). Written in order; the n
-// planes read per pixel stay in L1 along a row. Runs of kTransposeRun consecutive
-// columns (all of them in a whole plane) are transposed as blocks.
+// tile's view (image and channel offsets already applied). Written in order. Runs of at
+// least kTransposeRun consecutive columns (all of them in a whole plane), up to
+// kGatherRun at a time, are transposed as blocks of n channels x run pixels, walking 8
+// planes at a time along 256 bytes of each rather than all n planes along 32 bytes: a
+// 64-channel plane block of an FPN P3 level (4.3 MB) reads from memory or L3, where few
+// streams help the prefetchers (fpn-mask-train-p3 NCHW forward, 2 threads, medians of
+// 20, three rounds: 12.5-12.8 -> 9.6-11.0 ms with runs of 64 rather than 8; runs of 16,
+// 32 or 128 did no better; the 1 MB planes of a 50 x 84 map unchanged). Shorter runs
+// are copied a column at a time.
+constexpr int64_t kGatherRun = 64;
+
 template <typename scalar_t>
 View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
                                   int64_t sh, int64_t sw, const TileIndex& t, int64_t n) {
