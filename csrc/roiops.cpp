@@ -4,11 +4,58 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cuda/kernel_common.h"
+
+namespace {
+
+// _C.emulator_costs(counting): the cost counters of the emulated kernels since the
+// last call, {kernel: {counter: value}}, then counting on or off as asked
+// (csrc/emulator/cost_counters.h; benchmarks/gpu_costs.py).
+PyObject* emulator_costs(PyObject*, PyObject* counting) {
+  using roiops::gpu::CostCounters;
+  const int on = PyObject_IsTrue(counting);
+  if (on < 0) return nullptr;
+  static const std::pair<const char*, int64_t CostCounters::*> fields[] = {
+      {"launches", &CostCounters::launches},       {"threads", &CostCounters::threads},
+      {"data_loads", &CostCounters::data_loads},   {"data_bytes", &CostCounters::data_bytes},
+      {"table_loads", &CostCounters::table_loads}, {"table_bytes", &CostCounters::table_bytes},
+      {"stores", &CostCounters::stores},           {"store_bytes", &CostCounters::store_bytes},
+      {"samples", &CostCounters::samples},         {"roi_visits", &CostCounters::roi_visits},
+      {"roi_useful", &CostCounters::roi_useful}};
+  PyObject* result = PyDict_New();
+  for (const auto& [name, c] : roiops::gpu::cost_registry()) {
+    PyObject* counters = PyDict_New();
+    for (const auto& [field, member] : fields) {
+      PyObject* value = PyLong_FromLongLong(c.*member);
+      PyDict_SetItemString(counters, field, value);
+      Py_DECREF(value);
+    }
+    PyDict_SetItemString(result, name.c_str(), counters);
+    Py_DECREF(counters);
+  }
+  roiops::gpu::cost_registry().clear();
+  roiops::gpu::cost_counting() = on != 0;
+  return result;
+}
+
+PyMethodDef methods[] = {{"emulator_costs", emulator_costs, METH_O,
+                          "Cost counters of the emulated CUDA kernels since the last call; then "
+                          "count (True) or stop counting (False)."},
+                         {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 // `import roiops._C` loads this shared library, which runs the registrations below.
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
-                                          nullptr};
-  return PyModule_Create(&module_def);
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
+  PyObject* module = PyModule_Create(&module_def);
+  // The input gradient's binning constants, for the tests that reach each list.
+  if (module && (PyModule_AddIntConstant(module, "EMULATOR_TILE", roiops::gpu::kTile) < 0 ||
+                 PyModule_AddIntConstant(module, "EMULATOR_MAX_TILES_PER_ROI", roiops::gpu::kMaxTilesPerRoi) < 0)) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 
 namespace {

@@ -7,8 +7,9 @@
 //
 // Per op: a table kernel (one thread per RoI: float64 geometry, once per launch),
 // then the op's kernel over output elements (forward, JVP), input elements (input
-// gradient: a gather, written once per element), or (RoI, channel) pairs followed by
-// a per-RoI reduction (box gradient). All deterministic; none uses atomics.
+// gradient: a gather over the RoIs listed for the element's tile, written once per
+// element, after two list-building launches), or (RoI, channel) pairs followed by a
+// per-RoI reduction (box gradient). All deterministic; none uses atomics.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -77,6 +78,11 @@ inline bool packable(at::TensorList tensors, int64_t C, int64_t V) {
   }
   return true;
 }
+
+// Channels per thread of the input gradient when its tensors are not channels_last:
+// each thread reads them from as many planes, and the walk over its pixel's RoIs (the
+// lists, footprints and taps) is shared by the group instead of repeated per channel.
+constexpr int kPlaneGroup = 4;
 
 // Calls f(std::integral_constant<int, V>) with the launch's channels per thread.
 template <typename scalar_t, typename F>
@@ -170,8 +176,8 @@ struct GradInputs {
   // channels per thread).
   template <typename scalar_t, typename I, typename Table>
   PixelArgs<scalar_t, I, Table> args(at::ArrayRef<double> scales, const at::Tensor& grad,
-                                     const at::Tensor& argmax, const Table& t,
-                                     const RoiGroups& groups, int V) const {
+                                     const at::Tensor& argmax, const Table& t, const TileGrid& tiles,
+                                     const RoiLists& lists, int V) const {
     PixelArgs<scalar_t, I, Table> a{};
     a.grad_in = pyramid<scalar_t, I>(tensors, scales);
     for (int l = 0; l <= kMaxLevels; ++l)
@@ -180,9 +186,45 @@ struct GradInputs {
     a.grad = bin_view<const scalar_t, I>(grad);
     a.argmax = bin_view<const int32_t, I>(argmax);
     a.t = t;
-    a.groups = groups;
+    a.tiles = tiles;
+    a.lists = lists;
     a.n = total() / V;
     return a;
+  }
+};
+
+inline TileGrid tile_grid(at::TensorList maps) {
+  TileGrid g{};
+  g.count = int(maps.size());
+  g.N = maps[0].size(0);
+  for (int l = 0; l < g.count; ++l) {
+    const int64_t rows = (maps[l].size(2) + kTile - 1) / kTile, cols = (maps[l].size(3) + kTile - 1) / kTile;
+    g.tiles_w[l] = int(cols);
+    g.tiles_per_image[l] = rows * cols;
+    g.level_start[l + 1] = g.level_start[l] + g.N * rows * cols;
+  }
+  return g;
+}
+
+// The RoI lists of every tile and group (kernel_common.h: ListRois), on the device:
+// one launch counts, a prefix sum places, one launch writes.
+template <class L>
+struct TileLists {
+  at::Tensor ends, entries;
+  RoiLists view;
+  TileLists(const Footprint* extent, const RoiGroups& groups, const TileGrid& tiles, int64_t K,
+            const at::Tensor& like) {
+    TORCH_CHECK_VALUE(K < INT32_MAX, "roiops on CUDA: at most ", INT32_MAX - 1, " RoIs per call, got ", K);
+    const auto opts = like.options().dtype(at::kLong);
+    at::Tensor counts = at::empty({tiles.cells()}, opts);
+    entries = at::empty({std::max<int64_t>(tiles.capacity(K), 1)}, opts.dtype(at::kInt));
+    ListRoisArgs a{extent, groups, tiles, counts.data_ptr<int64_t>(), nullptr, tiles.cells()};
+    L::template launch<ListRois<false>>(a);
+    ends = at::cumsum(counts, 0);
+    a.ends = ends.data_ptr<int64_t>();
+    a.entries = entries.data_ptr<int32_t>();
+    L::template launch<ListRois<true>>(a);
+    view = RoiLists{ends.data_ptr<int64_t>(), entries.data_ptr<int32_t>()};
   }
 };
 
@@ -202,11 +244,10 @@ struct GpuBackend {
       const int64_t K = src.K();
       const int stride = a.sampling_ratio > 0 ? a.sampling_ratio : kMaxAdaptiveGrid;
       keys = at::empty({K}, like.options().dtype(at::kLong));
-      t = SampledTable<acc_t>{device_array<RoiInfo>(keep, like, K),
-                              device_array<AxisTaps<acc_t>>(keep, like, K * a.pooled_h * stride),
-                              device_array<AxisTaps<acc_t>>(keep, like, K * a.pooled_w * stride),
-                              device_array<int>(keep, like, K * a.pooled_h * 2),
-                              device_array<int>(keep, like, K * a.pooled_w * 2),
+      t = SampledTable<acc_t>{device_array<RoiInfo>(keep, like, K), device_array<Footprint>(keep, like, K),
+                              device_array<SampleGrid>(keep, like, K),
+                              device_array<Tap<acc_t>>(keep, like, K * a.pooled_h * stride),
+                              device_array<Tap<acc_t>>(keep, like, K * a.pooled_w * stride),
                               keys.data_ptr<int64_t>(), stride, int(a.pooled_h), int(a.pooled_w),
                               SampledGeometry{a.sampling_ratio, a.aligned, a.quantize}};
       L::template launch<BuildSampledTable<acc_t, S>>(src.args(t));
@@ -221,8 +262,9 @@ struct GpuBackend {
     PoolTables(const RoiSource& src, const Tensor& like, const PoolArgs& a) {
       const int64_t K = src.K();
       keys = at::empty({K}, like.options().dtype(at::kLong));
-      t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<int>(keep, like, K * a.pooled_h * 2),
-                    device_array<int>(keep, like, K * a.pooled_w * 2), keys.data_ptr<int64_t>(),
+      t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<Footprint>(keep, like, K),
+                    device_array<Span>(keep, like, K * a.pooled_h),
+                    device_array<Span>(keep, like, K * a.pooled_w), keys.data_ptr<int64_t>(),
                     int(a.pooled_h), int(a.pooled_w)};
       L::template launch<BuildPoolTable>(src.args(t));
     }
@@ -260,15 +302,28 @@ struct GpuBackend {
     GradInputs gi(maps);
     if (gi.total() == 0) return gi.tensors;
     const Groups groups(keys, int64_t(src.count) * src.N);
+    const TileGrid tiles = tile_grid(maps);
+    const TileLists<L> lists(t.extent, groups.view, tiles, src.K(), keys);
     std::vector<Tensor> all(gi.tensors);
     all.push_back(grad);
     all.push_back(argmax);
     dispatch_index(fits_int32(all), [&](auto index) {
-      dispatch_pack<scalar_t>(all, grad.size(1), [&](auto pack) {
+      auto run = [&](auto pack) {
         using I = decltype(index);
         constexpr int V = decltype(pack)::value;
-        L::template launch<Kernel<I, V>>(gi.template args<scalar_t, I>(scales, grad, argmax, t, groups.view, V));
-      });
+        L::template launch<Kernel<I, V>>(
+            gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V));
+      };
+      const int64_t C = grad.size(1);
+      bool planar = C % kPlaneGroup == 0;
+      for (const Tensor& x : all)
+        if (x.defined() && x.dim() == 4 && x.numel() > 0 && x.stride(1) == 1) planar = false;
+      if (packable(all, C, kPacked<scalar_t>))
+        run(std::integral_constant<int, kPacked<scalar_t>>{});
+      else if (planar)
+        run(std::integral_constant<int, kPlaneGroup>{});
+      else
+        run(std::integral_constant<int, 1>{});
     });
     return gi.tensors;
   }

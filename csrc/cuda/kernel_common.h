@@ -12,6 +12,10 @@
 // GPU. No kernel uses shared memory, barriers, warp intrinsics or atomics: the
 // emulation is the whole kernel, and every output element is written by one thread,
 // which makes every kernel deterministic.
+//
+// Kernels state their memory traffic with ROIOPS_COST (global loads and stores, RoIs
+// visited): a no-op in CUDA builds, counted by the emulator while a cost measurement
+// runs (csrc/emulator/cost_counters.h, benchmarks/gpu_costs.py).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -19,6 +23,15 @@
 #include <cstdint>
 
 #include "../roi_geometry.h"
+
+#if defined(__CUDACC__)
+#define ROIOPS_COST(field, amount) ((void)0)
+#define ROIOPS_UNROLL _Pragma("unroll")
+#else
+#include "../emulator/cost_counters.h"
+#define ROIOPS_COST(field, amount) ::roiops::gpu::count_cost(&CostCounters::field, (amount))
+#define ROIOPS_UNROLL
+#endif
 
 namespace roiops::gpu {
 
@@ -78,11 +91,47 @@ struct alignas(sizeof(T) * V) Packed {
 };
 template <int V, typename T>
 C10_HOST_DEVICE inline Packed<T, V> load_packed(const T* p) {
+  ROIOPS_COST(data_loads, 1);
+  ROIOPS_COST(data_bytes, sizeof(T) * V);
   return *reinterpret_cast<const Packed<T, V>*>(p);
 }
 template <int V, typename T>
 C10_HOST_DEVICE inline void store_packed(T* p, const Packed<T, V>& v) {
+  ROIOPS_COST(stores, 1);
+  ROIOPS_COST(store_bytes, sizeof(T) * V);
   *reinterpret_cast<Packed<T, V>*>(p) = v;
+}
+
+// V channels of one pixel or bin whose channels lie `stride` elements apart: one
+// packed access when they are adjacent (the launch checked the pack's alignment), else
+// V scalar ones (the NCHW input gradient's channel groups).
+template <int V, typename T, typename I>
+C10_HOST_DEVICE inline Packed<T, V> load_channels(const T* p, I stride) {
+  if (V == 1 || stride == 1) return load_packed<V>(p);
+  Packed<T, V> v;
+  for (int c = 0; c < V; ++c) v.v[c] = load_packed<1>(p + c * stride).v[0];
+  return v;
+}
+template <int V, typename T, typename I>
+C10_HOST_DEVICE inline void store_channels(T* p, I stride, const Packed<T, V>& v) {
+  if (V == 1 || stride == 1) return store_packed<V>(p, v);
+  for (int c = 0; c < V; ++c) store_packed<1>(p + c * stride, Packed<T, 1>{{v.v[c]}});
+}
+
+// A read of a table entry (RoI facts, taps, bins, RoI lists): counted as the 16-byte
+// (or narrower, by alignment) loads a GPU issues for it.
+template <typename T>
+C10_HOST_DEVICE inline T load_table(const T* p) {
+  constexpr int64_t width = alignof(T) < 16 ? int64_t(alignof(T)) : 16;
+  ROIOPS_COST(table_loads, (int64_t(sizeof(T)) + width - 1) / width);
+  ROIOPS_COST(table_bytes, sizeof(T));
+  return *p;
+}
+template <typename T>
+C10_HOST_DEVICE inline void store_table(T* p, const T& v) {
+  ROIOPS_COST(stores, 1);
+  ROIOPS_COST(store_bytes, sizeof(T));
+  *p = v;
 }
 
 // (k, c, ph, pw) of output element i. Threads next to each other take neighbouring
@@ -147,15 +196,25 @@ C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t
 }
 
 // Per-RoI facts computed once per launch (one thread per RoI) and read by every
-// thread of the op's kernels.
-struct RoiInfo {
-  int image;  // batch index; -1: the RoI reads nothing (its output is 0)
-  int level;
-  int grid_h, grid_w;        // samples per bin (sampled ops)
-  bool h_clamped, w_clamped; // the min-size-1 clamp is active (sampled ops)
-  // Rows [row0, row1] and columns [col0, col1] the RoI reads: a pixel outside never
-  // receives gradient from it.
+// thread of the op's kernels: 16 bytes, one load per forward thread.
+struct alignas(16) RoiInfo {
+  enum : uint16_t { kHClamped = 1, kWClamped = 2, kNoGrid = 4 };
+  int image;       // batch index; -1: the RoI reads nothing (its output is 0)
+  int16_t level;   // < kMaxLevels
+  uint16_t flags;  // kHClamped / kWClamped: the min-size-1 clamp is active (sampled
+                   // ops); kNoGrid: its SampleGrid does not fit float (every sample of
+                   // the RoI is then a candidate in the input gradient)
+  int grid_h, grid_w;  // samples per bin (sampled ops)
+  C10_HOST_DEVICE bool has(uint16_t flag) const { return (flags & flag) != 0; }
+};
+
+// Rows [row0, row1] and columns [col0, col1] a RoI reads (row0 > row1 or col0 > col1:
+// none): a pixel outside never receives gradient from it. What the input gradient
+// and its lists read first, one load.
+struct alignas(16) Footprint {
   int row0, row1, col0, col1;
+  C10_HOST_DEVICE bool empty() const { return row0 > row1 || col0 > col1; }
+  C10_HOST_DEVICE bool holds(int h, int w) const { return h >= row0 && h <= row1 && w >= col0 && w <= col1; }
 };
 
 // The batch index of a box as an int, or -1 unless it is an integer in [0, N). The
@@ -174,6 +233,77 @@ C10_HOST_DEVICE inline int level_index(const int64_t* levels, int64_t k, int cou
 // An empty [lo, hi] range that min/max updates turn into the right one.
 constexpr int kEmptyLo = 2147483647;
 constexpr int kEmptyHi = -1;
+
+// Input-gradient binning. Each level's map is cut into kTile x kTile pixel tiles, and
+// each (level, image, tile) gets the list of its group's RoIs whose footprint touches
+// the tile, in increasing RoI order; a RoI whose footprint covers more than
+// kMaxTilesPerRoi tiles is listed once per group instead (its "wide" list), which
+// every pixel of the group walks. A pixel then visits its tile's list merged with its
+// group's wide list, in increasing RoI order: the RoIs that can read it, few others,
+// and always in the same order (deterministic sums). The lists take at most
+// K * (min(kMaxTilesPerRoi, tiles of the largest map) + 1) entries, a bound known
+// without reading the boxes, so they are built without a device-to-host
+// synchronisation. kMaxTilesPerRoi keeps RoIs up to 256 pixels square on their map
+// off the wide lists (a wide RoI is visited by every pixel of its map) at 4 KB of
+// workspace per RoI at most.
+constexpr int kTile = 8;
+constexpr int64_t kMaxTilesPerRoi = 1024;
+
+// The tiles of every (level, image) and the wide lists, numbered as cells: tiles of
+// level 0 image 0, ..., of the last level's last image, then one wide cell per group.
+struct TileGrid {
+  int tiles_w[kMaxLevels];             // tiles per row of level l
+  int64_t tiles_per_image[kMaxLevels];  // tiles of one image of level l
+  int64_t level_start[kMaxLevels + 1];  // first cell of level l; [count]: the tile total
+  int count;
+  int64_t N;
+  C10_HOST_DEVICE int64_t tile_of(int level, int64_t n, int h, int w) const {
+    return level_start[level] + n * tiles_per_image[level] + int64_t(h / kTile) * tiles_w[level] +
+           w / kTile;
+  }
+  C10_HOST_DEVICE int64_t wide_cell(int64_t group) const { return level_start[count] + group; }
+  C10_HOST_DEVICE int64_t cells() const { return level_start[count] + int64_t(count) * N; }
+  // The most entries the lists of K RoIs can take.
+  int64_t capacity(int64_t K) const {
+    int64_t most = 0;
+    for (int l = 0; l < count; ++l) most = tiles_per_image[l] > most ? tiles_per_image[l] : most;
+    return K * ((most < kMaxTilesPerRoi ? most : kMaxTilesPerRoi) + 1);
+  }
+};
+
+// Whether a (non-empty) footprint covers more than kMaxTilesPerRoi tiles.
+C10_HOST_DEVICE inline bool is_wide(const Footprint& r) {
+  return int64_t(r.row1 / kTile - r.row0 / kTile + 1) * int64_t(r.col1 / kTile - r.col0 / kTile + 1) >
+         kMaxTilesPerRoi;
+}
+
+// The cells' RoI lists: cell c holds entries[end(c - 1) .. end(c)).
+struct RoiLists {
+  const int64_t* ends;     // [cells]: inclusive prefix sums of the list lengths
+  const int32_t* entries;  // RoI indices
+  C10_HOST_DEVICE int64_t begin(int64_t cell) const { return cell == 0 ? 0 : load_table(ends + cell - 1); }
+  C10_HOST_DEVICE int64_t end(int64_t cell) const { return load_table(ends + cell); }
+};
+
+// Calls f(k) for every RoI on the tile's list or the group's wide list, in increasing
+// k (a merge of the two sorted lists).
+template <typename F>
+C10_HOST_DEVICE inline void for_each_listed_roi(const RoiLists& lists, int64_t tile, int64_t wide,
+                                                F&& f) {
+  int64_t i = lists.begin(tile), j = lists.begin(wide);
+  const int64_t i_end = lists.end(tile), j_end = lists.end(wide);
+  int32_t ki = i < i_end ? load_table(lists.entries + i) : 0;
+  int32_t kj = j < j_end ? load_table(lists.entries + j) : 0;
+  while (i < i_end || j < j_end) {
+    if (j >= j_end || (i < i_end && ki < kj)) {
+      f(int64_t(ki));
+      if (++i < i_end) ki = load_table(lists.entries + i);
+    } else {
+      f(int64_t(kj));
+      if (++j < j_end) kj = load_table(lists.entries + j);
+    }
+  }
+}
 
 // The RoI order of the input-gradient kernels: RoIs sorted by group (level * N +
 // image; RoIs that read nothing in a last group, count * N) and, within a group, by
@@ -217,8 +347,77 @@ struct PixelArgs {
   BinView<const scalar_t, I> grad;
   BinView<const int32_t, I> argmax;
   Table t;
-  RoiGroups groups;
+  TileGrid tiles;
+  RoiLists lists;
   int64_t n;
+};
+
+// Calls f(k, r) for every RoI whose footprint holds pixel p (r: its RoiInfo), in
+// increasing k; counts the RoIs visited and those that were of use (their footprint
+// held the pixel).
+template <typename scalar_t, typename I, typename Table, typename F>
+C10_HOST_DEVICE inline void for_each_roi_reading(const PixelArgs<scalar_t, I, Table>& a, const Pixel& p,
+                                                 F&& f) {
+  const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
+  for_each_listed_roi(a.lists, a.tiles.tile_of(p.level, p.n, p.h, p.w), a.tiles.wide_cell(group),
+                      [&](int64_t k) {
+                        ROIOPS_COST(roi_visits, 1);
+                        if (!load_table(a.t.extent + k).holds(p.h, p.w)) return;
+                        ROIOPS_COST(roi_useful, 1);
+                        f(k, load_table(a.t.info + k));
+                      });
+}
+
+// The cells' RoI lists, in two passes of one thread per cell over the cell's group:
+// kFill = false counts each list's length into ends[cell]; after a prefix sum of
+// those, kFill = true writes the lists.
+struct ListRoisArgs {
+  const Footprint* extent;
+  RoiGroups groups;
+  TileGrid tiles;
+  int64_t* ends;  // count pass: the lengths; fill pass: their inclusive prefix sums
+  int32_t* entries;
+  int64_t n;  // cells
+};
+template <bool kFill>
+struct ListRois {
+  using Args = ListRoisArgs;
+  static constexpr const char* kName = kFill ? "list_rois_fill" : "list_rois_count";
+
+  static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
+    const int64_t cell = pos.index();
+    if (cell >= a.n) return;
+    const TileGrid& g = a.tiles;
+    const int64_t tiles = g.level_start[g.count];
+    const bool wide = cell >= tiles;
+    int64_t group;
+    int row0 = 0, col0 = 0;  // the tile's first row and column
+    if (wide) {
+      group = cell - tiles;
+    } else {
+      int l = 0;
+      while (l + 1 < g.count && cell >= g.level_start[l + 1]) ++l;
+      const int64_t t = cell - g.level_start[l];
+      const int64_t n = t / g.tiles_per_image[l], in_image = t % g.tiles_per_image[l];
+      row0 = int(in_image / g.tiles_w[l]) * kTile;
+      col0 = int(in_image % g.tiles_w[l]) * kTile;
+      group = int64_t(l) * g.N + n;
+    }
+    int64_t out = kFill ? (cell == 0 ? 0 : a.ends[cell - 1]) : 0;
+    const int64_t q_end = load_table(a.groups.start + group + 1);
+    for (int64_t q = load_table(a.groups.start + group); q < q_end; ++q) {
+      const int64_t k = load_table(a.groups.order + q);
+      const Footprint r = load_table(a.extent + k);
+      if (r.empty()) continue;
+      const bool listed = wide ? is_wide(r)
+                               : !is_wide(r) && r.row0 < row0 + kTile && r.row1 >= row0 &&
+                                     r.col0 < col0 + kTile && r.col1 >= col0;
+      if (!listed) continue;
+      if (kFill) store_table(a.entries + out, int32_t(k));
+      ++out;
+    }
+    if (!kFill) store_table(a.ends + cell, out);
+  }
 };
 
 }  // namespace roiops::gpu

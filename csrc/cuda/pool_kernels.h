@@ -8,29 +8,39 @@
 
 namespace roiops::gpu {
 
+// A bin's half-open row (or column) range [lo, hi), empty when lo >= hi, read with
+// one 8-byte load.
+struct alignas(8) Span {
+  int lo, hi;
+};
+
 // Every RoI's bins, computed once per launch: bin row ph of RoI k covers rows
-// [ybins[k, ph, 0], ybins[k, ph, 1]) (empty when begin >= end); likewise columns.
+// [ybins[k, ph].lo, ybins[k, ph].hi) (empty when lo >= hi); likewise columns.
 struct PoolTable {
-  RoiInfo* info;  // [K] (grid fields unused)
-  int* ybins;     // [K, PH, 2]
-  int* xbins;     // [K, PW, 2]
+  RoiInfo* info;      // [K] (grid fields unused)
+  Footprint* extent;  // [K]
+  Span* ybins;    // [K, PH]
+  Span* xbins;    // [K, PW]
   int64_t* keys;  // [K]: the RoI's group (RoiGroups)
   int PH, PW;
-  C10_HOST_DEVICE const int* rows(int64_t k, int ph) const { return ybins + (k * PH + ph) * 2; }
-  C10_HOST_DEVICE const int* cols(int64_t k, int pw) const { return xbins + (k * PW + pw) * 2; }
+  C10_HOST_DEVICE Span rows(int64_t k, int ph) const { return load_table(ybins + k * PH + ph); }
+  C10_HOST_DEVICE Span cols(int64_t k, int pw) const { return load_table(xbins + k * PW + pw); }
 };
 
 // One thread per RoI.
 struct BuildPoolTable {
   using Args = TableArgs<PoolTable>;
+  static constexpr const char* kName = "pool_table";
 
-  static C10_HOST_DEVICE void fill_axis(int* bins, const PoolAxis& axis, int pooled, int size,
-                                        int* lo, int* hi) {
+  static C10_HOST_DEVICE void fill_axis(Span* bins, const PoolAxis& axis, int pooled, int size, int* lo,
+                                        int* hi) {
     for (int p = 0; p < pooled; ++p) {
-      pool_bin(axis, p, pooled, size, &bins[2 * p], &bins[2 * p + 1]);
-      if (bins[2 * p] < bins[2 * p + 1]) {
-        *lo = bins[2 * p] < *lo ? bins[2 * p] : *lo;
-        *hi = bins[2 * p + 1] - 1 > *hi ? bins[2 * p + 1] - 1 : *hi;
+      Span b;
+      pool_bin(axis, p, pooled, size, &b.lo, &b.hi);
+      store_table(bins + p, b);
+      if (b.lo < b.hi) {
+        *lo = b.lo < *lo ? b.lo : *lo;
+        *hi = b.hi - 1 > *hi ? b.hi - 1 : *hi;
       }
     }
   }
@@ -40,20 +50,20 @@ struct BuildPoolTable {
     if (k >= a.n) return;
     const PoolTable& t = a.t;
     const double* roi = a.rois + k * 5;
-    RoiInfo r{-1, 0, 0, 0, false, false, kEmptyLo, kEmptyHi, kEmptyLo, kEmptyHi};
+    RoiInfo r{-1, 0, 0, 0, 0};
+    Footprint e{kEmptyLo, kEmptyHi, kEmptyLo, kEmptyHi};
     const int level = level_index(a.levels, k, a.count);
     const int image = batch_index(roi[0], a.N);
     if (level >= 0 && image >= 0) {
-      r.level = level;
+      r.level = int16_t(level);
       const double scale = a.scale[level];
-      fill_axis(t.ybins + k * t.PH * 2, pool_axis(roi[2], roi[4], scale), t.PH, a.H[level],
-                &r.row0, &r.row1);
-      fill_axis(t.xbins + k * t.PW * 2, pool_axis(roi[1], roi[3], scale), t.PW, a.W[level],
-                &r.col0, &r.col1);
-      if (r.row0 <= r.row1 && r.col0 <= r.col1) r.image = image;
+      fill_axis(t.ybins + k * t.PH, pool_axis(roi[2], roi[4], scale), t.PH, a.H[level], &e.row0, &e.row1);
+      fill_axis(t.xbins + k * t.PW, pool_axis(roi[1], roi[3], scale), t.PW, a.W[level], &e.col0, &e.col1);
+      if (!e.empty()) r.image = image;
     }
-    t.info[k] = r;
-    t.keys[k] = r.image >= 0 ? int64_t(r.level) * a.N + r.image : int64_t(a.count) * a.N;
+    store_table(t.info + k, r);
+    store_table(t.extent + k, e);
+    store_table(t.keys + k, r.image >= 0 ? int64_t(r.level) * a.N + r.image : int64_t(a.count) * a.N);
   }
 };
 
@@ -64,27 +74,29 @@ struct BuildPoolTable {
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolForward {
   using Args = BinArgs<scalar_t, I, PoolTable>;
+  static constexpr const char* kName = "pool_forward";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
     const Bin b = bin_of(i, a.in.C / V, a.t.PH, a.t.PW, a.channels_fast);
     const int64_t c0 = b.c * V;
-    const RoiInfo r = a.t.info[b.k];
-    const int* ys = a.t.rows(b.k, b.ph);
-    const int* xs = a.t.cols(b.k, b.pw);
+    const RoiInfo r = load_table(a.t.info + b.k);
+    const Span ys = a.t.rows(b.k, b.ph);
+    const Span xs = a.t.cols(b.k, b.pw);
     acc_t value[V];
     int32_t arg[V];
     for (int c = 0; c < V; ++c) value[c] = 0, arg[c] = -1;
-    if (r.image >= 0 && ys[0] < ys[1] && xs[0] < xs[1]) {
+    if (r.image >= 0 && ys.lo < ys.hi && xs.lo < xs.hi) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       const scalar_t* src = m.plane(r.image, I(c0));
-      const int64_t count = int64_t(ys[1] - ys[0]) * (xs[1] - xs[0]);
+      const int64_t count = int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo);
+      ROIOPS_COST(samples, count);
       if (M == Mode::Avg) {
         double total[V] = {};  // runs of kSumRun pixels, as on the CPU
         int64_t in_run = 0;
-        for (int h = ys[0]; h < ys[1]; ++h)
-          for (int w = xs[0]; w < xs[1]; ++w) {
+        for (int h = ys.lo; h < ys.hi; ++h)
+          for (int w = xs.lo; w < xs.hi; ++w) {
             const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
             for (int c = 0; c < V; ++c) value[c] += acc_t(v.v[c]);
             if (count > kSumRun && ++in_run == kSumRun) {
@@ -97,8 +109,8 @@ struct PoolForward {
                                       : acc_t((total[c] + double(value[c])) / double(count));
       } else {
         bool first = true;
-        for (int h = ys[0]; h < ys[1]; ++h)
-          for (int w = xs[0]; w < xs[1]; ++w) {
+        for (int h = ys.lo; h < ys.hi; ++h)
+          for (int w = xs.lo; w < xs.hi; ++w) {
             const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
             const int32_t pixel = int32_t(int64_t(h) * m.W + w);
             for (int c = 0; c < V; ++c) {
@@ -116,18 +128,18 @@ struct PoolForward {
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(value[c]);
     store_packed<V>(&a.out.at(b.k, c0, b.ph, b.pw), out);
     if (M == Mode::Max && a.argmax.data)
-      for (int c = 0; c < V; ++c) a.argmax.at(b.k, c0 + c, b.ph, b.pw) = arg[c];
+      for (int c = 0; c < V; ++c) store_table(&a.argmax.at(b.k, c0 + c, b.ph, b.pw), arg[c]);
   }
 };
 
 // Whether pixel index p = h * W + w lies in bin (ph, pw) of RoI k.
 C10_HOST_DEVICE inline bool pool_contains(const PoolTable& t, int64_t k, int ph, int pw,
                                           int32_t p, int W) {
-  const int* ys = t.rows(k, ph);
-  const int* xs = t.cols(k, pw);
-  if (p < 0 || W <= 0 || ys[0] >= ys[1] || xs[0] >= xs[1]) return false;
+  const Span ys = t.rows(k, ph);
+  const Span xs = t.cols(k, pw);
+  if (p < 0 || W <= 0 || ys.lo >= ys.hi || xs.lo >= xs.hi) return false;
   const int h = p / W, w = p % W;
-  return h >= ys[0] && h < ys[1] && w >= xs[0] && w < xs[1];
+  return h >= ys.lo && h < ys.hi && w >= xs.lo && w < xs.hi;
 }
 
 // Max-mode JVP (one thread per output element): the tangent at the argmax pixel; 0
@@ -135,29 +147,43 @@ C10_HOST_DEVICE inline bool pool_contains(const PoolTable& t, int64_t k, int ph,
 template <typename scalar_t, typename I>
 struct PoolGather {
   using Args = BinArgs<scalar_t, I, PoolTable>;
+  static constexpr const char* kName = "pool_jvp";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
     const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
-    const RoiInfo r = a.t.info[b.k];
-    const int32_t p = a.argmax.at(b.k, b.c, b.ph, b.pw);
-    scalar_t value = scalar_t(0);
+    const RoiInfo r = load_table(a.t.info + b.k);
+    const int32_t p = load_packed<1>(&a.argmax.at(b.k, b.c, b.ph, b.pw)).v[0];
+    Packed<scalar_t, 1> value{{scalar_t(0)}};
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       if (pool_contains(a.t, b.k, b.ph, b.pw, p, m.W))
-        value = m.plane(r.image, I(b.c))[I(p / m.W) * m.s2 + I(p % m.W) * m.s3];
+        value = load_packed<1>(m.plane(r.image, I(b.c)) + I(p / m.W) * m.s2 + I(p % m.W) * m.s3);
     }
-    a.out.at(b.k, b.c, b.ph, b.pw) = value;
+    store_packed<1>(&a.out.at(b.k, b.c, b.ph, b.pw), value);
   }
 };
 
+// Whether pixel index x lies in a roi_pool bin span [lo, hi): as
+// for_each_bin_holding (sampled_kernels.h) for half-open spans, stopping at the first
+// bin that starts beyond x.
+template <typename F>
+C10_HOST_DEVICE inline void for_each_pool_bin_holding(const Span* spans, int pooled, int x, F&& f) {
+  for (int p = 0; p < pooled; ++p) {
+    const Span s = load_table(spans + p);
+    if (s.lo > x) break;
+    if (x < s.hi) f(p, s);
+  }
+}
+
 // Input gradient (one thread per V channels of an input pixel of every level), as
-// SampledBackwardInput: the group's RoIs in a fixed order, every bin holding the
-// pixel, one write.
+// SampledBackwardInput: the RoIs listed for the pixel's tile in increasing order,
+// every bin holding the pixel, one write.
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolBackwardInput {
   using Args = PixelArgs<scalar_t, I, PoolTable>;
+  static constexpr const char* kName = "pool_backward_input";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
@@ -167,33 +193,25 @@ struct PoolBackwardInput {
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
     const int32_t pixel = int32_t(int64_t(p.h) * gi.W + p.w);
-    const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
     acc_t acc[V] = {};
-    for (int64_t q = a.groups.start[group]; q < a.groups.start[group + 1]; ++q) {
-      const int64_t k = a.groups.order[q];
-      const RoiInfo r = t.info[k];
-      if (p.h < r.row0 || p.h > r.row1 || p.w < r.col0 || p.w > r.col1) continue;
-      for (int ph = 0; ph < t.PH; ++ph) {
-        const int* ys = t.rows(k, ph);
-        if (p.h < ys[0] || p.h >= ys[1]) continue;
-        for (int pw = 0; pw < t.PW; ++pw) {
-          const int* xs = t.cols(k, pw);
-          if (p.w < xs[0] || p.w >= xs[1]) continue;
-          const Packed<scalar_t, V> g = load_packed<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)));
+    for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo&) {
+      for_each_pool_bin_holding(t.ybins + k * t.PH, t.PH, p.h, [&](int ph, const Span& ys) {
+        for_each_pool_bin_holding(t.xbins + k * t.PW, t.PW, p.w, [&](int pw, const Span& xs) {
+          const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
           if (M == Mode::Avg) {
-            const acc_t count = acc_t(int64_t(ys[1] - ys[0]) * (xs[1] - xs[0]));
+            const acc_t count = acc_t(int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo));
             for (int c = 0; c < V; ++c) acc[c] += acc_t(g.v[c]) / count;
           } else {
-            const Packed<int32_t, V> s = load_packed<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)));
+            const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
             for (int c = 0; c < V; ++c)
               if (s.v[c] == pixel) acc[c] += acc_t(g.v[c]);
           }
-        }
-      }
-    }
+        });
+      });
+    });
     Packed<scalar_t, V> out;
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
-    store_packed<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, out);
+    store_channels<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, gi.s1, out);
   }
 };
 

@@ -1,0 +1,124 @@
+"""The CUDA kernels' cost model, checked through the emulator's counters
+(roiops._C.emulator_costs): the forward reads each sample's four map taps with at
+most one table load per sample, and the input gradient visits only the RoIs listed
+for its pixel's tile, merged with its group's wide RoIs, and still agrees with the CPU
+kernels whichever list a RoI is on. The counters are compiled only into the emulator."""
+
+import math
+
+import pytest
+import torch
+
+from roiops import _C
+
+pytestmark = pytest.mark.cuda_emulated
+
+CPU = torch.ops.roiops
+EMULATED = torch.ops.roiops_emulated
+TILE = _C.EMULATOR_TILE
+MAX_TILES = _C.EMULATOR_MAX_TILES_PER_ROI
+
+
+def counted(fn):
+    _C.emulator_costs(True)
+    try:
+        result = fn()
+    finally:
+        kernels = _C.emulator_costs(False)
+    return result, kernels
+
+
+def params(op, mode):
+    return [7, 7, 2, True, mode, "bilinear"] if op == "roi_align" else [7, 7, mode]
+
+
+def tiles_covered(x0, y0, x1, y1):
+    """Tiles a footprint of pixel columns x0..x1 and rows y0..y1 covers."""
+    return (y1 // TILE - y0 // TILE + 1) * (x1 // TILE - x0 // TILE + 1)
+
+
+# A square footprint of this many pixels covers more than MAX_TILES tiles.
+WIDE_SIDE = TILE * (math.isqrt(MAX_TILES) + 2)
+
+
+def boxes(H, W):
+    """RoIs on one tile, across several, and wider than MAX_TILES tiles (a group's
+    wide list), on two images, in no particular order."""
+    side = WIDE_SIDE
+    assert side < min(H, W)
+    rois = torch.tensor([
+        [0, 1.0, 1.0, TILE - 2.0, TILE - 2.0],
+        [1, 3.5, 2.25, 3 * TILE + 0.5, 2 * TILE + 1.0],
+        [0, 2.0, 3.0, side + 2.0, side + 3.0],
+        [1, W - 3 * TILE - 0.5, H - 2 * TILE, W - 1.0, H - 1.0],
+        [0, 5.0, TILE + 1.0, W - 2.0, H - 3.0],
+        [1, 0.0, 0.0, W - 1.0, H - 1.0],
+        [0, TILE * 3.3, TILE * 2.6, TILE * 5.1, TILE * 9.7],
+    ])
+    x = rois[:, 1:].floor().long().tolist()
+    covered = [tiles_covered(max(a, 0), max(b, 0), min(c + 1, W - 1), min(d + 1, H - 1)) for a, b, c, d in x]
+    assert min(covered) == 1 and max(covered) > MAX_TILES and any(1 < c <= MAX_TILES for c in covered)
+    return rois
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("op,mode", [("roi_align", "avg"), ("roi_align", "max"), ("roi_pool", "max"),
+                                     ("roi_pool", "avg")])
+def test_binned_input_gradient_agrees_on_tile_and_wide_lists(op, mode, channels_last):
+    H, W = WIDE_SIDE + 2 * TILE + 3, WIDE_SIDE + 4 * TILE + 5
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, H, W, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = boxes(H, W).double()
+    p = params(op, mode)
+    out, arg = getattr(CPU, op)(x, rois, 1.0, *p, True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    gx, kernels = counted(lambda: getattr(EMULATED, f"_{op}_backward")(grad, x, arg, rois, 1.0, *p))
+    expected = getattr(CPU, f"_{op}_backward")(grad, x, arg, rois, 1.0, *p)
+    torch.testing.assert_close(gx, expected, rtol=1e-12, atol=1e-12)
+    # Both passes of the list building ran, and every pixel looked at fewer RoIs than
+    # its image holds (binning), though each useful RoI was seen.
+    assert {"list_rois_count", "list_rois_fill"} <= kernels.keys()
+    name = "sampled_backward_input" if op == "roi_align" else "pool_backward_input"
+    k = kernels[name]
+    assert 0 < k["roi_useful"] <= k["roi_visits"] < k["threads"] * 4
+
+
+def test_input_gradient_visits_are_few_beyond_the_useful_ones():
+    """Detection-like boxes (16 to 200 pixels on a 1/4 map): the RoIs a thread visits
+    stay within 2x of those whose footprint holds its pixel."""
+    from roiops.testing import random_rois
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 100, 168, generator=gen)
+    rois = random_rois(256, 2, (400, 672), min_size=16, generator=gen)
+    p = params("roi_align", "avg")
+    out, arg = CPU.roi_align(x, rois, 0.25, *p, True)
+    _, kernels = counted(lambda: EMULATED._roi_align_backward(torch.ones_like(out), x, arg, rois, 0.25, *p))
+    k = kernels["sampled_backward_input"]
+    assert k["roi_visits"] <= 2 * k["roi_useful"]
+
+
+@pytest.mark.parametrize("dtype,channels_last,loads_per_sample", [
+    (torch.float32, False, 4), (torch.float32, True, 4), (torch.bfloat16, True, 4)])
+def test_forward_reads_four_taps_and_at_most_one_table_entry_per_sample(dtype, channels_last, loads_per_sample):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, 40, 48, generator=gen).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[0, 3.0, 4.0, 30.0, 33.0], [0, 10.0, 2.0, 40.0, 20.0]])  # every sample inside
+    _, kernels = counted(lambda: EMULATED.roi_align(x, rois, 1.0, 7, 7, 2, True, "avg", "bilinear", False))
+    f = kernels["sampled_forward"]
+    assert f["data_loads"] == loads_per_sample * f["samples"]
+    # Per bin: the RoI's facts (3 loads), 2 column taps and 2 row taps for 4 samples.
+    assert f["table_loads"] <= f["samples"] + 3 * f["threads"]
+    assert f["table_loads"] / f["samples"] <= 1.75
+
+
+def test_counting_is_off_outside_a_measurement():
+    x = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 6.0]])
+    _C.emulator_costs(False)
+    EMULATED.roi_align(x, rois, 1.0, 2, 2, 2, True, "avg", "bilinear", False)
+    assert _C.emulator_costs(False) == {}
