@@ -232,10 +232,11 @@ class MultiScaleRoIPooler(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        # The constructor's arguments, as torchvision's modules print theirs.
         return (
-            f"op={self.op}, output_size={self.output_size}, scales={self.scales}, "
+            f"output_size={self.output_size}, scales={self.scales}, op={self.op!r}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}, "
-            f"sampling={self.sampling!r}, canonical=({self.canonical_size}, {self.canonical_level})"
+            f"sampling={self.sampling!r}, canonical_size={self.canonical_size}, canonical_level={self.canonical_level}"
         )
 
 
@@ -285,6 +286,7 @@ class MultiScaleRoIAlign(nn.Module):
             mode=mode, sampling=sampling, canonical_size=canonical_scale, canonical_level=canonical_level,
         )
         self.scales_known = False
+        self._sampling_ratio_arg = int(sampling_ratio)  # as given, for a repr like torchvision's
 
     # A dict of mixed types has no TorchScript type; scripting skips this property.
     __jit_unused_properties__ = ["options"]
@@ -324,5 +326,18 @@ class MultiScaleRoIAlign(nn.Module):
         self.pooler.min_level, self.pooler.max_level = pyramid_levels("MultiScaleRoIAlign", scales)
         self.scales_known = True
 
-    def extra_repr(self) -> str:
-        return f"featmap_names={self.featmap_names}"
+    def __repr__(self) -> str:
+        # torchvision's one-line repr, then roiops' own options where they differ from
+        # their defaults (the pooler inside is an implementation detail).
+        p = self.pooler
+        text = (f"{type(self).__name__}(featmap_names={self.featmap_names}, output_size={p.output_size}, "
+                f"sampling_ratio={self._sampling_ratio_arg}")
+        scale = p.canonical_size
+        extras = [("canonical_scale", int(scale) if scale.is_integer() else scale, 224),
+                  ("canonical_level", p.canonical_level, 4),
+                  ("op", p.op, "roi_align"), ("mode", p.mode, "avg" if p.op == "roi_align" else "max"),
+                  ("sampling", p.sampling, "bilinear"), ("aligned", p.aligned, False)]
+        for key, value, default in extras:
+            if value != default:
+                text += f", {key}={value!r}"
+        return text + ")"
