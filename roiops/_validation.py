@@ -26,6 +26,17 @@ MAX_SAMPLING_RATIO = 1024
 MAX_OUTPUT_SIZE = 65536
 
 
+class BoxesShapeError(ValueError, AssertionError):
+    """Boxes of the wrong shape. A ValueError, and also an AssertionError, which is what
+    torchvision.ops raises for them (torch._assert), so that code written against either
+    catches it."""
+
+
+class BoxesTypeError(TypeError, AssertionError):
+    """Boxes neither a Tensor nor a list of Tensors: a TypeError, and the AssertionError
+    torchvision.ops raises for them."""
+
+
 @contextlib.contextmanager
 def traced_checks():
     """Context for the argument checks of the Python (not TorchScript) path.
@@ -50,6 +61,12 @@ def check_input(op: str, input: Tensor) -> None:
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     if input.dim() != 4:
         raise ValueError(f"{op}: input must be [N, C, H, W], got shape {tuple(input.shape)}")
+    if input.is_quantized:
+        # torchvision's CPU roi_align takes quantized maps; roiops' kernels are floating-point only.
+        raise TypeError(
+            f"{op}: quantized input ({input.dtype}) is not supported; dequantize it first "
+            "(input.dequantize()) and quantize the output if needed"
+        )
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{op}: input must be float16, bfloat16, float32 or float64, got {input.dtype}"
@@ -112,20 +129,20 @@ def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) ->
     """
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(
+            raise BoxesShapeError(
                 f"{op}: boxes must be a [K, 5] Tensor (batch_index, x1, y1, x2, y2) or a "
                 f"list of [L, 4] Tensors, got shape {tuple(boxes.shape)}"
             )
         _check_boxes(op, "boxes", boxes, input)
         return boxes
     if not isinstance(boxes, (list, tuple)):
-        raise TypeError(
+        raise BoxesTypeError(
             f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
             f"{type(boxes).__name__}"
         )
     for i, b in enumerate(boxes):
         if not isinstance(b, Tensor):
-            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {type(b).__name__}")
+            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {type(b).__name__}")
     return concat_boxes(op, input, list(boxes))
 
 
@@ -147,7 +164,7 @@ def concat_boxes(op: str, input: Tensor, boxes: list[Tensor]) -> Tensor:
         raise ValueError(f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images")
     for i, b in enumerate(boxes):
         if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got shape {list(b.shape)}")
+            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got shape {list(b.shape)}")
         _check_boxes(op, f"boxes[{i}]", b, input)
     if len(boxes) == 0:
         return input.new_zeros((0, 5))

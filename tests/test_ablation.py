@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-pytest.importorskip("torchvision")
-pytest.importorskip("pycocotools")
-pytest.importorskip("matplotlib")
+pytest.importorskip("torchvision", reason="needs torchvision: pip install roiops[models]")
+pytest.importorskip("pycocotools", reason="needs pycocotools: pip install roiops[models]")
+pytest.importorskip("matplotlib", reason="needs matplotlib: pip install roiops[models]")
 
 from roiops.ablation import runner  # noqa: E402
 from roiops.ablation.__main__ import main  # noqa: E402

@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-np = pytest.importorskip("numpy")
-pytest.importorskip("pycocotools")
-pytest.importorskip("PIL")
-pytest.importorskip("tqdm")
+np = pytest.importorskip("numpy", reason="needs numpy: pip install roiops[models]")
+pytest.importorskip("pycocotools", reason="needs pycocotools: pip install roiops[models]")
+pytest.importorskip("PIL", reason="needs PIL: pip install roiops[models]")
+pytest.importorskip("tqdm", reason="needs tqdm: pip install roiops[models]")
 
 import pycocotools.mask as mask_utils  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("numpy")
-pytest.importorskip("pycocotools")
-pytest.importorskip("PIL")
-pytest.importorskip("tqdm")
+pytest.importorskip("numpy", reason="needs numpy: pip install roiops[models]")
+pytest.importorskip("pycocotools", reason="needs pycocotools: pip install roiops[models]")
+pytest.importorskip("PIL", reason="needs PIL: pip install roiops[models]")
+pytest.importorskip("tqdm", reason="needs tqdm: pip install roiops[models]")
 
 from roiops.data import CocoInstances, make_synthetic_coco  # noqa: E402
 from roiops.eval import coco_evaluate, to_coco_results  # noqa: E402

@@ -9,8 +9,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-pytest.importorskip("torchvision")
-pytest.importorskip("pycocotools")
+# The reference model, its data and training need the models extra.
+for _extra in ("torchvision", "pycocotools", "tqdm", "PIL"):
+    pytest.importorskip(_extra, reason=f"the reference model needs {_extra}: pip install roiops[models]")
 
 import torchvision  # noqa: E402
 

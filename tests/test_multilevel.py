@@ -6,7 +6,6 @@ from collections import OrderedDict
 
 import pytest
 import torch
-import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
 from roi_cases import DTYPES, TOLERANCE
@@ -78,6 +77,7 @@ def test_pooler_matches_reference_values_and_gradients(op, choice, n_levels, dty
 
 
 def test_matches_torchvision_multiscale_roi_align():
+    torchvision = pytest.importorskip("torchvision", reason="needs torchvision: pip install roiops[models]")
     gen = torch.Generator().manual_seed(0)
     feats = pyramid(gen, 4, torch.float64, [False, True, False, True], N=2, C=8, H=64, W=96)
     rois = spread_rois(gen, 60, 2, (256, 384), torch.float64)

@@ -3,12 +3,14 @@ and gradients are torchvision's."""
 
 import pytest
 import torch
-import torchvision
-from hypothesis import assume, given
-from hypothesis import strategies as st
-from roi_cases import cases
 
-import roiops
+torchvision = pytest.importorskip("torchvision", reason="needs torchvision: pip install roiops[models]")
+
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from roi_cases import cases  # noqa: E402
+
+import roiops  # noqa: E402
 
 
 def tv_call(case, x, r):

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .. import _fx
 from .. import _validation as v
 
 _OPS = ("roi_align", "roi_warp", "roi_pool")
@@ -30,6 +31,11 @@ def fpn_levels(
     from the box values whatever their dtype: a float16 area overflows at 256 px
     per side and bfloat16 rounding moves boxes across level boundaries.
     """
+    if not torch.jit.is_scripting():
+        args = (rois, min_level, max_level, canonical_size, canonical_level, eps)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, fpn_levels, args)
     boxes = rois[:, 1:].detach().to(torch.float64)
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
     k = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_size) + eps)
@@ -52,6 +58,116 @@ def pyramid_levels(name: str, scales: list[float]) -> tuple[int, int]:
         if levels[i] != levels[0] + i:
             raise ValueError(f"{name}: scales must be consecutive pyramid levels, finest first, got {scales}")
     return levels[0], levels[-1]
+
+
+def _pool_levels(
+    features: list[Tensor],
+    boxes: Tensor | list[Tensor],
+    output_size: tuple[int, int],
+    scales: list[float],
+    op: str,
+    sampling_ratio: int,
+    aligned: bool,
+    mode: str,
+    sampling: str,
+    canonical_size: float,
+    canonical_level: int,
+) -> Tensor:
+    """MultiScaleRoIPooler's forward with its options as arguments (already checked by its
+    constructor), so that an FX graph can call it as one node."""
+    name = "MultiScaleRoIPooler"
+    if not torch.jit.is_scripting():
+        args = (features, boxes, output_size, scales, op, sampling_ratio, aligned, mode, sampling, canonical_size,
+                canonical_level)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, _pool_levels, args)
+    if len(features) != len(scales):
+        raise ValueError(f"{name}: got {len(features)} feature maps for {len(scales)} scales")
+    if torch.jit.is_scripting():
+        # TorchScript has checked the argument types and the op checks the values.
+        rois = v.script_rois(name, features[0], boxes)
+    else:
+        features = list(features)
+        with v.traced_checks():
+            for i, f in enumerate(features):
+                v.check_input(f"{name}: features[{i}]", f)
+                if (f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype
+                        or f.device != features[0].device):
+                    raise ValueError(
+                        f"{name}: every level must share N, C, dtype and device; features[{i}] is "
+                        f"{tuple(f.shape)} {f.dtype} on {f.device}, features[0] is "
+                        f"{tuple(features[0].shape)} {features[0].dtype} on {features[0].device}"
+                    )
+            rois = v.rois_from_boxes(name, features[0], boxes)
+    ph, pw = output_size
+    min_level, max_level = pyramid_levels(name, scales)
+    levels = fpn_levels(rois, min_level, max_level, canonical_size, canonical_level)
+    keep = v.needs_argmax([rois] + features)
+    if op == "roi_align":
+        output, _ = torch.ops.roiops.roi_align_multilevel(
+            features, rois, levels, scales, ph, pw, sampling_ratio, aligned, mode, sampling, keep
+        )
+    elif op == "roi_warp":
+        output, _ = torch.ops.roiops.roi_warp_multilevel(
+            features, rois, levels, scales, ph, pw, sampling_ratio, mode, sampling, keep
+        )
+    else:
+        output, _ = torch.ops.roiops.roi_pool_multilevel(features, rois, levels, scales, ph, pw, mode, keep)
+    return output
+
+
+def _select_features(x: dict[str, Tensor], featmap_names: list[str]) -> list[Tensor]:
+    features: list[Tensor] = []
+    for name in featmap_names:
+        if name not in x:
+            raise ValueError(f"MultiScaleRoIAlign: features lack '{name}'; got {list(x.keys())}")
+        features.append(x[name])
+    return features
+
+
+def _infer_scales(features: list[Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
+    """Level scales from the feature and image heights, as torchvision infers them."""
+    if len(image_shapes) == 0:
+        raise ValueError("MultiScaleRoIAlign: image_shapes must not be empty")
+    height = max([s[0] for s in image_shapes])
+    scales = [2.0 ** round(math.log(f.shape[-2] / height) / math.log(2.0)) for f in features]
+    pyramid_levels("MultiScaleRoIAlign", scales)  # checks them
+    return scales
+
+
+def _multiscale_roi_align(
+    x: dict[str, Tensor],
+    boxes: list[Tensor],
+    image_shapes: list[tuple[int, int]],
+    featmap_names: list[str],
+    scales: list[float] | None,
+    output_size: tuple[int, int],
+    op: str,
+    sampling_ratio: int,
+    aligned: bool,
+    mode: str,
+    sampling: str,
+    canonical_size: float,
+    canonical_level: int,
+) -> Tensor:
+    """MultiScaleRoIAlign's forward as one function, which an FX graph calls as one node;
+    ``scales`` None infers them from this call's sizes."""
+    if not torch.jit.is_scripting():
+        args = (x, boxes, image_shapes, featmap_names, scales, output_size, op, sampling_ratio, aligned, mode,
+                sampling, canonical_size, canonical_level)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, _multiscale_roi_align, args)
+    features = _select_features(x, featmap_names)
+    if scales is None:
+        if torch.jit.is_scripting():
+            scales = _infer_scales(features, image_shapes)
+        else:
+            with v.traced_checks():
+                scales = _infer_scales(features, image_shapes)
+    return _pool_levels(features, boxes, output_size, scales, op, sampling_ratio, aligned, mode, sampling,
+                        canonical_size, canonical_level)
 
 
 class MultiScaleRoIPooler(nn.Module):
@@ -110,47 +226,17 @@ class MultiScaleRoIPooler(nn.Module):
         return fpn_levels(rois, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
 
     def forward(self, features: list[Tensor], boxes: Tensor | list[Tensor]) -> Tensor:
-        name = "MultiScaleRoIPooler"
-        if len(features) != len(self.scales):
-            raise ValueError(f"{name}: got {len(features)} feature maps for {len(self.scales)} scales")
-        if torch.jit.is_scripting():
-            # TorchScript has checked the argument types and the op checks the values.
-            rois = v.script_rois(name, features[0], boxes)
-        else:
-            features = list(features)
-            with v.traced_checks():
-                for i, f in enumerate(features):
-                    v.check_input(f"{name}: features[{i}]", f)
-                    if (f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype
-                            or f.device != features[0].device):
-                        raise ValueError(
-                            f"{name}: every level must share N, C, dtype and device; features[{i}] is "
-                            f"{tuple(f.shape)} {f.dtype} on {f.device}, features[0] is "
-                            f"{tuple(features[0].shape)} {features[0].dtype} on {features[0].device}"
-                        )
-                rois = v.rois_from_boxes(name, features[0], boxes)
-        ph, pw = self.output_size
-        levels = self.levels(rois)
-        keep = v.needs_argmax([rois] + features)
-        if self.op == "roi_align":
-            output, _ = torch.ops.roiops.roi_align_multilevel(
-                features, rois, levels, self.scales, ph, pw, self.sampling_ratio, self.aligned, self.mode,
-                self.sampling, keep,
-            )
-        elif self.op == "roi_warp":
-            output, _ = torch.ops.roiops.roi_warp_multilevel(
-                features, rois, levels, self.scales, ph, pw, self.sampling_ratio, self.mode, self.sampling, keep
-            )
-        else:
-            output, _ = torch.ops.roiops.roi_pool_multilevel(features, rois, levels, self.scales, ph, pw,
-                                                             self.mode, keep)
-        return output
+        return _pool_levels(
+            features, boxes, self.output_size, self.scales, self.op, self.sampling_ratio, self.aligned, self.mode,
+            self.sampling, self.canonical_size, self.canonical_level,
+        )
 
     def extra_repr(self) -> str:
+        # The constructor's arguments, as torchvision's modules print theirs.
         return (
-            f"op={self.op}, output_size={self.output_size}, scales={self.scales}, "
+            f"output_size={self.output_size}, scales={self.scales}, op={self.op!r}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}, "
-            f"sampling={self.sampling!r}, canonical=({self.canonical_size}, {self.canonical_level})"
+            f"sampling={self.sampling!r}, canonical_size={self.canonical_size}, canonical_level={self.canonical_level}"
         )
 
 
@@ -200,6 +286,7 @@ class MultiScaleRoIAlign(nn.Module):
             mode=mode, sampling=sampling, canonical_size=canonical_scale, canonical_level=canonical_level,
         )
         self.scales_known = False
+        self._sampling_ratio_arg = int(sampling_ratio)  # as given, for a repr like torchvision's
 
     # A dict of mixed types has no TorchScript type; scripting skips this property.
     __jit_unused_properties__ = ["options"]
@@ -212,29 +299,45 @@ class MultiScaleRoIAlign(nn.Module):
                     canonical_size=p.canonical_size, canonical_level=p.canonical_level)
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features: list[Tensor] = []
-        for name in self.featmap_names:
-            if name not in x:
-                raise ValueError(f"MultiScaleRoIAlign: features lack '{name}'; got {list(x.keys())}")
-            features.append(x[name])
-        if not self.scales_known:
-            if torch.jit.is_scripting():
-                self.infer_scales(features, image_shapes)
-            else:
-                with v.traced_checks():
-                    self.infer_scales(features, image_shapes)
-        return self.pooler(features, boxes)
+        traced = False
+        if not torch.jit.is_scripting():
+            traced = _fx.find_proxy(x, image_shapes) is not None
+        if not self.scales_known and not traced:
+            self.infer_scales(_select_features(x, self.featmap_names), image_shapes)
+        # An FX graph holds no state: traced before the first call, it infers the scales
+        # on every call (as torchvision's traced pooler does).
+        scales: list[float] | None = None
+        if self.scales_known:
+            scales = self.pooler.scales
+        p = self.pooler
+        return _multiscale_roi_align(
+            x, boxes, image_shapes, self.featmap_names, scales, p.output_size, p.op, p.sampling_ratio, p.aligned,
+            p.mode, p.sampling, p.canonical_size, p.canonical_level,
+        )
 
     def infer_scales(self, features: list[Tensor], image_shapes: list[tuple[int, int]]) -> None:
         """Level scales from the feature and image heights, as torchvision does."""
-        if len(image_shapes) == 0:
-            raise ValueError("MultiScaleRoIAlign: image_shapes must not be empty")
-        height = max([s[0] for s in image_shapes])
-        scales = [2.0 ** round(math.log(f.shape[-2] / height) / math.log(2.0)) for f in features]
-        min_level, max_level = pyramid_levels("MultiScaleRoIAlign", scales)
+        if torch.jit.is_scripting():
+            scales = _infer_scales(features, image_shapes)
+        else:
+            with v.traced_checks():
+                scales = _infer_scales(features, image_shapes)
         self.pooler.scales = scales
-        self.pooler.min_level, self.pooler.max_level = min_level, max_level
+        self.pooler.min_level, self.pooler.max_level = pyramid_levels("MultiScaleRoIAlign", scales)
         self.scales_known = True
 
-    def extra_repr(self) -> str:
-        return f"featmap_names={self.featmap_names}"
+    def __repr__(self) -> str:
+        # torchvision's one-line repr, then roiops' own options where they differ from
+        # their defaults (the pooler inside is an implementation detail).
+        p = self.pooler
+        text = (f"{type(self).__name__}(featmap_names={self.featmap_names}, output_size={p.output_size}, "
+                f"sampling_ratio={self._sampling_ratio_arg}")
+        scale = p.canonical_size
+        extras = [("canonical_scale", int(scale) if scale.is_integer() else scale, 224),
+                  ("canonical_level", p.canonical_level, 4),
+                  ("op", p.op, "roi_align"), ("mode", p.mode, "avg" if p.op == "roi_align" else "max"),
+                  ("sampling", p.sampling, "bilinear"), ("aligned", p.aligned, False)]
+        for key, value, default in extras:
+            if value != default:
+                text += f", {key}={value!r}"
+        return text + ")"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import _fx
 from .. import _validation as v
 
 
@@ -50,6 +51,11 @@ def roi_align(
     Gradients flow to ``input`` (any order) and, for bilinear sampling, to the box
     coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
     """
+    if not torch.jit.is_scripting():
+        args = (input, boxes, output_size, spatial_scale, sampling_ratio, aligned, mode, sampling)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, roi_align, args)
     rois, ph, pw, spatial_scale = v.op_args("roi_align", input, boxes, output_size, spatial_scale, mode)
     sampling_ratio = v.sampling_args("roi_align", sampling_ratio, sampling)
     aligned = bool(aligned)

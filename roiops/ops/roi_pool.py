@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import _fx
 from .. import _validation as v
 
 
@@ -23,6 +24,11 @@ def roi_pool(
     clipped to the map. An empty bin pools to 0, as does a box with a non-finite
     coordinate. Arguments and output as :func:`roi_align`. The box gradient is zero.
     """
+    if not torch.jit.is_scripting():
+        args = (input, boxes, output_size, spatial_scale, mode)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, roi_pool, args)
     rois, ph, pw, spatial_scale = v.op_args("roi_pool", input, boxes, output_size, spatial_scale, mode)
     output, _ = torch.ops.roiops.roi_pool(input, rois, spatial_scale, ph, pw, mode, v.needs_argmax([input, rois]))
     return output

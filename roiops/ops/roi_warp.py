@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import _fx
 from .. import _validation as v
 
 
@@ -26,6 +27,11 @@ def roi_warp(
     memory format. The rounding makes the box gradient zero; the input gradient is
     exact, to any order.
     """
+    if not torch.jit.is_scripting():
+        args = (input, boxes, output_size, spatial_scale, sampling_ratio, mode, sampling)
+        proxy = _fx.find_proxy(*args)
+        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return _fx.record(proxy, roi_warp, args)
     rois, ph, pw, spatial_scale = v.op_args("roi_warp", input, boxes, output_size, spatial_scale, mode)
     sampling_ratio = v.sampling_args("roi_warp", sampling_ratio, sampling)
     output, _ = torch.ops.roiops.roi_warp(
