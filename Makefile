@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export ROIOPS_CUDA
 export MAX_JOBS ?= 2
 
-.PHONY: demo test build lint bench check-dist clean
+.PHONY: demo test build lint bench check-dist check-oldest-torch clean
 
 demo: build
 	$(PY) -m roiops check
@@ -41,6 +41,10 @@ bench: build
 # sdist -> pip wheel -> fresh venv -> python -m roiops check (slow: README, Tests).
 check-dist: $(VENV)/.ready
 	PY=$(PY) scripts/check_dist.sh
+
+# The oldest supported torch: fresh venv from PyPI, CPU build, part of the suite (README, Tests).
+check-oldest-torch:
+	scripts/check_oldest_torch.sh
 
 clean:
 	rm -rf build roiops/*.so *.egg-info

@@ -12,13 +12,13 @@
 
 namespace roiops {
 
-Mode parse_mode(std::string_view mode) {
+Mode parse_mode(c10::string_view mode) {
   if (mode == "avg") return Mode::Avg;
   if (mode == "max") return Mode::Max;
   TORCH_CHECK_VALUE(false, "roiops: mode must be 'avg' or 'max', got '", mode, "'");
 }
 
-Sampling parse_sampling(std::string_view sampling) {
+Sampling parse_sampling(c10::string_view sampling) {
   if (sampling == "bilinear") return Sampling::Bilinear;
   if (sampling == "nearest") return Sampling::Nearest;
   TORCH_CHECK_VALUE(false, "roiops: sampling must be 'bilinear' or 'nearest', got '",

@@ -4,9 +4,9 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/string_view.h>
 
 #include <algorithm>
-#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -14,8 +14,11 @@
 
 namespace roiops {
 
-Mode parse_mode(std::string_view mode);
-Sampling parse_sampling(std::string_view sampling);
+// c10::string_view is what the op schemas' `str` arguments arrive as: an alias of
+// std::string_view in newer torch, a class of its own without a conversion to
+// std::string_view in older ones (torch 2.4).
+Mode parse_mode(c10::string_view mode);
+Sampling parse_sampling(c10::string_view sampling);
 
 // Shape, dtype, device, bound and value checks shared by every op entry point.
 // Python callers get the same checks earlier with friendlier messages

@@ -135,8 +135,12 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
         maps, argmax, index = saved(ctx)
         rois = index[0]
         grad_maps, grad_rois = none_like(maps), None
+        # One gradient per argument the op was called with: the dispatcher drops a
+        # keep_argmax equal to its default, and torch < 2.14 rejects the extra None for
+        # ops with a Tensor[] argument (the multilevel ops) instead of trimming it.
+        no_grads = (None,) * (len(ctx.needs_input_grad) - 2)
         if grad is None:  # no gradient reached the output (e.g. a downstream Function returned None)
-            return (grad_maps, grad_rois) + (None,) * (n_index + len(ctx.params))
+            return (grad_maps, grad_rois) + no_grads
         if any_grad(ctx.needs_input_grad[0]):
             # The input gradient's own dependence on the boxes is not modelled: second
             # derivatives through box coordinates are not provided (README).
@@ -147,7 +151,7 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
             else:
                 detached = [m.detach() for m in maps] if multilevel else maps.detach()
                 grad_rois = rois_grad(grad, detached, argmax, rois, *index[1:], *ctx.params)
-        return (grad_maps, grad_rois) + (None,) * (n_index + len(ctx.params))
+        return (grad_maps, grad_rois) + no_grads
 
     torch.library.register_autograd(forward, forward_backward, setup_context=forward_setup)
 

@@ -37,7 +37,18 @@ class BoxesTypeError(TypeError, AssertionError):
     torchvision.ops raises for them."""
 
 
+# One shared, reusable no-op context: torch.compile before torch 2.5 cannot trace a
+# @contextlib.contextmanager generator, but traces a nullcontext instance.
+_NO_CONTEXT = contextlib.nullcontext()
+
+
 @contextlib.contextmanager
+def _ignore_tracer_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def traced_checks():
     """Context for the argument checks of the Python (not TorchScript) path.
 
@@ -48,12 +59,9 @@ def traced_checks():
     trace runs. torch silences these warnings in its own modules the same way
     (torch.jit.TracerWarning.ignore_lib_warnings); here only while tracing.
     """
-    if not torch.jit.is_tracing():
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
+    if torch.jit.is_tracing():
+        return _ignore_tracer_warnings()
+    return _NO_CONTEXT
 
 
 def check_input(op: str, input: Tensor) -> None:

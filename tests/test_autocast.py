@@ -101,6 +101,11 @@ class AutocastHead(Head):
             return super().forward(x, rois)
 
 
+# torch 2.4.1's torch.export fails on any forward that enters torch.autocast, a plain
+# Conv2d as well (its verifier finds no meta["val"] on the _enter_autocast node); 2.11 and
+# 2.14 export it. Versions between were not tried, so the skip names 2.4 only.
+@pytest.mark.skipif(torch.__version__ < (2, 5), reason="torch < 2.5: torch.export cannot export a forward "
+                    "that enters torch.autocast (SpecViolationError: _enter_autocast is missing val)")
 @pytest.mark.parametrize("name", ["roi_align", "roi_warp", "roi_pool", "pooler"])
 def test_export_under_autocast_keeps_the_features_dtype(name):
     head = AutocastHead(POOLS[name])
