@@ -27,9 +27,6 @@
 #   ran passed, 1 when one failed or timed out, 2 when none failed but one had no time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export OUT="${OUT:-gpu-results}"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
 export PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 # The toolkit's own folders, in case nvcc and compute-sanitizer are not on PATH there.
@@ -41,8 +38,14 @@ ALL_STEPS=(probe build smoke tests parity memcheck timings)
 REQUESTED="${1:-all}"
 [ "$REQUESTED" = all ] && REQUESTED="$(IFS=,; echo "${ALL_STEPS[*]}")"
 for s in ${REQUESTED//,/ }; do
-    [[ " ${ALL_STEPS[*]} " == *" $s "* ]] || { echo "gpu_checks.sh: unknown step '$s' (steps: ${ALL_STEPS[*]})"; exit 64; }
+    if [[ " ${ALL_STEPS[*]} " != *" $s "* ]]; then
+        echo "gpu_checks.sh: unknown step '$s' (steps: ${ALL_STEPS[*]})"
+        exit 64
+    fi
 done
+export OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 DEADLINE=$((SECONDS + ${GPU_CHECKS_SECONDS:-560}))
 SUMMARY="$OUT/summary.txt"
 ROWS=()
@@ -55,7 +58,8 @@ DEVICE="not probed yet"
 
 # Budgets in seconds, each a timeout: about twice what the step is expected to take on
 # the H200 machine (16 cores), the build's on a cold ninja cache.
-declare -A BUDGET=([probe]=60 [build]=${GPU_CHECKS_BUILD_SECONDS:-330} [smoke]=60 [tests]=150 [parity]=120 [memcheck]=150 [timings]=150)
+declare -A BUDGET=([probe]=60 [build]=${GPU_CHECKS_BUILD_SECONDS:-330} [smoke]=60 [tests]=150 [parity]=120
+                   [memcheck]=150 [timings]=150)
 declare -A LOG=([probe]=probe.log [build]=build.log [smoke]=tests.log [tests]=tests.log [parity]=parity.log
                 [memcheck]=memcheck.log [timings]=timings.log)
 
@@ -68,7 +72,9 @@ write_summary() {
         if [ "$FAILED" -gt 0 ]; then echo "result: FAIL"
         elif [ "$NO_TIME" -gt 0 ]; then echo "result: INCOMPLETE (no failure; steps left for lack of time)"
         else echo "result: PASS"; fi
-        [ "${#LEFT[@]}" -gt 0 ] && echo "to run what is left: OUT=... bash benchmarks/gpu_checks.sh $(IFS=,; echo "${LEFT[*]}")"
+        if [ "${#LEFT[@]}" -gt 0 ]; then
+            echo "to run what is left: bash benchmarks/gpu_checks.sh $(IFS=,; echo "${LEFT[*]}")"
+        fi
         echo "logs: $OUT"
     } > "$SUMMARY"
 }
