@@ -18,10 +18,13 @@
 # Without a GPU the GPU steps print "skipped: no GPU" and the run passes when the others do.
 #
 #   OUT=dir bash benchmarks/gpu_checks.sh [STEPS]    STEPS: comma-separated, default all
-# Environment: PYTHON (default python3), OUT (default gpu-results), GPU_CHECKS_SECONDS,
-#   GPU_CHECKS_SKIP_BUILD=1 (keep roiops/*.so when they exist), GPU_CHECKS_BUILD_SECONDS
-#   (the build's budget, default 330: a cold build takes far longer on 2 cores), TORCH_CUDA_ARCH_LIST
-#   (default: the GPU's, or 9.0 without one), MAX_JOBS (default: every core).
+# On the lent machine: one call with the run tool's timeout_s 600, `OUT=$OUT bash
+# benchmarks/gpu_checks.sh`, then, only if the summary says so, the rerun line it prints.
+# Environment: PYTHON (default python3), OUT (default gpu-results, relative to the
+#   repository root), GPU_CHECKS_SECONDS, GPU_CHECKS_SKIP_BUILD=1 (keep roiops/*.so when
+#   they exist), GPU_CHECKS_BUILD_SECONDS (the build's budget, default 330: a cold build
+#   takes far longer on 2 cores), TORCH_CUDA_ARCH_LIST (default: the GPU's, or 9.0
+#   without one), MAX_JOBS (default: every core).
 # Files in $OUT (8): summary.txt, probe.log, build.log, tests.log (smoke and tests),
 #   parity.log, memcheck.log, timings.log, timings.md. Exit status: 0 when every step that
 #   ran passed, 1 when one failed or timed out, 2 when none failed but one had no time.
