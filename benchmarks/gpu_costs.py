@@ -259,6 +259,14 @@ def time_table(channels: int, repeats: int) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, default=16, help="channels the emulator runs (default 16)")
@@ -266,7 +274,7 @@ def main() -> None:
     parser.add_argument("--save", help="write the tables to this Markdown file")
     args = parser.parse_args()
     head = [f"# CUDA kernels' counted cost (grid emulator, roiops {roiops.__version__})", "",
-            f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}. "
+            f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
             "Nothing here ran on a GPU.", ""]
     out = head + ["## Counters", ""] + cost_table(args.channels) + ["", "## Emulated time", ""]
     out += time_table(args.channels, args.repeats)
