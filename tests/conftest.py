@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -15,6 +16,16 @@ settings.register_profile(
 settings.load_profile("ci")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _ieee_subnormals():
+    """Keep subnormal floats for every test. torch.compile's CPU kernels in older torch
+    (2.4) are linked with -ffast-math, whose start-up code turns on flush-to-zero for the
+    whole process once a compiled kernel loads; the contract under test includes
+    subnormals, and hypothesis refuses to draw floats without them."""
+    torch.set_flush_denormal(False)
+    yield
 
 
 def pytest_configure(config):
