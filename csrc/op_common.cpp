@@ -151,8 +151,7 @@ int64_t huge_page_bytes() {
 // huge pages, before anything writes it (a hint; nothing changes where it is refused
 // or THP is off). With glibc's default malloc every large output is freshly mapped,
 // and its first write otherwise takes a page fault per 4 KB: about 25,000 for a 100 MB
-// roi_pool output and argmax, most of a forward call (roipool-vgg forward, 2 threads,
-// float32, default allocator: NCHW 59-74 -> 34-39 ms, channels_last 109-113 -> 27-35).
+// roi_pool output and argmax, most of a forward call (docs/performance-notes.md).
 // Only pages wholly inside the tensor are advised, so its neighbours are untouched.
 at::Tensor advise_huge_pages(at::Tensor t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

@@ -57,9 +57,8 @@ at::MemoryFormat output_format(const at::Tensor& input);
 // CPU forward outputs (with their argmax) larger than this many bytes are written
 // around the caches (cpu_common.h: OutputBlock): this CPU's last-level cache (Linux
 // sysfs), but at most 32 MB, which is also taken where sysfs does not say. A larger
-// last-level cache is a server socket's, shared by its dozens of cores: on a Xeon with
-// 504 MB (2 of its cores lent), outputs of 51-103 MB stored as usual still read every
-// line from memory first.
+// last-level cache is a server socket's, shared by its dozens of cores, so outputs far
+// smaller than it still miss it (docs/performance-notes.md).
 int64_t streamed_output_bytes();
 // A fresh tensor in `like`'s output format; a large CPU one is asked to be backed by
 // transparent huge pages (op_common.cpp: advise_huge_pages).

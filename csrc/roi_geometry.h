@@ -1,4 +1,4 @@
-// The RoI contract (shared/design/SEMANTICS.md) in one place: box transforms, bin
+// The RoI contract (docs/SEMANTICS.md) in one place: box transforms, bin
 // grids and per-axis sampling. Every function is C10_HOST_DEVICE and free of CPU-only
 // code so the CPU kernels, the CUDA kernels and the CPU emulation of the CUDA grid all
 // compute bit-for-bit the same geometry.

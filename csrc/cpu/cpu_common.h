@@ -1,7 +1,9 @@
-// CPU-side helpers shared by every RoI kernel: argument checks, strided feature views
-// and pyramids, per-(level, image) RoI buckets for the deterministic backward, dynamic
-// scheduling, footprint tiles, and the channel loops that are vectorized with at::vec
-// when channels are contiguous (channels_last).
+// CPU-side helpers shared by every RoI kernel (argument checks and output allocation
+// live in ../op_common): strided feature views and pyramids, per-(level, image) RoI
+// buckets for the deterministic backward, dynamic scheduling, transposes and footprint
+// tiles, the forward and backward task schedules, output staging, and the channel loops
+// that are vectorized with at::vec when channels are contiguous (channels_last).
+// Why the tuning constants have their values: docs/performance-notes.md.
 #pragma once
 
 // at::vec picks its AVX2 / AVX512 implementation from CPU_CAPABILITY_AVX2 /
@@ -197,8 +199,8 @@ struct TileIndex {
 // to and from planes. 8 x 8 blocks are transposed in registers where T allows
 // (kTransposable: 4-byte elements in the AVX variants, whose shuffles only move bits,
 // so int32 argmax indices too; floats in the default variant), the edges one element at
-// a time: copied one element at a time, at one load and one store each, the tile
-// gathers took 41% of a profile of the fpn-box-train-p2 NCHW forward.
+// a time: element-wise tile gathers, at one load and one store each, dominated planar
+// forwards (docs/performance-notes.md).
 constexpr int kTransposeRun = 8;
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
@@ -207,8 +209,7 @@ constexpr bool kTransposable = sizeof(T) == 4;
 
 // One 8 x 8 block. Our own rather than at::vec::transpose_mxn: in the AVX-512 variant
 // that runs a 16 x 16 transposition with masked loads and stores behind two calls for
-// every 8 x 8 block, which took 38% of the box-50x84 NCHW forward (Xeon, AVX-512,
-// 2 threads), more than the pooling.
+// every 8 x 8 block, which cost more than the pooling (docs/performance-notes.md).
 inline void transpose_block8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
   __m256 r[8], t[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
@@ -263,10 +264,8 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t row
 // kGatherRun at a time, are transposed as blocks of n channels x run pixels, walking 8
 // planes at a time along 256 bytes of each rather than all n planes along 32 bytes: a
 // 64-channel plane block of an FPN P3 level (4.3 MB) reads from memory or L3, where few
-// streams help the prefetchers (fpn-mask-train-p3 NCHW forward, 2 threads, medians of
-// 20, three rounds: 12.5-12.8 -> 9.6-11.0 ms with runs of 64 rather than 8; runs of 16,
-// 32 or 128 did no better; the 1 MB planes of a 50 x 84 map unchanged). Shorter runs
-// are copied a column at a time.
+// streams help the prefetchers (docs/performance-notes.md). Shorter runs are copied a
+// column at a time.
 constexpr int64_t kGatherRun = 64;
 
 template <typename scalar_t>
@@ -450,10 +449,9 @@ struct GradWindow {
 // Planar input gradients are accumulated kChannelBlock channels at a time, as
 // channels-last ones are, in a channels-last scratch of at most kScratchBytes (a 50 x 84
 // map of 64 floats), split into windows of rows (and of columns for very wide maps)
-// when a plane is larger. Blocks of 16 channels in a 320 KB scratch (which fits L2)
-// visited every RoI 4x as often, each visit paying the per-bin work (argmax decode,
-// bounds, loads, prefetches) for a quarter of the channels: box-50x84 NCHW backward,
-// kernel only, 2 threads, 57-66 -> 41-42 ms (channels_last 40-45).
+// when a plane is larger. 64 channels rather than an L2-sized block of 16: each RoI
+// visit pays the per-bin work (argmax decode, bounds, loads, prefetches) once for all 64
+// channels (docs/performance-notes.md).
 constexpr int64_t kScratchBytes = 1280 << 10;
 
 // Short inline copies and fills of one channel block: std::copy / std::fill of a
@@ -556,8 +554,8 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
   }
 
   // Handed out one task at a time: tasks cost as much as their group's RoIs, and a
-  // static split of a fused pyramid's tasks gave one thread the P2 and P3 levels and
-  // the other the rest (FPN P2-P5 channels_last fwd+bwd: fused 0.86x four calls).
+  // static split of a fused pyramid's tasks gives one thread the P2 and P3 levels and
+  // the other the rest.
   parallel_dynamic(first[groups], 1, [&](auto& claim) {
     std::vector<acc_t> scratch(planar ? scratch_pixels * block : 0);
     std::vector<Geometry> cache;
@@ -614,12 +612,9 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // 7 x 7 bins of 2 x 2 samples touch up to 28 x 28), at the cost of a buffer of up to
 // kPlaneBytes per thread. Blocks are kChannelBlock channels where that fits, so each
 // sample's tap arithmetic serves 64 channels (a 100 x 168 FPN P3 plane of 64 floats,
-// 4.3 MB, lives in L3 either way: fpn-mask-train-p3 NCHW forward, 2 threads, 26-27 ->
-// 15 ms with 64 rather than 16 channels, channels_last 15-17), else kPlanarBlock
-// channels (an FPN P2 level, 200 x 336 x 16 floats: 4.3 MB; with the transposing
-// gather, fpn-box-train-p2 NCHW forward, kernel only, 2 threads: avg 160-190 -> 60-85
-// ms, max 207-230 -> 61-81 ms). roi_pool, which reads every pixel of its footprint,
-// gains most: roipool-p2 NCHW forward 340 -> 128-154 ms (roipool-50x84 61-65 -> 53).
+// 4.3 MB, lives in L3 either way), else kPlanarBlock channels (an FPN P2 level,
+// 200 x 336 x 16 floats: 4.3 MB). roi_pool, which reads every pixel of its footprint,
+// gains most. Measurements: docs/performance-notes.md.
 constexpr int64_t kPlaneBytes = 8 << 20;
 constexpr int64_t kPlanarBlock = 16;
 constexpr int64_t kPlaneRoiPixels = 256;
@@ -629,8 +624,7 @@ constexpr int64_t kMinPlanePart = 16;
 // The forward kernels' schedule. Channels-last maps: every (RoI, channel block) task,
 // RoI-major (each RoI's geometry is built once; every tap reads a whole channel run
 // anyway), RoIs in (level, image) order so that consecutive tasks read one map (a fused
-// FPN P2-P5 forward, whose RoIs interleave levels, 2 threads, float32: 34-35 -> 28-29
-// ms; four per-level calls 38-43). Planar maps: the (level, image, block) tasks of
+// pyramid's RoIs interleave levels). Planar maps: the (level, image, block) tasks of
 // transposed planes (see kPlaneBytes), then the remaining RoIs' (RoI, block) tasks
 // block-major (a pyramid of planes is far larger than the caches; this keeps one block
 // of planes hot across all RoIs), each reading a channels-last tile of the RoI's
@@ -651,9 +645,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   RoiBuckets buckets = bucket_rois(rois, K, in.batch, in);
   // Each group's RoIs are pooled top to bottom (by their boxes' vertical centres), so
   // that consecutive RoIs read nearby rows, which are still in L2 when the map (or
-  // plane block) is larger (fpn-box-train-p2 forward, 2 threads, medians of 20, three
-  // rounds: NCHW 28.8-29.9 -> 26.4-27.7 ms, channels_last 22.3-23.2 -> 20.5-21.1). Only
-  // the forward reorders: each RoI writes its own outputs, while the backward's fixed
+  // plane block) is larger (docs/performance-notes.md). Only the forward reorders: each RoI writes its own outputs, while the backward's fixed
   // increasing-RoI order is what makes its sums reproducible. NaN centres (boxes with
   // NaN or opposite infinite edges, which pool nothing) sort as 0: a comparison with a
   // NaN would not be an ordering, which std::stable_sort requires.
@@ -678,12 +670,9 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   }
   // With few plane blocks (a 64-channel map is one) each block's RoIs are split into
   // parts, so that every thread has work and the threads end together; a thread that
-  // takes consecutive parts of one block transposes it once. (2 threads, float32,
-  // medians: box-50x84 at 64 channels NCHW forward 8.2-9.7 -> 3.4-4.2 ms; at 256
-  // channels NCHW / channels_last 1.17-1.58 -> 0.88-1.13 over four rounds. One block at
-  // a time shared by all threads, transposed and pooled in two parallel steps, did as
-  // well on one map but, on a loaded machine, took the fused FPN NCHW forward from
-  // 70-108 to 173-182 ms: every step waits for a descheduled thread.)
+  // takes consecutive parts of one block transposes it once. (Not one block at a time
+  // shared by all threads in two parallel steps: on a loaded machine every step waits
+  // for a descheduled thread; docs/performance-notes.md.)
   const int64_t want = 4 * at::get_num_threads();
   for (const PlaneTask& p : planes) {
     const int64_t count = p.end - p.begin;
@@ -818,11 +807,10 @@ inline void update_max(acc_t* best, index_of<acc_t>* arg, const scalar_t* v, int
 // then 1) while channels are contiguous (cs == 1), then rest(c) once for the channels
 // [c, n) left. The bin loops hold a run's accumulators in registers across all of a
 // bin's pixels or samples: loading and storing 64 accumulators around every read costs
-// more than the read (roi_pool box-50x84 max forward, channels_last, 2 threads: 50-66
-// -> 32-37 ms). rest(c) must loop pixel-major: one channel's compares or sums form a
-// dependency chain through its running result, so a per-channel sweep of a large
-// planar bin runs at that chain's latency (roipool-p2 NCHW forward 523 -> 970 ms),
-// while interleaved channels overlap.
+// more than the read. rest(c) must loop pixel-major: one channel's compares or sums
+// form a dependency chain through its running result, so a per-channel sweep of a
+// large planar bin runs at that chain's latency, while interleaved channels overlap
+// (docs/performance-notes.md).
 template <typename acc_t, int kWide = 4, typename Chunk, typename Rest>
 inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Rest& rest) {
   constexpr int64_t V = at::vec::Vectorized<acc_t>::size();
@@ -839,8 +827,7 @@ inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Res
 // Sums take a whole 64-channel block in one run where that is 8 vectors (AVX2 floats;
 // 8 accumulators, 4 tap weights and a product fit the 16 registers): each tap's
 // offset and weight then serve every channel, and 8 independent add chains hide the
-// add latency (box-50x84 channels_last forward, 1 thread, min of 30, three rounds,
-// taps already hoisted (bin_mean): 19-23 -> 17-19 ms).
+// add latency.
 template <typename acc_t>
 constexpr int kSumUnroll = at::vec::Vectorized<acc_t>::size() == 8 ? 8 : 4;
 
@@ -885,13 +872,9 @@ inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
 // the bins form one run (as in any output of these ops) the block is staged bin-major,
 // each bin's channel run stored whole, in a per-thread buffer of up to kStageElems, and
 // written out once per task by store_planes. The bin loops then never wait on a store
-// that misses: storing each bin's channel run straight into the output, a write miss
-// at first, took two thirds of the roi_pool NCHW forward in a profile (box-50x84 max
-// forward, 2 threads: 74-87 -> 37-51 ms), and a third of the channels_last forwards
-// (2 threads, float32, memory kept mapped: box-50x84 19-21 -> 12-13 ms, c4-box 31-33 ->
-// 19-22, infer-mask 7.7-7.9 -> 4.2). Staged channel-major instead (n strided stores per
-// bin, then copies of PW bins), roipool-50x84 NCHW forward took 13-14 ms (avg) where
-// this takes 7, and box-50x84 NCHW 21 where this takes 13.
+// that misses, as they do storing each bin's channel run straight into the output (a
+// write miss at first); staging channel-major instead (n strided stores per bin, then
+// copies of PW bins) is slower too (docs/performance-notes.md).
 constexpr int64_t kStageElems = 16 << 10;
 
 // This thread's buffer number `slot` of kStageElems T for a staged block.
@@ -911,11 +894,8 @@ inline bool writes_around_caches(const at::Tensor& out, const at::Tensor& argmax
 // A staged block is written around the caches (stream_copy) when the op's outputs are
 // larger than the last-level cache (`around_caches`, see writes_around_caches) and
 // its bins' channel runs (channels_last) or its planes (NCHW) are contiguous: an
-// ordinary store first reads its line from memory, so such a forward moved every
-// output byte twice (2 threads, float32, memory kept mapped, medians of 9, three rounds:
-// roipool-vgg forward NCHW 10.6-14.0 -> 8.7-10.4 ms, channels_last 9.0-12.5 -> 8.3-9.4;
-// c4-box channels_last 25-34 -> 21-27; box-50x84, whose arithmetic dominates, within
-// noise).
+// ordinary store first reads its line from memory, so such a forward would move every
+// output byte twice (docs/performance-notes.md).
 template <typename scalar_t>
 class OutputBlock {
  public:
@@ -996,15 +976,11 @@ inline void prefetch_channels(const T* p, int64_t cs, int64_t n) {
 // channels-last tensor each bin's channel run is contiguous, the runs C elements apart
 // with the task's other channels in between: a stride the hardware prefetcher does not
 // follow, so every load first asks for the bin kPrefetchBins ahead in (k, ph, pw)
-// order, which is next in a group's increasing-k walk (box-50x84 backward, 2 threads:
-// roi_pool max 43-49 -> 30-37 ms channels_last; roi_align avg 59-61 -> 41-46 ms; 20
-// bins ahead, within noise; the next RoI's whole block at its first bin, 1.4-1.8x
-// slower). In an NCHW tensor the block is n planes of PH * PW bins, one run of memory:
-// it is transposed once into a bin-major buffer, 8 x 8 blocks in registers, and the
-// next RoI's block asked for, in place of n strided loads and n prefetches per bin
-// (2 threads, float32, native builds alternated: roipool-50x84 NCHW backward 40-42 ->
-// 29-31 ms, roipool-vgg 24-30 -> 22-24; that block staged one element at a time was
-// 1.2-2x slower than the strided loads).
+// order, which is next in a group's increasing-k walk (further ahead gains nothing;
+// the next RoI's whole block at once is slower). In an NCHW tensor the block is n
+// planes of PH * PW bins, one run of memory: it is transposed once into a bin-major
+// buffer, 8 x 8 blocks in registers, and the next RoI's block asked for, in place of
+// n strided loads and n prefetches per bin (docs/performance-notes.md).
 constexpr int64_t kPrefetchBins = 8;
 
 template <typename T>

@@ -1,10 +1,10 @@
 // CPU kernels of the sampled RoI ops: roi_align and roi_warp differ only in the box
-// transform (roi_geometry.h: sampled_roi's `quantize`), so both op files instantiate
-// these templates. Every kernel reads a Maps (one feature map, or the levels of a
-// pyramid for the fused multilevel ops). Forward is parallel over RoIs; the input
-// gradient is parallel over (level, image, channel block) with each group's RoIs in
-// a fixed order, so it is bitwise deterministic for any thread count; the box
-// gradient is parallel over RoIs.
+// transform (roi_geometry.h: sampled_roi's `quantize`, a runtime argument), so
+// sampled_roi_cpu.cpp instantiates these templates once for both. Every kernel reads
+// a Maps (one feature map, or the levels of a pyramid for the fused multilevel ops).
+// Forward is parallel over RoIs; the input gradient is parallel over (level, image,
+// channel block) with each group's RoIs in a fixed order, so it is bitwise
+// deterministic for any thread count; the box gradient is parallel over RoIs.
 #pragma once
 
 #include "cpu_common.h"
@@ -133,8 +133,7 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
   const int count = gh * gw;
   if (count <= kSumRun) {
     // Every sample's taps, computed once for all of the block's channel runs rather
-    // than once per run (box-50x84 channels_last forward, 1 thread, min of 30, three
-    // rounds: 24-30 -> 19-23 ms).
+    // than once per run.
     Taps<acc_t, kTapsOf<S>> taps[kSumRun];
     int m = 0;
     for (int iy = 0; iy < gh; ++iy)
