@@ -177,7 +177,7 @@ def core_extension():
     return cpp_extension.CUDAExtension(
         "roiops._C",
         sources,
-        extra_compile_args={"cxx": CXX + ["-DROIOPS_WITH_CUDA"], "nvcc": nvcc},
+        extra_compile_args={"cxx": CXX, "nvcc": nvcc},
         include_dirs=[ROOT] + _wheel_cuda_includes(),
         extra_link_args=["-fopenmp"],
     )
