@@ -1,4 +1,4 @@
-"""Pure-PyTorch statement of the RoI op contract (shared/design/SEMANTICS.md).
+"""Pure-PyTorch statement of the RoI op contract (docs/SEMANTICS.md).
 
 This module is the oracle the tests and ``python -m roiops check`` compare the kernels
 against. It is written to be read next to the contract, not to be fast: every RoI's

@@ -1,5 +1,5 @@
 """The reference (roiops.reference) on exact hand-computed cases of the contract
-(shared/design/SEMANTICS.md): rounding ties, float64 geometry whatever the dtypes,
+(docs/SEMANTICS.md): rounding ties, float64 geometry whatever the dtypes,
 empty maps and non-finite values. The parity tests trust the reference; these pin it."""
 
 import pytest

@@ -1,9 +1,10 @@
 """``python -m roiops.bench``: roiops against torchvision, ONNX Runtime, OpenVINO and its
 pure-PyTorch reference, on the same inputs in one run.
 
-It runs the cases of the design brief's PERFORMANCE.md (listed in
-``roiops/bench/cases.py``), the fused FPN multilevel op against one roiops call per
-level, and scaling with threads, RoI count and channels; forward and forward+backward,
+It runs typical detection workloads (Faster/Mask R-CNN C4 and FPN heads, training and
+inference, Fast R-CNN RoIPool; listed in ``roiops/bench/cases.py``) and edge cases, the
+fused FPN multilevel op against one roiops call per level, and scaling with threads, RoI
+count and channels; forward and forward+backward,
 float32 and bfloat16, NCHW and channels_last, each glibc allocator setting in a process
 of its own. Every timing is the median of repeats after a warm-up, with its spread;
 bandwidths are compared with this run's own copy bandwidth. The report judges the speed

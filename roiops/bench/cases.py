@@ -1,5 +1,5 @@
-"""What the benchmark runs: the single-map cases of the design brief's PERFORMANCE.md and
-its edge cases, the FPN multilevel case, the scaling sweeps, and the inputs of each."""
+"""What the benchmark runs: single-map cases from typical detection workloads and edge
+cases, the FPN multilevel case, the scaling sweeps, and the inputs of each."""
 
 from __future__ import annotations
 
@@ -48,9 +48,10 @@ class Case:
                                    rois=self.rois and max(8, self.rois // 8))
 
 
-# The PERFORMANCE.md cases as single-map problems, scaled to a 2-core CPU where the brief
-# allows it (fewer RoIs, same shapes): c4-box 128 of 512 RoIs, roipool-vgg 500 of 2000.
-# box-50x84, roipool-p2 and roipool-50x84 are the brief's measured torchvision baselines.
+# Detection workloads as single-map problems, scaled to a 2-core CPU where the shape allows
+# (fewer RoIs, same shapes): c4-box 128 of a C4 head's 512 RoIs, roipool-vgg 500 of Fast
+# R-CNN's 2000. box-50x84, roipool-p2 and roipool-50x84 are plain RoIAlign / RoIPool
+# baselines on a stride-16 and a stride-4 map.
 CASES = (
     Case("c4-box", "roi_align", 1, 1024, 50, 84, 1 / 16, 128, 14, 0, False),
     Case("fpn-box-train-p2", "roi_align", 2, 256, 200, 336, 1 / 4, 1024, 7, 2, True),
@@ -147,7 +148,7 @@ def pyramid_problem(p: Pyramid, seed: int = 0) -> tuple[list[torch.Tensor], torc
 def pixels_read(rois: torch.Tensor, shape: tuple[int, ...], scale: float, op: str, aligned: bool) -> int:
     """Pixels per channel of an ``[N, C, H, W]`` map that at least one RoI reads: the union
     of the boxes' footprints (with the bilinear neighbour), clamped to the map. It is the
-    U of PERFORMANCE.md's roofline, a lower bound on what a kernel must read."""
+    U of the roofline model (docs/performance.md), a lower bound on what a kernel must read."""
     n, _, h, w = shape
     if rois.shape[0] == 0 or h == 0 or w == 0:
         return 0

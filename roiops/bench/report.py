@@ -12,7 +12,7 @@ from .timing import CPU_WAIT_LIMIT, NOISY_SPREAD
 RUNTIMES = ("onnxruntime", "openvino")
 NAMES = {"torchvision": "torchvision", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
          "reference": "reference"}
-# The issue's targets (part 3 of "CPU speed"; part 1's layout target last).
+# The speed targets roiops sets itself on a 2-core CPU (docs/performance.md); the layout target last.
 TV_TARGET = {"mapped": 10.0, "default": 5.0}
 ROI_POOL_BACKWARD_TARGET = 5.0
 RUNTIME_TARGET = 3.0
@@ -61,7 +61,7 @@ def _judge(target: str, setting: str, items: Iterable[tuple[dict, float | None, 
 
 
 def targets(result: dict) -> list[dict]:
-    """The issue's speed targets, each judged on the rows of the setting it names."""
+    """roiops' speed targets, each judged on the rows of the setting it names."""
     by_name = {c["allocator"]: c for c in result["configs"]}
     out = []
 

@@ -280,7 +280,7 @@ class Suite:
 
     @staticmethod
     def _traffic(out_numel: int, pixels: int, channels: int, map_numel: int, itemsize: int, direction: str) -> int:
-        """PERFORMANCE.md's roofline bytes: forward writes the output and reads the pixels
+        """Roofline bytes (docs/performance.md): forward writes the output and reads the pixels
         the boxes cover (U); backward reads the output gradient and writes the input
         gradient once (F)."""
         fwd = out_numel + pixels * channels

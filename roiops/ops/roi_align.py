@@ -49,13 +49,13 @@ def roi_align(
         weights) is computed in float64 whatever the dtypes.
 
     Gradients flow to ``input`` (any order) and, for bilinear sampling, to the box
-    coordinates (first order). See ``shared/design/SEMANTICS.md`` for the exact math.
+    coordinates (first order). See ``docs/SEMANTICS.md`` for the exact math.
     """
     if not torch.jit.is_scripting():
         args = (input, boxes, output_size, spatial_scale, sampling_ratio, aligned, mode, sampling)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, roi_align, args)
+        node = _fx.node_if_traced(roi_align, args)
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     rois, ph, pw, spatial_scale = v.op_args("roi_align", input, boxes, output_size, spatial_scale, mode)
     sampling_ratio = v.sampling_args("roi_align", sampling_ratio, sampling)
     aligned = bool(aligned)
