@@ -10,8 +10,13 @@ defines it, and only while tracing: a model that imported the function under ano
 name (``from roiops import roi_align``, ``roiops.roi_align``) would still be traced
 into it. Checking the arguments works whatever the name the caller used.
 
-Callers skip the check under TorchScript (``if not torch.jit.is_scripting()``), which
-never sees a Proxy.
+Each of them starts with the same preamble (TorchScript, which never sees a Proxy, skips
+it as a constant branch)::
+
+    if not torch.jit.is_scripting():
+        node = _fx.node_if_traced(fn, (arg, ...))
+        if node is not None:
+            return node
 """
 
 from __future__ import annotations
@@ -42,3 +47,10 @@ def find_proxy(*args: Any) -> torch.fx.Proxy | None:
 def record(proxy: torch.fx.Proxy, fn: Callable[..., Any], args: tuple) -> torch.fx.Proxy:
     """Record ``fn(*args)`` as one call_function node of the graph ``proxy`` belongs to."""
     return proxy.tracer.create_proxy("call_function", fn, args, {})
+
+
+def node_if_traced(fn: Callable[..., Any], args: tuple) -> torch.fx.Proxy | None:
+    """While torch.fx traces (a Proxy among ``args``): ``fn(*args)`` recorded as one node,
+    returned in place of running ``fn``. Otherwise None: ``fn`` runs as usual."""
+    proxy = find_proxy(*args)
+    return None if proxy is None else record(proxy, fn, args)

@@ -32,10 +32,9 @@ def fpn_levels(
     per side and bfloat16 rounding moves boxes across level boundaries.
     """
     if not torch.jit.is_scripting():
-        args = (rois, min_level, max_level, canonical_size, canonical_level, eps)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, fpn_levels, args)
+        node = _fx.node_if_traced(fpn_levels, (rois, min_level, max_level, canonical_size, canonical_level, eps))
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     boxes = rois[:, 1:].detach().to(torch.float64)
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
     k = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_size) + eps)
@@ -77,11 +76,10 @@ def _pool_levels(
     constructor), so that an FX graph can call it as one node."""
     name = "MultiScaleRoIPooler"
     if not torch.jit.is_scripting():
-        args = (features, boxes, output_size, scales, op, sampling_ratio, aligned, mode, sampling, canonical_size,
-                canonical_level)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, _pool_levels, args)
+        node = _fx.node_if_traced(_pool_levels, (features, boxes, output_size, scales, op, sampling_ratio, aligned,
+                                                 mode, sampling, canonical_size, canonical_level))
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     if len(features) != len(scales):
         raise ValueError(f"{name}: got {len(features)} feature maps for {len(scales)} scales")
     if torch.jit.is_scripting():
@@ -154,11 +152,11 @@ def _multiscale_roi_align(
     """MultiScaleRoIAlign's forward as one function, which an FX graph calls as one node;
     ``scales`` None infers them from this call's sizes."""
     if not torch.jit.is_scripting():
-        args = (x, boxes, image_shapes, featmap_names, scales, output_size, op, sampling_ratio, aligned, mode,
-                sampling, canonical_size, canonical_level)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, _multiscale_roi_align, args)
+        node = _fx.node_if_traced(_multiscale_roi_align, (x, boxes, image_shapes, featmap_names, scales, output_size,
+                                                          op, sampling_ratio, aligned, mode, sampling, canonical_size,
+                                                          canonical_level))
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     features = _select_features(x, featmap_names)
     if scales is None:
         if torch.jit.is_scripting():

@@ -25,10 +25,9 @@ def roi_pool(
     coordinate. Arguments and output as :func:`roi_align`. The box gradient is zero.
     """
     if not torch.jit.is_scripting():
-        args = (input, boxes, output_size, spatial_scale, mode)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, roi_pool, args)
+        node = _fx.node_if_traced(roi_pool, (input, boxes, output_size, spatial_scale, mode))
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     rois, ph, pw, spatial_scale = v.op_args("roi_pool", input, boxes, output_size, spatial_scale, mode)
     output, _ = torch.ops.roiops.roi_pool(input, rois, spatial_scale, ph, pw, mode, v.needs_argmax([input, rois]))
     return output

@@ -28,10 +28,9 @@ def roi_warp(
     exact, to any order.
     """
     if not torch.jit.is_scripting():
-        args = (input, boxes, output_size, spatial_scale, sampling_ratio, mode, sampling)
-        proxy = _fx.find_proxy(*args)
-        if proxy is not None:  # torch.fx tracing: one node (roiops/_fx.py)
-            return _fx.record(proxy, roi_warp, args)
+        node = _fx.node_if_traced(roi_warp, (input, boxes, output_size, spatial_scale, sampling_ratio, mode, sampling))
+        if node is not None:  # torch.fx tracing: one node (roiops/_fx.py)
+            return node
     rois, ph, pw, spatial_scale = v.op_args("roi_warp", input, boxes, output_size, spatial_scale, mode)
     sampling_ratio = v.sampling_args("roi_warp", sampling_ratio, sampling)
     output, _ = torch.ops.roiops.roi_warp(
