@@ -34,3 +34,8 @@ def pytest_configure(config):
         "cuda_emulated: the CUDA kernels run on the CPU by the grid emulator (no GPU needed)",
     )
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")
+    config.addinivalue_line(
+        "markers",
+        "slow: an end-to-end run (benchmark, training, qemu, python -m roiops check); "
+        "`pytest -m \"not slow\"` runs the fast suite, the default run includes them",
+    )

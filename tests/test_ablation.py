@@ -14,6 +14,9 @@ from roiops.ablation import runner  # noqa: E402
 from roiops.ablation.__main__ import main  # noqa: E402
 from roiops.data import synthetic_dataset  # noqa: E402
 
+# Every test here trains models end to end.
+pytestmark = pytest.mark.slow
+
 ROW_KEYS = {"layer", "agg", "bilinear", "aligned", "stride", "mask_ap", "mask_ap50", "mask_ap75", "box_ap",
             "mask_ap_std", "mask_ap50_std", "mask_ap75_std", "box_ap_std", "seeds"}
 

@@ -37,6 +37,7 @@ def quick_run(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_quick_writes_json_markdown_and_figures(quick_run):
     out, stdout = quick_run
     result = json.loads((out / "cpu-bench.json").read_text())
@@ -79,6 +80,7 @@ def test_quick_writes_json_markdown_and_figures(quick_run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_missing_peer_is_skipped_with_a_note(quick_run):
     out, _ = quick_run
     result = json.loads((out / "cpu-bench.json").read_text())

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import roiops
@@ -29,6 +30,7 @@ def test_version():
     assert result.stdout.strip() == f"roiops {roiops.__version__} (torch {torch.__version__})"
 
 
+@pytest.mark.slow
 def test_check_marks_columns_that_do_not_apply_and_names_the_cpu():
     result = run("check", "--problems", "1")
     assert result.returncode == 0, result.stdout + result.stderr

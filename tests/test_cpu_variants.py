@@ -114,6 +114,7 @@ def test_no_module_holds_instructions_its_cpus_lack(name, allowed, required):
 QEMU_CPUS = [("Haswell", "avx2"), ("SandyBridge", "default")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not X86 or NATIVE_BUILD, reason="x86-64 builds with one module per level")
 @pytest.mark.parametrize("cpu,level", QEMU_CPUS)
 def test_runs_on_older_cpus_under_qemu(tmp_path, cpu, level):

@@ -191,6 +191,7 @@ def test_two_gloo_processes_keep_equal_replicas(tmp_path):
     assert moved
 
 
+@pytest.mark.slow
 def test_a_few_images_overfit(tmp_path):
     """Eight synthetic images, 200 iterations: the loss more than halves and the
     training images' masks come back far above an untrained model's AP (about 0)."""
