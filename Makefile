@@ -38,11 +38,11 @@ lint: $(VENV)/.ready
 bench: build
 	$(PY) -m roiops.bench
 
-# sdist -> pip wheel -> fresh venv -> python -m roiops check (slow: README, Tests).
+# sdist -> pip wheel -> fresh venv -> python -m roiops check (slow: docs/testing.md).
 check-dist: $(VENV)/.ready
 	PY=$(PY) scripts/check_dist.sh
 
-# The oldest supported torch: fresh venv from PyPI, CPU build, part of the suite (README, Tests).
+# The oldest supported torch: fresh venv from PyPI, CPU build, part of the suite (docs/testing.md).
 check-oldest-torch:
 	scripts/check_oldest_torch.sh
 

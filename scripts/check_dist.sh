@@ -3,7 +3,7 @@
 # that sdist with `pip wheel` (so the sdist is proven to hold everything the compile
 # needs), install the wheel into a fresh venv (which downloads torch from PyPI) and run
 # `python -m roiops --version` and `python -m roiops check` there, outside the source
-# tree. Slow: one compile of the CPU extension plus a torch download (README, Tests).
+# tree. Slow: one compile of the CPU extension plus a torch download (docs/testing.md).
 #
 #   scripts/check_dist.sh            uses .venv (made by `make build`) to build
 #   PY=/path/to/python scripts/check_dist.sh
