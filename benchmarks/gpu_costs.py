@@ -159,14 +159,18 @@ def cost_table(channels: int) -> list[str]:
     lines = [
         f"Counted at C = {channels} (bytes scaled to each case's C); float32 NCHW and bfloat16 channels_last.",
         "Loads/sample: data and table loads of the forward per sample read (a packed channels_last "
-        "load counts once). Visits/useful: RoIs an input-gradient thread looked at over those whose "
-        "footprint held its pixel. Launches: emulated kernel launches + ATen ops that launch on a GPU "
-        "(sort, searchsorted, arange, cumsum, copy, fill). Floors: max(DRAM bytes / DRAM BW, counted "
+        "load counts once; a sample read is one 16-byte pack of channels_last channels or one NCHW channel). "
+        "Bwd visits: RoI list entries an input-gradient thread looked at, over the RoIs whose footprint "
+        "holds its pixel / over the RoIs that can read it (a sample row and a sample column of theirs touch "
+        "it). Bwd loads/element: per input-gradient element. Launches: emulated kernel launches + ATen ops "
+        "that launch on a GPU (sort, searchsorted, arange, cumsum, copy, fill). Floors: max(DRAM bytes / "
+        "DRAM BW, counted "
         "load+store bytes / L2 BW), DRAM bytes = output + maps (forward: output + maps read once; "
         "input gradient: output gradient + maps written once).",
         "",
-        "| case | layout | fwd loads/sample (data + table) | fwd launches / allocs | bwd visits/useful | "
-        "bwd loads/element | bwd launches / allocs | box-grad loads/sample | H200 floor fwd / bwd us | "
+        "| case | layout | fwd loads/sample (data + table) | fwd launches / allocs | "
+        "bwd visits / footprint, / reading | bwd loads/element | bwd launches / allocs | box-grad loads/sample | "
+        "H200 floor fwd / bwd us | "
         "RTX 4090 floor fwd / bwd us | torchvision fwd loads/sample, bwd atomics/element |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -177,8 +181,9 @@ def cost_table(channels: int) -> list[str]:
             s = r["scale"]
             fwd_lps = (f["data_loads"] + f["table_loads"]) / max(f["samples"], 1)
             fwd_data = f["data_loads"] / max(f["samples"], 1)
-            visits = b["roi_visits"] / max(b["roi_useful"], 1)
-            bwd_lpe = (b["data_loads"] + b["table_loads"]) / max(b["threads"], 1)
+            visits = (f"{b['roi_visits'] / max(b['roi_footprint'], 1):.2f}, "
+                      f"{b['roi_visits'] / max(b['roi_useful'], 1):.2f}")
+            bwd_lpe = (b["data_loads"] + b["table_loads"]) / max(r["in_elems"] / s, 1)
             box = "-" if x is None else f"{(x['data_loads'] + x['table_loads']) / max(x['samples'], 1):.2f}"
             floors = []
             for gpu in GPUS.values():
@@ -186,14 +191,15 @@ def cost_table(channels: int) -> list[str]:
                 bwd_l2 = (b["data_bytes"] + b["table_bytes"] + b["store_bytes"]) * s
                 floors.append(f"{floor_us(r['out_bytes'] + r['map_bytes'], fwd_l2, gpu):.0f} / "
                               f"{floor_us(r['out_bytes'] + r['map_bytes'], bwd_l2, gpu):.0f}")
-            samples_per_elem = f["samples"] / max(f["threads"], 1)
+            pack = 16 // (torch.finfo(dtype).bits // 8) if channels_last else 1
+            samples_per_elem = f["samples"] * pack / max(r["out_elems"] / s, 1)
             tv = torchvision_counts(case, r["out_elems"], samples_per_elem * r["out_elems"], r["in_elems"])
             tv_cell = (f"{tv['fwd loads'] / max(samples_per_elem * r['out_elems'], 1):.2f}, "
                        f"{tv['bwd atomics'] / r['in_elems']:.2f}")
             layout = "channels_last bf16" if channels_last else "NCHW fp32"
             lines.append(
                 f"| {case.name} | {layout} | {fwd_lps:.2f} ({fwd_data:.2f} + {fwd_lps - fwd_data:.2f}) | "
-                f"{f['launches'] + f['aten launches']} / {f['allocations']} | {visits:.2f} | {bwd_lpe:.1f} | "
+                f"{f['launches'] + f['aten launches']} / {f['allocations']} | {visits} | {bwd_lpe:.1f} | "
                 f"{b['launches'] + b['aten launches']} / {b['allocations']} | {box} | {floors[0]} | {floors[1]} | "
                 f"{tv_cell} |")
     return lines

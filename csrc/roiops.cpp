@@ -21,7 +21,7 @@ PyObject* emulator_costs(PyObject*, PyObject* counting) {
       {"table_loads", &CostCounters::table_loads}, {"table_bytes", &CostCounters::table_bytes},
       {"stores", &CostCounters::stores},           {"store_bytes", &CostCounters::store_bytes},
       {"samples", &CostCounters::samples},         {"roi_visits", &CostCounters::roi_visits},
-      {"roi_useful", &CostCounters::roi_useful}};
+      {"roi_footprint", &CostCounters::roi_footprint}, {"roi_useful", &CostCounters::roi_useful}};
   PyObject* result = PyDict_New();
   for (const auto& [name, c] : roiops::gpu::cost_registry()) {
     PyObject* counters = PyDict_New();
@@ -49,9 +49,10 @@ PyMethodDef methods[] = {{"emulator_costs", emulator_costs, METH_O,
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   PyObject* module = PyModule_Create(&module_def);
-  // The input gradient's binning constants, for the tests that reach each list.
+  // The GPU kernels' binning and channel-group constants, for the tests that reach each path.
   if (module && (PyModule_AddIntConstant(module, "EMULATOR_TILE", roiops::gpu::kTile) < 0 ||
-                 PyModule_AddIntConstant(module, "EMULATOR_MAX_TILES_PER_ROI", roiops::gpu::kMaxTilesPerRoi) < 0)) {
+                 PyModule_AddIntConstant(module, "EMULATOR_MAX_TILES_PER_ROI", roiops::gpu::kMaxTilesPerRoi) < 0 ||
+                 PyModule_AddIntConstant(module, "EMULATOR_CHANNEL_GROUP", roiops::gpu::kChannelGroup) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }

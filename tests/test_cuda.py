@@ -1,11 +1,12 @@
 """The CUDA kernels on a real GPU: parity with the CPU kernels (values, argmax, input and
-box gradients, JVP) for every op, mode, dtype and layout, on random small problems and
-at detection sizes (C = 256, so channels_last takes the packed 8-, 4- and 2-channel
-paths; 1024 RoIs; FPN levels P2-P5); float64 gradcheck and gradgradcheck; bitwise-stable
-backward; the current (non-default) stream; CUDA-graph capture and replay of forward and
-backward; a second GPU; no host synchronisation anywhere in the public Python API; maps
-of more than 2^31 elements; device-mismatch errors. Skipped without a GPU
-(tests/test_cuda_emulated.py runs the same kernels on the CPU).
+box gradients, JVP) for every op, mode, dtype and layout, on random small problems, at
+detection sizes (C = 256: 16 channels per thread in both layouts; 1024 RoIs; FPN levels
+P2-P5) and on the one-pack and one-channel paths (C = 24 and 5); float64 gradcheck and
+gradgradcheck; bitwise-stable backward; the current (non-default) stream; CUDA-graph
+capture and replay of forward and backward; a second GPU; no host synchronisation
+anywhere in the public Python API; maps of more than 2^31 elements; device-mismatch
+errors. Skipped without a GPU (tests/test_cuda_emulated.py runs the same kernels on the
+CPU).
 
 benchmarks/gpu_checks.sh runs the detection-size parity (-k detection) as its own step."""
 
@@ -108,14 +109,33 @@ def relative_error(actual, expected, atol, rtol):
 @pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("op", OPS)
 def test_detection_sizes_match_cpu(op, mode, dtype, layout):
-    """The fused multilevel kernels at detection sizes against the CPU kernels: forward,
-    argmax (float64), input gradient, JVP and box gradient. The GPU's backward is given
-    the CPU's argmax, so that a tie between equal samples (common in float16/bfloat16) that
-    the two devices break alike or not cannot make the gradients differ."""
-    ops = torch.ops.roiops
+    """The fused multilevel kernels at detection sizes (16 channels per thread) against
+    the CPU kernels."""
     maps, rois = detection_pyramid(dtype, layout)
+    assert set(roiops.MultiScaleRoIPooler(7, SCALES).levels(rois).tolist()) == {0, 1, 2, 3}
+    check_multilevel_parity(op, mode, dtype, layout, maps, rois)
+
+
+@pytest.mark.parametrize("channels", [24, 5], ids=["pack", "one-channel"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("op", OPS)
+def test_pack_and_single_channel_paths_match_cpu(op, mode, dtype, layout, channels):
+    """C = 24 is no multiple of the 16-channel group: channels_last threads take one
+    16-byte pack (24 is a multiple of 8, 4 and 2 channels), NCHW threads one channel;
+    C = 5 takes one channel per thread in both layouts."""
+    maps, rois, _ = small_problem("cpu", dtype, layout, channels)
+    check_multilevel_parity(op, mode, dtype, layout, [m.detach() for m in maps], rois.detach())
+
+
+def check_multilevel_parity(op, mode, dtype, layout, maps, rois):
+    """Forward, argmax (float64), input gradient, JVP and box gradient of the fused
+    multilevel kernels against the CPU's. The GPU's backward is given the CPU's argmax,
+    so that a tie between equal samples (common in float16/bfloat16) that the two
+    devices break alike or not cannot make the gradients differ."""
+    ops = torch.ops.roiops
     levels = roiops.MultiScaleRoIPooler(7, SCALES).levels(rois)
-    assert set(levels.tolist()) == {0, 1, 2, 3}
     p = op_params(op, mode)
     cuda = [m.cuda() for m in maps], rois.cuda(), levels.cuda()
     out, arg = getattr(ops, f"{op}_multilevel")(*cuda, SCALES, *p, True)

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.cuda_emulated
 CPU = torch.ops.roiops
 EMULATED = torch.ops.roiops_emulated
 TILE = _C.EMULATOR_TILE
+GROUP = _C.EMULATOR_CHANNEL_GROUP
 MAX_TILES = _C.EMULATOR_MAX_TILES_PER_ROI
 
 
@@ -61,19 +62,20 @@ def boxes(H, W):
     return rois
 
 
+@pytest.mark.parametrize("channels", [4, GROUP])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("op,mode", [("roi_align", "avg"), ("roi_align", "max"), ("roi_pool", "max"),
                                      ("roi_pool", "avg")])
-def test_binned_input_gradient_agrees_on_tile_and_wide_lists(op, mode, channels_last):
+def test_binned_input_gradient_agrees_on_tile_and_wide_lists(op, mode, channels_last, channels):
     H, W = WIDE_SIDE + 2 * TILE + 3, WIDE_SIDE + 4 * TILE + 5
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, H, W, generator=gen, dtype=torch.float64)
+    x = torch.randn(2, channels, H, W, generator=gen, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     rois = boxes(H, W).double()
     p = params(op, mode)
     out, arg = getattr(CPU, op)(x, rois, 1.0, *p, True)
-    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    grad = torch.empty_like(out).copy_(torch.randn(out.shape, generator=gen, dtype=torch.float64))  # out's layout
     gx, kernels = counted(lambda: getattr(EMULATED, f"_{op}_backward")(grad, x, arg, rois, 1.0, *p))
     expected = getattr(CPU, f"_{op}_backward")(grad, x, arg, rois, 1.0, *p)
     torch.testing.assert_close(gx, expected, rtol=1e-12, atol=1e-12)
@@ -82,12 +84,18 @@ def test_binned_input_gradient_agrees_on_tile_and_wide_lists(op, mode, channels_
     assert {"list_rois_count", "list_rois_fill"} <= kernels.keys()
     name = "sampled_backward_input" if op == "roi_align" else "pool_backward_input"
     k = kernels[name]
-    assert 0 < k["roi_useful"] <= k["roi_visits"] < k["threads"] * 4
+    assert 0 < k["roi_useful"] <= k["roi_footprint"] <= k["roi_visits"] < k["threads"] * 4
+    # The channels per thread: a group of GROUP channels when C allows, else one
+    # 16-byte pack of channels_last float64 (2), else one channel.
+    per_thread = GROUP if channels % GROUP == 0 else (2 if channels_last else 1)
+    assert k["threads"] * per_thread == x.numel()
 
 
 def test_input_gradient_visits_are_few_beyond_the_useful_ones():
-    """Detection-like boxes (16 to 200 pixels on a 1/4 map): the RoIs a thread visits
-    stay within 2x of those whose footprint holds its pixel."""
+    """Detection-like boxes (16 to 200 pixels on a 1/4 map): the list entries a thread
+    visits stay within 2x of the RoIs whose footprint holds its pixel, and each RoI that
+    can read its pixel (a sample row and a sample column of theirs touch it) is among
+    them."""
     from roiops.testing import random_rois
 
     gen = torch.Generator().manual_seed(1)
@@ -97,23 +105,28 @@ def test_input_gradient_visits_are_few_beyond_the_useful_ones():
     out, arg = CPU.roi_align(x, rois, 0.25, *p, True)
     _, kernels = counted(lambda: EMULATED._roi_align_backward(torch.ones_like(out), x, arg, rois, 0.25, *p))
     k = kernels["sampled_backward_input"]
-    assert k["roi_visits"] <= 2 * k["roi_useful"]
+    assert 0 < k["roi_useful"] <= k["roi_footprint"] <= k["roi_visits"] <= 2 * k["roi_footprint"]
 
 
-@pytest.mark.parametrize("dtype,channels_last,loads_per_sample", [
-    (torch.float32, False, 4), (torch.float32, True, 4), (torch.bfloat16, True, 4)])
-def test_forward_reads_four_taps_and_at_most_one_table_entry_per_sample(dtype, channels_last, loads_per_sample):
+@pytest.mark.parametrize("dtype,channels_last,channels,per_thread", [
+    (torch.float32, False, GROUP, GROUP), (torch.float32, True, GROUP, GROUP), (torch.bfloat16, True, GROUP, GROUP),
+    (torch.float32, False, 8, 1), (torch.float32, True, 8, 4), (torch.bfloat16, True, 8, 8)])
+def test_forward_reads_four_taps_and_at_most_one_table_entry_per_sample(dtype, channels_last, channels, per_thread):
+    """A sample read is one 16-byte pack of channels_last channels or one NCHW
+    channel: four map loads each, and the RoI's table entries (its facts, 2 row and 2
+    column taps per bin at sampling ratio 2) shared by the thread's channels."""
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(1, 16, 40, 48, generator=gen).to(dtype)
+    x = torch.randn(1, channels, 40, 48, generator=gen).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     rois = torch.tensor([[0, 3.0, 4.0, 30.0, 33.0], [0, 10.0, 2.0, 40.0, 20.0]])  # every sample inside
-    _, kernels = counted(lambda: EMULATED.roi_align(x, rois, 1.0, 7, 7, 2, True, "avg", "bilinear", False))
+    out, kernels = counted(lambda: EMULATED.roi_align(x, rois, 1.0, 7, 7, 2, True, "avg", "bilinear", False))
     f = kernels["sampled_forward"]
-    assert f["data_loads"] == loads_per_sample * f["samples"]
-    # Per bin: the RoI's facts (3 loads), 2 column taps and 2 row taps for 4 samples.
-    assert f["table_loads"] <= f["samples"] + 3 * f["threads"]
-    assert f["table_loads"] / f["samples"] <= 1.75
+    assert f["threads"] * per_thread == out[0].numel()
+    assert f["data_loads"] == 4 * f["samples"]
+    assert f["table_loads"] == 5 * f["threads"]
+    if channels % GROUP == 0:
+        assert f["table_loads"] <= f["samples"]
 
 
 def test_counting_is_off_outside_a_measurement():

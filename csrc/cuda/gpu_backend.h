@@ -63,32 +63,33 @@ BinView<T, I> bin_view(const at::Tensor& t) {
                        I(t.stride(2)), I(t.stride(3))};
 }
 
-// Channels per thread for packed 16-byte access: kPacked<scalar_t> when every tensor
-// of the launch has contiguous channels (stride 1), other strides and its address
-// aligned to the pack, and C is a multiple of it; else 1.
-template <typename scalar_t>
-constexpr int kPacked = 16 / int(sizeof(scalar_t));
-
+// Whether every tensor of the launch has contiguous channels (stride 1), other
+// strides that are multiples of V and a 16-byte aligned (or V-element aligned, for
+// narrower packs) address, with C a multiple of V: then a thread's V channels move as
+// packed accesses (kernel_common.h: load_channels).
 inline bool packable(at::TensorList tensors, int64_t C, int64_t V) {
   if (V <= 1 || C % V != 0) return false;
   for (const at::Tensor& t : tensors) {
     if (!t.defined() || t.dim() != 4 || t.numel() == 0) continue;  // e.g. avg mode's empty argmax
     if (t.stride(1) != 1 || t.stride(0) % V || t.stride(2) % V || t.stride(3) % V) return false;
-    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % (V * t.element_size())) return false;
+    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % std::min<int64_t>(16, V * t.element_size())) return false;
   }
   return true;
 }
 
-// Channels per thread of the input gradient when its tensors are not channels_last:
-// each thread reads them from as many planes, and the walk over its pixel's RoIs (the
-// lists, footprints and taps) is shared by the group instead of repeated per channel.
-constexpr int kPlaneGroup = 4;
-
-// Calls f(std::integral_constant<int, V>) with the launch's channels per thread.
+// Calls f(std::integral_constant<int, V>) with the launch's channels per thread:
+// kChannelGroup (kernel_common.h) when C is a multiple of it and every tensor is either
+// NCHW-like (channels in separate planes) or packable, else one 16-byte pack
+// (kPackWidth, channels_last), else 1.
 template <typename scalar_t, typename F>
-void dispatch_pack(at::TensorList tensors, int64_t C, F&& f) {
-  if (packable(tensors, C, kPacked<scalar_t>))
-    f(std::integral_constant<int, kPacked<scalar_t>>{});
+void dispatch_channels(at::TensorList tensors, int64_t C, F&& f) {
+  bool planar = C % kChannelGroup == 0;
+  for (const at::Tensor& x : tensors)
+    if (x.defined() && x.dim() == 4 && x.numel() > 0 && x.stride(1) == 1) planar = false;
+  if (planar || packable(tensors, C, kChannelGroup))
+    f(std::integral_constant<int, kChannelGroup>{});
+  else if (packable(tensors, C, kPackWidth<scalar_t>))
+    f(std::integral_constant<int, kPackWidth<scalar_t>>{});
   else
     f(std::integral_constant<int, 1>{});
 }
@@ -212,19 +213,19 @@ template <class L>
 struct TileLists {
   at::Tensor ends, entries;
   RoiLists view;
-  TileLists(const Footprint* extent, const RoiGroups& groups, const TileGrid& tiles, int64_t K,
-            const at::Tensor& like) {
+  template <typename Table>
+  TileLists(const Table& t, const RoiGroups& groups, const TileGrid& tiles, int64_t K, const at::Tensor& like) {
     TORCH_CHECK_VALUE(K < INT32_MAX, "roiops on CUDA: at most ", INT32_MAX - 1, " RoIs per call, got ", K);
     const auto opts = like.options().dtype(at::kLong);
     at::Tensor counts = at::empty({tiles.cells()}, opts);
-    entries = at::empty({std::max<int64_t>(tiles.capacity(K), 1)}, opts.dtype(at::kInt));
-    ListRoisArgs a{extent, groups, tiles, counts.data_ptr<int64_t>(), nullptr, tiles.cells()};
-    L::template launch<ListRois<false>>(a);
+    entries = at::empty({std::max<int64_t>(tiles.capacity(K), 1)}, opts);  // one ListEntry (8 bytes) each
+    ListRoisArgs<Table> a{t, groups, tiles, counts.data_ptr<int64_t>(), nullptr, tiles.cells()};
+    L::template launch<ListRois<Table, false>>(a);
     ends = at::cumsum(counts, 0);
     a.ends = ends.data_ptr<int64_t>();
-    a.entries = entries.data_ptr<int32_t>();
-    L::template launch<ListRois<true>>(a);
-    view = RoiLists{ends.data_ptr<int64_t>(), entries.data_ptr<int32_t>()};
+    a.entries = reinterpret_cast<ListEntry*>(entries.data_ptr<int64_t>());
+    L::template launch<ListRois<Table, true>>(a);
+    view = RoiLists{ends.data_ptr<int64_t>(), a.entries};
   }
 };
 
@@ -288,7 +289,7 @@ struct GpuBackend {
             bin_view<int32_t, I>(argmax), channels_fast(out), out.numel() / V});
       };
       if constexpr (packs)
-        dispatch_pack<scalar_t>(all, out.size(1), run);
+        dispatch_channels<scalar_t>(all, out.size(1), run);
       else
         run(std::integral_constant<int, 1>{});
     });
@@ -303,7 +304,7 @@ struct GpuBackend {
     if (gi.total() == 0) return gi.tensors;
     const Groups groups(keys, int64_t(src.count) * src.N);
     const TileGrid tiles = tile_grid(maps);
-    const TileLists<L> lists(t.extent, groups.view, tiles, src.K(), keys);
+    const TileLists<L> lists(t, groups.view, tiles, src.K(), keys);
     std::vector<Tensor> all(gi.tensors);
     all.push_back(grad);
     all.push_back(argmax);
@@ -314,16 +315,7 @@ struct GpuBackend {
         L::template launch<Kernel<I, V>>(
             gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V));
       };
-      const int64_t C = grad.size(1);
-      bool planar = C % kPlaneGroup == 0;
-      for (const Tensor& x : all)
-        if (x.defined() && x.dim() == 4 && x.numel() > 0 && x.stride(1) == 1) planar = false;
-      if (packable(all, C, kPacked<scalar_t>))
-        run(std::integral_constant<int, kPacked<scalar_t>>{});
-      else if (planar)
-        run(std::integral_constant<int, kPlaneGroup>{});
-      else
-        run(std::integral_constant<int, 1>{});
+      dispatch_channels<scalar_t>(all, grad.size(1), run);
     });
     return gi.tensors;
   }
@@ -407,25 +399,29 @@ struct GpuBackend {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward_rois", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const SampledTables<acc_t, Sampling::Bilinear> tables(src, grad, a);
-        const Tensor partial = at::empty({K, C, 4}, src.rois.options());
         std::vector<Tensor> all(inputs.begin(), inputs.end());
         all.push_back(grad);
         all.push_back(argmax);
+        Tensor partial;
         dispatch_index(fits_int32(all), [&](auto index) {
-          using I = decltype(index);
-          dispatch_mode(a.mode, [&](auto mode) {
-            using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value>;
-            L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
-                                                   bin_view<const scalar_t, I>(grad),
-                                                   bin_view<const int32_t, I>(argmax), tables.t,
-                                                   partial.data_ptr<double>(), K * C});
+          dispatch_channels<scalar_t>(all, C, [&](auto pack) {
+            using I = decltype(index);
+            constexpr int V = decltype(pack)::value;
+            partial = at::empty({K, C / V, 4}, src.rois.options());
+            dispatch_mode(a.mode, [&](auto mode) {
+              using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value, V>;
+              L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
+                                                     bin_view<const scalar_t, I>(grad),
+                                                     bin_view<const int32_t, I>(argmax), tables.t,
+                                                     partial.data_ptr<double>(), K * (C / V)});
+            });
           });
         });
         SampledBoxGradReduce::Args r{};
         r.partial = partial.data_ptr<double>();
         r.info = tables.t.info;
         for (int l = 0; l < kMaxLevels; ++l) r.scale[l] = src.scale[l];
-        r.C = C;
+        r.groups = partial.size(1);
         r.grad_rois = gr.data_ptr<double>();
         r.n = K;
         L::template launch<SampledBoxGradReduce>(r);

@@ -40,6 +40,12 @@ namespace roiops::gpu {
 constexpr int kMaxLevels = 8;
 constexpr int kThreadsPerBlock = 256;
 
+// Channels per thread of the forward, input-gradient and box-gradient kernels where
+// the channel count allows (gpu_backend.h: dispatch_channels): a thread's walk over
+// its bin's taps or its pixel's RoIs is shared by this many channels instead of being
+// repeated per channel or per 16-byte pack.
+constexpr int kChannelGroup = 16;
+
 // CUDA passes a kernel's arguments in a 4 KB parameter block; every launcher checks
 // its kernel's Args against this, so the CPU build catches an Args that grew too big.
 constexpr size_t kMaxKernelArgs = 4096;
@@ -84,9 +90,11 @@ struct BinView {
 
 // V consecutive channels moved as one aligned 16-byte (or smaller) load or store:
 // how threads of the channels_last kernels read a pixel's channels. V = 1 is a plain
-// scalar access.
+// scalar access. A thread's V channels may span several such packs (load_channels).
+template <typename T>
+constexpr int kPackWidth = 16 / int(sizeof(T));  // elements in one 16-byte access
 template <typename T, int V>
-struct alignas(sizeof(T) * V) Packed {
+struct alignas(sizeof(T) * V < 16 ? sizeof(T) * V : 16) Packed {
   T v[V];
 };
 template <int V, typename T>
@@ -102,20 +110,43 @@ C10_HOST_DEVICE inline void store_packed(T* p, const Packed<T, V>& v) {
   *reinterpret_cast<Packed<T, V>*>(p) = v;
 }
 
-// V channels of one pixel or bin whose channels lie `stride` elements apart: one
-// packed access when they are adjacent (the launch checked the pack's alignment), else
-// V scalar ones (the NCHW input gradient's channel groups).
+// V channels of one pixel or bin whose channels lie `stride` elements apart: packed
+// 16-byte accesses when they are adjacent (the launch checked the packs' alignment),
+// else V scalar ones (NCHW tensors, whose channels lie in separate planes).
 template <int V, typename T, typename I>
 C10_HOST_DEVICE inline Packed<T, V> load_channels(const T* p, I stride) {
-  if (V == 1 || stride == 1) return load_packed<V>(p);
+  constexpr int P = V < kPackWidth<T> ? V : kPackWidth<T>;
   Packed<T, V> v;
-  for (int c = 0; c < V; ++c) v.v[c] = load_packed<1>(p + c * stride).v[0];
+  if (V == 1 || stride == 1) {
+    ROIOPS_UNROLL
+    for (int j = 0; j < V; j += P) {
+      const Packed<T, P> q = load_packed<P>(p + j);
+      for (int c = 0; c < P; ++c) v.v[j + c] = q.v[c];
+    }
+  } else {
+    for (int c = 0; c < V; ++c) v.v[c] = load_packed<1>(p + c * stride).v[0];
+  }
   return v;
+}
+// The accesses load_channels<V> makes: what the cost counters count as a thread's
+// sample reads per sample (one per 16-byte pack, or per NCHW channel).
+template <int V, typename T, typename I>
+C10_HOST_DEVICE inline int channel_accesses(I stride) {
+  return V == 1 || stride == 1 ? (V + kPackWidth<T> - 1) / kPackWidth<T> : V;
 }
 template <int V, typename T, typename I>
 C10_HOST_DEVICE inline void store_channels(T* p, I stride, const Packed<T, V>& v) {
-  if (V == 1 || stride == 1) return store_packed<V>(p, v);
-  for (int c = 0; c < V; ++c) store_packed<1>(p + c * stride, Packed<T, 1>{{v.v[c]}});
+  constexpr int P = V < kPackWidth<T> ? V : kPackWidth<T>;
+  if (V == 1 || stride == 1) {
+    ROIOPS_UNROLL
+    for (int j = 0; j < V; j += P) {
+      Packed<T, P> q;
+      for (int c = 0; c < P; ++c) q.v[c] = v.v[j + c];
+      store_packed<P>(p + j, q);
+    }
+  } else {
+    for (int c = 0; c < V; ++c) store_packed<1>(p + c * stride, Packed<T, 1>{{v.v[c]}});
+  }
 }
 
 // A read of a table entry (RoI facts, taps, bins, RoI lists): counted as the 16-byte
@@ -277,30 +308,53 @@ C10_HOST_DEVICE inline bool is_wide(const Footprint& r) {
          kMaxTilesPerRoi;
 }
 
+// Bits 0..kTile-1 for the indices [lo, hi] holds among first .. first + kTile - 1.
+C10_HOST_DEVICE inline uint32_t span_bits(int lo, int hi, int first) {
+  const int a = lo > first ? lo - first : 0, b = hi < first + kTile - 1 ? hi - first : kTile - 1;
+  return a > b ? 0u : ((2u << b) - 1u) & ~((1u << a) - 1u);
+}
+
+// A listed RoI: its index and which of its tile's rows (bits 0..kTile-1) and columns
+// (bits 16..16+kTile-1) it can read, from its taps: a pixel whose row or column bit
+// is clear gets nothing from it, so a thread skips it after one 8-byte load. Entries
+// of a wide list carry every bit (kWideMask) and are checked against the footprint.
+struct alignas(8) ListEntry {
+  int32_t roi;
+  uint32_t mask;
+  C10_HOST_DEVICE bool reads(int h, int w) const {
+    return ((mask >> (h % kTile)) & (mask >> (16 + w % kTile)) & 1u) != 0;
+  }
+};
+constexpr uint32_t kWideMask = 0xFFFFFFFFu;
+static_assert(sizeof(ListEntry) == sizeof(int64_t), "ListEntry lists are int64 tensors");
+C10_HOST_DEVICE inline uint32_t tile_mask(uint32_t rows, uint32_t cols) {
+  return rows == 0 || cols == 0 ? 0u : rows | (cols << 16);
+}
+
 // The cells' RoI lists: cell c holds entries[end(c - 1) .. end(c)).
 struct RoiLists {
-  const int64_t* ends;     // [cells]: inclusive prefix sums of the list lengths
-  const int32_t* entries;  // RoI indices
+  const int64_t* ends;        // [cells]: inclusive prefix sums of the list lengths
+  const ListEntry* entries;
   C10_HOST_DEVICE int64_t begin(int64_t cell) const { return cell == 0 ? 0 : load_table(ends + cell - 1); }
   C10_HOST_DEVICE int64_t end(int64_t cell) const { return load_table(ends + cell); }
 };
 
-// Calls f(k) for every RoI on the tile's list or the group's wide list, in increasing
-// k (a merge of the two sorted lists).
+// Calls f(entry) for every entry of the tile's list and the group's wide list, in
+// increasing RoI index (a merge of the two sorted lists).
 template <typename F>
 C10_HOST_DEVICE inline void for_each_listed_roi(const RoiLists& lists, int64_t tile, int64_t wide,
                                                 F&& f) {
   int64_t i = lists.begin(tile), j = lists.begin(wide);
   const int64_t i_end = lists.end(tile), j_end = lists.end(wide);
-  int32_t ki = i < i_end ? load_table(lists.entries + i) : 0;
-  int32_t kj = j < j_end ? load_table(lists.entries + j) : 0;
+  ListEntry ei = i < i_end ? load_table(lists.entries + i) : ListEntry{0, 0};
+  ListEntry ej = j < j_end ? load_table(lists.entries + j) : ListEntry{0, 0};
   while (i < i_end || j < j_end) {
-    if (j >= j_end || (i < i_end && ki < kj)) {
-      f(int64_t(ki));
-      if (++i < i_end) ki = load_table(lists.entries + i);
+    if (j >= j_end || (i < i_end && ei.roi < ej.roi)) {
+      f(ei);
+      if (++i < i_end) ei = load_table(lists.entries + i);
     } else {
-      f(int64_t(kj));
-      if (++j < j_end) kj = load_table(lists.entries + j);
+      f(ej);
+      if (++j < j_end) ej = load_table(lists.entries + j);
     }
   }
 }
@@ -352,36 +406,43 @@ struct PixelArgs {
   int64_t n;
 };
 
-// Calls f(k, r) for every RoI whose footprint holds pixel p (r: its RoiInfo), in
-// increasing k; counts the RoIs visited and those that were of use (their footprint
-// held the pixel).
+// Calls f(k, r) for every listed RoI that can read pixel p (its entry's row and
+// column bits, and for a wide entry its footprint, hold the pixel; r: its RoiInfo),
+// in increasing k; counts the entries visited, those whose footprint held the pixel
+// and those that were of use.
 template <typename scalar_t, typename I, typename Table, typename F>
 C10_HOST_DEVICE inline void for_each_roi_reading(const PixelArgs<scalar_t, I, Table>& a, const Pixel& p,
                                                  F&& f) {
   const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
   for_each_listed_roi(a.lists, a.tiles.tile_of(p.level, p.n, p.h, p.w), a.tiles.wide_cell(group),
-                      [&](int64_t k) {
+                      [&](const ListEntry& e) {
                         ROIOPS_COST(roi_visits, 1);
-                        if (!load_table(a.t.extent + k).holds(p.h, p.w)) return;
+                        // Counted without a load (the kernel itself does not read it).
+                        ROIOPS_COST(roi_footprint, a.t.extent[e.roi].holds(p.h, p.w) ? 1 : 0);
+                        if (!e.reads(p.h, p.w)) return;
+                        if (e.mask == kWideMask && !load_table(a.t.extent + e.roi).holds(p.h, p.w)) return;
                         ROIOPS_COST(roi_useful, 1);
-                        f(k, load_table(a.t.info + k));
+                        f(int64_t(e.roi), load_table(a.t.info + e.roi));
                       });
 }
 
 // The cells' RoI lists, in two passes of one thread per cell over the cell's group:
 // kFill = false counts each list's length into ends[cell]; after a prefix sum of
-// those, kFill = true writes the lists.
+// those, kFill = true writes the lists. A tile lists the RoIs whose footprint touches
+// it and that can read one of its pixels (Table::tile_mask: a row and a column of the
+// tile), with their masks.
+template <typename Table>
 struct ListRoisArgs {
-  const Footprint* extent;
+  Table t;
   RoiGroups groups;
   TileGrid tiles;
   int64_t* ends;  // count pass: the lengths; fill pass: their inclusive prefix sums
-  int32_t* entries;
+  ListEntry* entries;
   int64_t n;  // cells
 };
-template <bool kFill>
+template <typename Table, bool kFill>
 struct ListRois {
-  using Args = ListRoisArgs;
+  using Args = ListRoisArgs<Table>;
   static constexpr const char* kName = kFill ? "list_rois_fill" : "list_rois_count";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
@@ -407,13 +468,15 @@ struct ListRois {
     const int64_t q_end = load_table(a.groups.start + group + 1);
     for (int64_t q = load_table(a.groups.start + group); q < q_end; ++q) {
       const int64_t k = load_table(a.groups.order + q);
-      const Footprint r = load_table(a.extent + k);
-      if (r.empty()) continue;
-      const bool listed = wide ? is_wide(r)
-                               : !is_wide(r) && r.row0 < row0 + kTile && r.row1 >= row0 &&
-                                     r.col0 < col0 + kTile && r.col1 >= col0;
-      if (!listed) continue;
-      if (kFill) store_table(a.entries + out, int32_t(k));
+      const Footprint r = load_table(a.t.extent + k);
+      if (r.empty() || is_wide(r) != wide) continue;
+      uint32_t mask = kWideMask;
+      if (!wide) {
+        if (r.row0 >= row0 + kTile || r.row1 < row0 || r.col0 >= col0 + kTile || r.col1 < col0) continue;
+        mask = a.t.tile_mask(k, r, row0, col0);
+        if (mask == 0) continue;
+      }
+      if (kFill) store_table(a.entries + out, ListEntry{int32_t(k), mask});
       ++out;
     }
     if (!kFill) store_table(a.ends + cell, out);

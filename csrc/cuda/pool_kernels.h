@@ -25,6 +25,10 @@ struct PoolTable {
   int PH, PW;
   C10_HOST_DEVICE Span rows(int64_t k, int ph) const { return load_table(ybins + k * PH + ph); }
   C10_HOST_DEVICE Span cols(int64_t k, int pw) const { return load_table(xbins + k * PW + pw); }
+  // Every pixel of the footprint lies in a bin (kernel_common.h: ListEntry).
+  C10_HOST_DEVICE uint32_t tile_mask(int64_t, const Footprint& e, int row0, int col0) const {
+    return gpu::tile_mask(span_bits(e.row0, e.row1, row0), span_bits(e.col0, e.col1, col0));
+  }
 };
 
 // One thread per RoI.
@@ -91,13 +95,13 @@ struct PoolForward {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       const scalar_t* src = m.plane(r.image, I(c0));
       const int64_t count = int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo);
-      ROIOPS_COST(samples, count);
+      ROIOPS_COST(samples, (count * channel_accesses<V, scalar_t>(m.s1)));
       if (M == Mode::Avg) {
         double total[V] = {};  // runs of kSumRun pixels, as on the CPU
         int64_t in_run = 0;
         for (int h = ys.lo; h < ys.hi; ++h)
           for (int w = xs.lo; w < xs.hi; ++w) {
-            const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
+            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, m.s1);
             for (int c = 0; c < V; ++c) value[c] += acc_t(v.v[c]);
             if (count > kSumRun && ++in_run == kSumRun) {
               for (int c = 0; c < V; ++c) total[c] += double(value[c]), value[c] = 0;
@@ -111,7 +115,7 @@ struct PoolForward {
         bool first = true;
         for (int h = ys.lo; h < ys.hi; ++h)
           for (int w = xs.lo; w < xs.hi; ++w) {
-            const Packed<scalar_t, V> v = load_packed<V>(src + I(h) * m.s2 + I(w) * m.s3);
+            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, m.s1);
             const int32_t pixel = int32_t(int64_t(h) * m.W + w);
             for (int c = 0; c < V; ++c) {
               const acc_t x = acc_t(v.v[c]);
@@ -126,7 +130,7 @@ struct PoolForward {
     }
     Packed<scalar_t, V> out;
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(value[c]);
-    store_packed<V>(&a.out.at(b.k, c0, b.ph, b.pw), out);
+    store_channels<V>(&a.out.at(b.k, c0, b.ph, b.pw), a.out.s1, out);
     if (M == Mode::Max && a.argmax.data)
       for (int c = 0; c < V; ++c) store_table(&a.argmax.at(b.k, c0 + c, b.ph, b.pw), arg[c]);
   }

@@ -32,12 +32,54 @@ C10_HOST_DEVICE inline Tap<acc_t> pack_tap(const AxisTaps<acc_t>& t) {
   return Tap<acc_t>{t.lo, t.moves != acc_t(0) ? t.hi : ~t.hi, t.w_lo, t.w_hi};
 }
 
-// A RoI's samples along each axis, in float: sample j = p * grid + i of the axis
-// (bin p, sample i) sits near first + j * step. Only for finding the samples that can
-// read a pixel (sample_range); the taps themselves come from the float64 geometry.
-struct alignas(16) SampleGrid {
-  float first_y, step_y, first_x, step_x;
+// A RoI's n samples along one axis, in float: sample j = p * grid + i of the axis (bin
+// p, sample i) sits near first + j / inv_step (inv_step = 0: every sample at first).
+// Only for finding the samples that can read a pixel (sample_span); the taps
+// themselves come from the float64 geometry. slack is the RoI's part of the rounding
+// margin, so that finding them takes no division.
+struct alignas(16) AxisGrid {
+  float first, inv_step, slack;
+  int n;
 };
+struct SampleGrid {
+  AxisGrid y, x;
+};
+
+// The samples j in [0, n) of an axis whose taps can touch a pixel index in [x0, x1],
+// as [*lo, *hi]; false when there are none. A bilinear or nearest tap reads only
+// pixels within 1 of the sample's coordinate (a coordinate clamped at the border also
+// lies within 1 of the border pixel), so the range is that of coordinates in
+// [x0 - 1, x1 + 1], widened by 2^-16 of the magnitudes involved, far more than float
+// rounding; the exact taps then decide which samples read which pixel.
+C10_HOST_DEVICE inline bool sample_span(const AxisGrid& g, int x0, int x1, int* lo, int* hi) {
+  const float f0 = float(x0), f1 = float(x1);
+  const float margin = g.slack + (::fabsf(f0) + ::fabsf(f1)) * (1.0f / 65536.0f);
+  const float a = f0 - 1.0f - margin - g.first, b = f1 + 1.0f + margin - g.first;
+  const int n = g.n;
+  float jl, jh;
+  if (g.inv_step > 0.0f) {
+    jl = a * g.inv_step, jh = b * g.inv_step;
+  } else if (g.inv_step < 0.0f) {
+    jl = b * g.inv_step, jh = a * g.inv_step;
+  } else {
+    jl = a <= 0.0f && b >= 0.0f ? 0.0f : float(n);  // every sample at `first`, or none near
+    jh = float(n - 1);
+  }
+  if (!(jl <= float(n - 1) && jh >= 0.0f)) return false;
+  *lo = jl <= 0.0f ? 0 : int(::floorf(jl));
+  *hi = jh >= float(n - 1) ? n - 1 : int(::ceilf(jh));
+  return *lo <= *hi;
+}
+
+// The AxisGrid of n samples from `first`, `step` apart (float64), or false when it
+// does not fit float (then every sample is a candidate: RoiInfo::kNoGrid).
+C10_HOST_DEVICE inline bool axis_grid(double first, double step, int n, AxisGrid* g) {
+  const double extent = ::fabs(first) + ::fabs(step) * n;
+  const double inv = step != 0.0 ? 1.0 / step : 0.0;
+  if (!(extent < 1e30 && ::fabs(inv) < 1e30)) return false;
+  *g = AxisGrid{float(first), float(inv), float((extent + 1.0) / 65536.0), n};
+  return true;
+}
 
 // Every RoI's sample taps, computed once per launch in float64 and rounded to acc_t:
 // entry (k, p, i) of ys / xs is sample i of bin row / column p of RoI k, with `stride`
@@ -56,6 +98,29 @@ struct SampledTable {
   SampledGeometry geo;
   C10_HOST_DEVICE const Tap<acc_t>* row_taps(int64_t k, int ph) const { return ys + (k * PH + ph) * stride; }
   C10_HOST_DEVICE const Tap<acc_t>* col_taps(int64_t k, int pw) const { return xs + (k * PW + pw) * stride; }
+
+  // Which rows and columns of the tile at (row0, col0) RoI k's sample taps touch
+  // (kernel_common.h: ListEntry).
+  C10_HOST_DEVICE uint32_t tile_mask(int64_t k, const Footprint&, int row0, int col0) const {
+    const RoiInfo r = load_table(info + k);
+    const bool every = r.has(RoiInfo::kNoGrid);
+    return gpu::tile_mask(axis_bits(ys + k * PH * stride, r.grid_h, PH, &grid[k].y, every, row0),
+                          axis_bits(xs + k * PW * stride, r.grid_w, PW, &grid[k].x, every, col0));
+  }
+  // The bits of pixels first .. first + kTile - 1 that some sample tap of one axis
+  // touches (every sample a candidate when `every`, else those sample_span finds).
+  C10_HOST_DEVICE uint32_t axis_bits(const Tap<acc_t>* taps, int grid, int pooled, const AxisGrid* g,
+                                     bool every, int first) const {
+    const int n = pooled * grid;
+    int j0 = 0, j1 = n - 1;
+    if (!every && !sample_span(load_table(g), first, first + kTile - 1, &j0, &j1)) return 0u;
+    uint32_t bits = 0;
+    for (int j = j0; j <= j1; ++j) {
+      const Tap<acc_t> t = load_table(taps + (j / grid) * stride + j % grid);
+      if (t.valid()) bits |= span_bits(t.lo, t.lo, first) | span_bits(t.hi(), t.hi(), first);
+    }
+    return bits;
+  }
 };
 
 // One thread per RoI: its RoiInfo, taps, bin extents and group key.
@@ -85,7 +150,7 @@ struct BuildSampledTable {
     const double* roi = a.rois + k * 5;
     RoiInfo r{-1, 0, 0, 0, 0};
     Footprint e{kEmptyLo, kEmptyHi, kEmptyLo, kEmptyHi};
-    SampleGrid sg{0.f, 0.f, 0.f, 0.f};
+    SampleGrid sg{};
     const int level = level_index(a.levels, k, a.count);
     const int image = batch_index(roi[0], a.N);
     if (level >= 0 && image >= 0) {
@@ -94,12 +159,11 @@ struct BuildSampledTable {
       if (g.grid_h > 0 && g.grid_w > 0) {
         const double first_y = sample_coord(g.y0, g.bin_h, 0, 0, g.grid_h), step_y = g.bin_h / g.grid_h;
         const double first_x = sample_coord(g.x0, g.bin_w, 0, 0, g.grid_w), step_x = g.bin_w / g.grid_w;
-        const bool no_grid = !(::fabs(first_y) + ::fabs(step_y) * t.PH * g.grid_h < 1e30 &&
-                               ::fabs(first_x) + ::fabs(step_x) * t.PW * g.grid_w < 1e30);
+        const bool no_grid = !(axis_grid(first_y, step_y, t.PH * g.grid_h, &sg.y) &&
+                               axis_grid(first_x, step_x, t.PW * g.grid_w, &sg.x));
         const uint16_t flags = (g.h_clamped ? RoiInfo::kHClamped : 0) | (g.w_clamped ? RoiInfo::kWClamped : 0) |
                                (no_grid ? RoiInfo::kNoGrid : 0);
         r = RoiInfo{image, int16_t(level), flags, g.grid_h, g.grid_w};
-        if (!no_grid) sg = SampleGrid{float(first_y), float(step_y), float(first_x), float(step_x)};
         fill_axis(t.ys + k * t.PH * t.stride, g.y0, g.bin_h, t.PH, g.grid_h, t.stride, a.H[level], &e.row0,
                   &e.row1);
         fill_axis(t.xs + k * t.PW * t.stride, g.x0, g.bin_w, t.PW, g.grid_w, t.stride, a.W[level], &e.col0,
@@ -108,7 +172,8 @@ struct BuildSampledTable {
     }
     store_table(t.info + k, r);
     store_table(t.extent + k, e);
-    store_table(t.grid + k, sg);
+    store_table(&t.grid[k].y, sg.y);
+    store_table(&t.grid[k].x, sg.x);
     store_table(t.keys + k, r.image >= 0 ? int64_t(r.level) * a.N + r.image : int64_t(a.count) * a.N);
   }
 };
@@ -116,36 +181,40 @@ struct BuildSampledTable {
 template <Sampling S>
 constexpr int kTapsPerSample = S == Sampling::Bilinear ? 4 : 1;
 
-// acc[0..V) += the sample's value in V consecutive channels (tap by tap, in the CPU
-// kernels' order); nothing for a sample off the map.
+// acc[0..V) += the sample's value in V channels `s1` apart (tap by tap, in the CPU
+// kernels' order); nothing for a sample off the map. Counted as one sample per
+// 16-byte pack (channels_last) or per channel (NCHW).
 template <Sampling S, int V, typename acc_t, typename scalar_t, typename I>
 C10_HOST_DEVICE inline void add_sample(acc_t* acc, const Tap<acc_t>& y, const Tap<acc_t>& x,
-                                       const scalar_t* src, I s2, I s3) {
+                                       const scalar_t* src, I s1, I s2, I s3) {
   if (!y.valid() || !x.valid()) return;
-  ROIOPS_COST(samples, 1);
+  ROIOPS_COST(samples, (channel_accesses<V, scalar_t>(s1)));
   const int rows[4] = {y.lo, y.lo, y.hi(), y.hi()};
   const int cols[4] = {x.lo, x.hi(), x.lo, x.hi()};
   const acc_t w[4] = {y.w_lo * x.w_lo, y.w_lo * x.w_hi, y.w_hi * x.w_lo, y.w_hi * x.w_hi};
   for (int j = 0; j < kTapsPerSample<S>; ++j) {
-    const Packed<scalar_t, V> v = load_packed<V>(src + rows[j] * s2 + cols[j] * s3);
+    const Packed<scalar_t, V> v = load_channels<V>(src + rows[j] * s2 + cols[j] * s3, s1);
     for (int c = 0; c < V; ++c) acc[c] += w[j] * acc_t(v.v[c]);
   }
 }
 
-// The weight with which a sample reads pixel (h, w): the sum of its taps there
-// (0 when it does not read it). The adjoint of add_sample.
+// The weight with which a sample's taps along one axis read pixel index x (0 when
+// they do not): a sample reads pixel (h, w) with axis_weight(y, h) * axis_weight(x, w),
+// the adjoint of add_sample.
 template <Sampling S, typename acc_t>
-C10_HOST_DEVICE inline acc_t tap_weight(const Tap<acc_t>& y, const Tap<acc_t>& x, int h, int w) {
-  acc_t sum = 0;
-  if (!y.valid() || !x.valid()) return sum;
-  if (y.lo == h && x.lo == w) sum += y.w_lo * x.w_lo;
-  if (S == Sampling::Bilinear) {
-    const int yh = y.hi(), xh = x.hi();
-    if (y.lo == h && xh == w) sum += y.w_lo * x.w_hi;
-    if (yh == h && x.lo == w) sum += y.w_hi * x.w_lo;
-    if (yh == h && xh == w) sum += y.w_hi * x.w_hi;
-  }
-  return sum;
+C10_HOST_DEVICE inline acc_t axis_weight(const Tap<acc_t>& t, int x) {
+  if (!t.valid()) return acc_t(0);
+  acc_t w = t.lo == x ? t.w_lo : acc_t(0);
+  if (S == Sampling::Bilinear && t.hi() == x) w += t.w_hi;
+  return w;
+}
+
+// The summed axis weights at pixel index x of samples [i0, i1] of one bin's taps.
+template <Sampling S, typename acc_t>
+C10_HOST_DEVICE inline acc_t bin_axis_weight(const Tap<acc_t>* taps, int i0, int i1, int x) {
+  acc_t w = 0;
+  for (int i = i0; i <= i1; ++i) w += axis_weight<S>(load_table(taps + i), x);
+  return w;
 }
 
 // Bins of at most this many sample columns keep their column taps in registers.
@@ -209,7 +278,7 @@ struct SampledForward {
         double total[V] = {};
         for_each_sample(
             ys, xs, r.grid_h, r.grid_w,
-            [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int) { add_sample<S, V>(value, y, x, src, m.s2, m.s3); },
+            [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int) { add_sample<S, V>(value, y, x, src, m.s1, m.s2, m.s3); },
             [&] {
               if (!long_sum) return;
               for (int c = 0; c < V; ++c) total[c] += double(value[c]), value[c] = 0;
@@ -221,7 +290,7 @@ struct SampledForward {
             ys, xs, r.grid_h, r.grid_w,
             [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int s) {
               acc_t v[V] = {};
-              add_sample<S, V>(v, y, x, src, m.s2, m.s3);
+              add_sample<S, V>(v, y, x, src, m.s1, m.s2, m.s3);
               for (int c = 0; c < V; ++c)
                 if (s == 0 || v[c] > value[c] || (v[c] != v[c] && value[c] == value[c])) {
                   value[c] = v[c];
@@ -233,7 +302,7 @@ struct SampledForward {
     }
     Packed<scalar_t, V> out;
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(value[c]);
-    store_packed<V>(&a.out.at(b.k, c0, b.ph, b.pw), out);
+    store_channels<V>(&a.out.at(b.k, c0, b.ph, b.pw), a.out.s1, out);
     if (M == Mode::Max && a.argmax.data)
       for (int c = 0; c < V; ++c) store_table(&a.argmax.at(b.k, c0 + c, b.ph, b.pw), arg[c]);
   }
@@ -256,48 +325,29 @@ struct SampledGather {
     if (r.image >= 0 && s >= 0 && s < r.grid_h * r.grid_w) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       add_sample<S, 1>(&value, load_table(a.t.row_taps(b.k, b.ph) + s / r.grid_w),
-                       load_table(a.t.col_taps(b.k, b.pw) + s % r.grid_w), m.plane(r.image, I(b.c)), m.s2, m.s3);
+                       load_table(a.t.col_taps(b.k, b.pw) + s % r.grid_w), m.plane(r.image, I(b.c)), m.s1,
+                       m.s2, m.s3);
     }
     store_packed<1>(&a.out.at(b.k, b.c, b.ph, b.pw), Packed<scalar_t, 1>{{scalar_t(value)}});
   }
 };
 
-// The samples j in [0, n) of an axis (SampleGrid: coordinate first + j * step) whose
-// taps can touch pixel index x, as [*lo, *hi]; false when there are none. A bilinear
-// or nearest tap reads only pixels within 1 of the sample's coordinate (a coordinate
-// clamped at the border also lies within 1 of the border pixel), so the range is that
-// of coordinates in [x - 1, x + 1], widened for float rounding; the exact taps then
-// decide which samples read x.
-C10_HOST_DEVICE inline bool sample_range(float first, float step, int n, int x, int* lo, int* hi) {
-  const float fx = float(x);
-  const float margin = 1.0f / 65536.0f * (::fabsf(first) + ::fabsf(step) * float(n) + ::fabsf(fx) + 1.0f);
-  const float a = fx - 1.0f - margin - first, b = fx + 1.0f + margin - first;
-  float jl, jh;
-  if (step > 0.0f) {
-    jl = a / step, jh = b / step;
-  } else if (step < 0.0f) {
-    jl = b / step, jh = a / step;
-  } else {
-    jl = a <= 0.0f && b >= 0.0f ? 0.0f : float(n);  // every sample at `first`, or none near x
-    jh = float(n - 1);
-  }
-  if (!(jl <= float(n - 1) && jh >= 0.0f)) return false;
-  *lo = jl <= 0.0f ? 0 : int(::floorf(jl));
-  *hi = jh >= float(n - 1) ? n - 1 : int(::ceilf(jh));
-  return *lo <= *hi;
-}
 
-// Input gradient (one thread per V channels of an input pixel of every level: packed
-// when every level, grad and argmax are channels_last, else from V planes, see
-// gpu_backend.h: kPlaneGroup): the thread walks the
-// RoIs listed for its pixel's tile (kernel_common.h: RoiLists) in increasing order,
-// finds each RoI's samples near its pixel (sample_range) and sums, in acc_t, the
-// gradient of every sample that reads its pixel, bin by bin; it writes its elements
-// once. No atomics, no gradient buffer in another dtype, bitwise deterministic.
+// Input gradient (one thread per V channels of an input pixel of every level, see
+// gpu_backend.h: dispatch_channels): the thread walks the RoIs listed for its pixel's
+// tile (kernel_common.h: RoiLists) in increasing order and finds each RoI's samples
+// near its pixel (sample_span). Bilinear weights are separable, so a bin's samples
+// read the pixel with (summed row weights) x (summed column weights): the thread adds
+// that times the bin's gradient / count (avg), or the argmax sample's weight times the
+// gradient (max), loading a bin's gradient only when some sample of it reads the
+// pixel. It writes its elements once. No atomics, no gradient buffer in another dtype,
+// bitwise deterministic.
 template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledBackwardInput {
   using Args = PixelArgs<scalar_t, I, SampledTable<acc_t>>;
   static constexpr const char* kName = "sampled_backward_input";
+  // Column bins whose summed weights a thread keeps in registers per RoI.
+  static constexpr int kCachedBins = 4;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
@@ -307,45 +357,34 @@ struct SampledBackwardInput {
     const SampledTable<acc_t>& t = a.t;
     acc_t acc[V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo& r) {
-      const int gh = r.grid_h, gw = r.grid_w, count = gh * gw;
-      const SampleGrid sg = load_table(t.grid + k);
+      const int gh = r.grid_h, gw = r.grid_w;
       int y0 = 0, y1 = t.PH * gh - 1, x0 = 0, x1 = t.PW * gw - 1;  // the samples near the pixel
-      if (!r.has(RoiInfo::kNoGrid) && (!sample_range(sg.first_y, sg.step_y, t.PH * gh, p.h, &y0, &y1) ||
-                                       !sample_range(sg.first_x, sg.step_x, t.PW * gw, p.w, &x0, &x1)))
+      if (!r.has(RoiInfo::kNoGrid) && (!sample_span(load_table(&t.grid[k].y), p.h, p.h, &y0, &y1) ||
+                                       !sample_span(load_table(&t.grid[k].x), p.w, p.w, &x0, &x1)))
         return;
+      // The column bins' summed weights, in registers when there are few.
+      const int pw0 = x0 / gw, pw1 = x1 / gw;
+      auto column_weight = [&](int pw) {
+        const int ix0 = x0 > pw * gw ? x0 - pw * gw : 0, ix1 = x1 < pw * gw + gw - 1 ? x1 - pw * gw : gw - 1;
+        return bin_axis_weight<S>(t.col_taps(k, pw), ix0, ix1, p.w);
+      };
+      const bool cached = pw1 - pw0 < kCachedBins;
+      acc_t wx[kCachedBins];
+      ROIOPS_UNROLL
+      for (int j = 0; j < kCachedBins; ++j) wx[j] = cached && pw0 + j <= pw1 ? column_weight(pw0 + j) : acc_t(0);
       for (int ph = y0 / gh; ph <= y1 / gh; ++ph) {
         const int iy0 = y0 > ph * gh ? y0 - ph * gh : 0, iy1 = y1 < ph * gh + gh - 1 ? y1 - ph * gh : gh - 1;
-        const Tap<acc_t>* ys = t.row_taps(k, ph);
-        for (int pw = x0 / gw; pw <= x1 / gw; ++pw) {
-          const int ix0 = x0 > pw * gw ? x0 - pw * gw : 0, ix1 = x1 < pw * gw + gw - 1 ? x1 - pw * gw : gw - 1;
-          const Tap<acc_t>* xs = t.col_taps(k, pw);
-          const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
-          if (M == Mode::Avg) {
-            // Every sample reading the pixel adds tap weight x gradient / count, as the
-            // CPU's scatter does (pixels a sample does not read get nothing, even from
-            // an infinite gradient).
-            const acc_t inv = acc_t(1) / acc_t(count);
-            for (int iy = iy0; iy <= iy1; ++iy) {
-              const Tap<acc_t> y = load_table(ys + iy);
-              if (!y.valid() || (y.lo != p.h && y.hi() != p.h)) continue;
-              for (int ix = ix0; ix <= ix1; ++ix) {
-                const acc_t w = tap_weight<S>(y, load_table(xs + ix), p.h, p.w);
-                if (w != acc_t(0))
-                  for (int c = 0; c < V; ++c) acc[c] += w * (acc_t(g.v[c]) * inv);
-              }
-            }
-          } else {
-            // Argmax entries come from the forward; out-of-range ones, and samples
-            // away from the pixel, add nothing.
-            const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
-            for (int c = 0; c < V; ++c) {
-              if (s.v[c] < 0 || s.v[c] >= count) continue;
-              const int iy = s.v[c] / gw, ix = s.v[c] % gw;
-              if (iy < iy0 || iy > iy1 || ix < ix0 || ix > ix1) continue;
-              const acc_t w = tap_weight<S>(load_table(ys + iy), load_table(xs + ix), p.h, p.w);
-              if (w != acc_t(0)) acc[c] += w * acc_t(g.v[c]);
-            }
-          }
+        const acc_t wy = bin_axis_weight<S>(t.row_taps(k, ph), iy0, iy1, p.h);
+        if (wy == acc_t(0)) continue;  // no sample of the bin row reads the pixel
+        auto bin = [&](int pw, acc_t w) {
+          if (w != acc_t(0)) add_bin(a, k, r, p, c0, ph, pw, iy0, iy1, x0, x1, wy * w, acc);
+        };
+        if (cached) {
+          ROIOPS_UNROLL
+          for (int j = 0; j < kCachedBins; ++j)
+            if (pw0 + j <= pw1) bin(pw0 + j, wx[j]);
+        } else {
+          for (int pw = pw0; pw <= pw1; ++pw) bin(pw, column_weight(pw));
         }
       }
     });
@@ -354,42 +393,100 @@ struct SampledBackwardInput {
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
     store_channels<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, gi.s1, out);
   }
+
+  // acc += bin (ph, pw)'s gradient through the pixel, given that the bin's samples in
+  // rows [iy0, iy1] and the RoI's sample columns [x0, x1] read it with total weight w
+  // (> 0; pixels a sample does not read get nothing, even from an infinite gradient).
+  static C10_HOST_DEVICE void add_bin(const Args& a, int64_t k, const RoiInfo& r, const Pixel& p, int64_t c0,
+                                      int ph, int pw, int iy0, int iy1, int x0, int x1, acc_t w, acc_t* acc) {
+    const int count = r.grid_h * r.grid_w;
+    if (M == Mode::Avg) {
+      const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
+      const acc_t scaled = w * (acc_t(1) / acc_t(count));
+      for (int c = 0; c < V; ++c) acc[c] += scaled * acc_t(g.v[c]);
+      return;
+    }
+    // Max: only the argmax sample's weight counts (argmax entries from the forward;
+    // out-of-range ones add nothing). The weights of the first kCachedBins sample rows
+    // and columns near the pixel are read once for the thread's channels; the gradient
+    // is loaded when some channel's sample reads the pixel.
+    const int gw = r.grid_w;
+    const int ix0 = x0 > pw * gw ? x0 - pw * gw : 0, ix1 = x1 < pw * gw + gw - 1 ? x1 - pw * gw : gw - 1;
+    const Tap<acc_t>* ys = a.t.row_taps(k, ph);
+    const Tap<acc_t>* xs = a.t.col_taps(k, pw);
+    acc_t wr[kCachedBins], wc[kCachedBins];
+    ROIOPS_UNROLL
+    for (int j = 0; j < kCachedBins; ++j) {
+      wr[j] = iy0 + j <= iy1 ? axis_weight<S>(load_table(ys + iy0 + j), p.h) : acc_t(0);
+      wc[j] = ix0 + j <= ix1 ? axis_weight<S>(load_table(xs + ix0 + j), p.w) : acc_t(0);
+    }
+    const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
+    acc_t ws[V];
+    bool any = false;
+    for (int c = 0; c < V; ++c) {
+      ws[c] = 0;
+      if (s.v[c] < 0 || s.v[c] >= count) continue;
+      const int iy = s.v[c] / gw - iy0, ix = s.v[c] % gw - ix0;
+      if (iy < 0 || iy > iy1 - iy0 || ix < 0 || ix > ix1 - ix0) continue;
+      const acc_t wy = iy < kCachedBins ? wr[iy] : axis_weight<S>(load_table(ys + iy0 + iy), p.h);
+      const acc_t wx = ix < kCachedBins ? wc[ix] : axis_weight<S>(load_table(xs + ix0 + ix), p.w);
+      ws[c] = wy * wx;
+      any = any || ws[c] != acc_t(0);
+    }
+    if (!any) return;
+    const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
+    for (int c = 0; c < V; ++c)
+      if (ws[c] != acc_t(0)) acc[c] += ws[c] * acc_t(g.v[c]);
+  }
 };
 
-// Box gradient, step 1 (one thread per (RoI, channel)): that channel's contribution
-// to d(loss)/d(y1, y2, x1, x2) of the scaled box, through the bilinear sample
-// positions (roi_geometry.h: sample_fraction), into partial[k, c, 0..3] (float64).
-template <typename scalar_t, typename acc_t, typename I, Mode M>
+// Box gradient, step 1 (one thread per V channels of a RoI, as the forward's
+// threads take them): those channels' contribution to d(loss)/d(y1, y2, x1, x2) of
+// the scaled box, through the bilinear sample positions (roi_geometry.h:
+// sample_fraction), into partial[k, group, 0..3] (float64). Per sample the channels'
+// derivatives are summed in acc_t, so float64 work (the sample's position fractions
+// and the four sums) is per sample, not per channel.
+template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct SampledBoxGradPartial {
   struct Args {
     Pyramid<const scalar_t, I> in;
     BinView<const scalar_t, I> grad;
     BinView<const int32_t, I> argmax;
     SampledTable<acc_t> t;
-    double* partial;  // [K, C, 4]
-    int64_t n;        // K * C
+    double* partial;  // [K, C / V, 4]
+    int64_t n;        // K * C / V
   };
   static constexpr const char* kName = "sampled_backward_rois";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const int64_t k = i / a.in.C, c = i % a.in.C;
+    const int64_t groups = a.in.C / V, k = i / groups, c0 = (i % groups) * V;
     const RoiInfo r = load_table(a.t.info + k);
     double d[4] = {0, 0, 0, 0};
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(c));
+      const scalar_t* src = m.plane(r.image, I(c0));
       const int count = r.grid_h * r.grid_w;
       for (int ph = 0; ph < a.t.PH; ++ph) {
         for (int pw = 0; pw < a.t.PW; ++pw) {
-          acc_t g = acc_t(load_packed<1>(&a.grad.at(I(k), I(c), I(ph), I(pw))).v[0]);
+          const Packed<scalar_t, V> gv = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
+          acc_t g[V];
           if (M == Mode::Avg) {
-            g /= acc_t(count);
+            for (int c = 0; c < V; ++c) g[c] = acc_t(gv.v[c]) / acc_t(count);
             for (int s = 0; s < count; ++s) through_sample(a, k, r, m, src, ph, pw, s, g, d);
           } else {
-            const int32_t s = load_packed<1>(&a.argmax.at(I(k), I(c), I(ph), I(pw))).v[0];
-            if (s >= 0 && s < count) through_sample(a, k, r, m, src, ph, pw, s, g, d);
+            // Each channel through its own argmax sample (the others' gradients zeroed).
+            const Packed<int32_t, V> sv = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
+            for (int c = 0; c < V; ++c) {
+              const int32_t s = sv.v[c];
+              if (s < 0 || s >= count) continue;
+              bool seen = false;  // a sample already taken for an earlier channel
+              for (int e = 0; e < c; ++e) seen = seen || sv.v[e] == s;
+              if (seen) continue;
+              for (int e = 0; e < V; ++e) g[e] = sv.v[e] == s ? acc_t(gv.v[e]) : acc_t(0);
+              through_sample(a, k, r, m, src, ph, pw, s, g, d);
+            }
           }
         }
       }
@@ -397,24 +494,30 @@ struct SampledBoxGradPartial {
     for (int j = 0; j < 4; ++j) store_table(a.partial + i * 4 + j, d[j]);
   }
 
-  // d[] += the gradient g of sample s of bin (ph, pw) through its position.
+  // d[] += the gradients g[0..V) of sample s of bin (ph, pw) through its position.
   static C10_HOST_DEVICE void through_sample(const Args& a, int64_t k, const RoiInfo& r,
-                                             const MapView<const scalar_t, I>& m,
-                                             const scalar_t* src, int ph, int pw, int s, acc_t g,
-                                             double* d) {
+                                             const MapView<const scalar_t, I>& m, const scalar_t* src, int ph,
+                                             int pw, int s, const acc_t* g, double* d) {
     const int iy = s / r.grid_w, ix = s % r.grid_w;
     const Tap<acc_t> y = load_table(a.t.row_taps(k, ph) + iy);
     const Tap<acc_t> x = load_table(a.t.col_taps(k, pw) + ix);
     if (!y.valid() || !x.valid()) return;
-    ROIOPS_COST(samples, 1);
+    ROIOPS_COST(samples, (channel_accesses<V, scalar_t>(m.s1)));
     const int yh = y.hi(), xh = x.hi();
-    const acc_t v1 = acc_t(load_packed<1>(src + y.lo * m.s2 + x.lo * m.s3).v[0]);
-    const acc_t v2 = acc_t(load_packed<1>(src + y.lo * m.s2 + xh * m.s3).v[0]);
-    const acc_t v3 = acc_t(load_packed<1>(src + yh * m.s2 + x.lo * m.s3).v[0]);
-    const acc_t v4 = acc_t(load_packed<1>(src + yh * m.s2 + xh * m.s3).v[0]);
-    // d(value)/d(sample y), d(value)/d(sample x), times the incoming gradient
-    const acc_t sy = g * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2)) * y.moves();
-    const acc_t sx = g * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3)) * x.moves();
+    const Packed<scalar_t, V> v1 = load_channels<V>(src + y.lo * m.s2 + x.lo * m.s3, m.s1);
+    const Packed<scalar_t, V> v2 = load_channels<V>(src + y.lo * m.s2 + xh * m.s3, m.s1);
+    const Packed<scalar_t, V> v3 = load_channels<V>(src + yh * m.s2 + x.lo * m.s3, m.s1);
+    const Packed<scalar_t, V> v4 = load_channels<V>(src + yh * m.s2 + xh * m.s3, m.s1);
+    // d(value)/d(sample y), d(value)/d(sample x), times the incoming gradients, summed
+    // over the channels
+    acc_t sy = 0, sx = 0;
+    for (int c = 0; c < V; ++c) {
+      const acc_t a1 = acc_t(v1.v[c]), a2 = acc_t(v2.v[c]), a3 = acc_t(v3.v[c]), a4 = acc_t(v4.v[c]);
+      sy += g[c] * (x.w_lo * (a3 - a1) + x.w_hi * (a4 - a2));
+      sx += g[c] * (y.w_lo * (a2 - a1) + y.w_hi * (a4 - a3));
+    }
+    sy *= y.moves();
+    sx *= x.moves();
     const double fy = sample_fraction(ph, iy, r.grid_h, a.t.PH);
     const double fx = sample_fraction(pw, ix, r.grid_w, a.t.PW);
     const bool h_clamped = r.has(RoiInfo::kHClamped), w_clamped = r.has(RoiInfo::kWClamped);
@@ -425,15 +528,15 @@ struct SampledBoxGradPartial {
   }
 };
 
-// Box gradient, step 2 (one thread per RoI): the channels' partial sums added in
-// channel order, scaled back to image coordinates, into grad_rois[k] = (0, x1, y1,
+// Box gradient, step 2 (one thread per RoI): the channel groups' partial sums added
+// in channel order, scaled back to image coordinates, into grad_rois[k] = (0, x1, y1,
 // x2, y2) (float64).
 struct SampledBoxGradReduce {
   struct Args {
-    const double* partial;  // [K, C, 4]
+    const double* partial;  // [K, groups, 4]
     const RoiInfo* info;
     double scale[kMaxLevels];
-    int64_t C;
+    int64_t groups;
     double* grad_rois;  // [K, 5]
     int64_t n;          // K
   };
@@ -443,8 +546,8 @@ struct SampledBoxGradReduce {
     const int64_t k = pos.index();
     if (k >= a.n) return;
     double d[4] = {0, 0, 0, 0};
-    for (int64_t c = 0; c < a.C; ++c)
-      for (int j = 0; j < 4; ++j) d[j] += a.partial[(k * a.C + c) * 4 + j];
+    for (int64_t c = 0; c < a.groups; ++c)
+      for (int j = 0; j < 4; ++j) d[j] += a.partial[(k * a.groups + c) * 4 + j];
     const double scale = a.info[k].image >= 0 ? a.scale[a.info[k].level] : 0.0;
     double* row = a.grad_rois + k * 5;
     row[0] = 0;

@@ -21,8 +21,9 @@ struct CostCounters {
   int64_t stores = 0;
   int64_t store_bytes = 0;
   int64_t samples = 0;      // sample (or pixel) reads of map data, per thread
-  int64_t roi_visits = 0;   // RoIs an input-gradient thread looked at
-  int64_t roi_useful = 0;   // ... whose footprint held its pixel
+  int64_t roi_visits = 0;     // RoI list entries an input-gradient thread looked at
+  int64_t roi_footprint = 0;  // ... whose RoI's footprint held its pixel
+  int64_t roi_useful = 0;     // ... whose RoI can read its pixel (a tap in its row and column)
 };
 
 // The measurement: kernel name -> counters, and the counters of the running launch
