@@ -217,6 +217,13 @@ C10_HOST_DEVICE inline acc_t bin_axis_weight(const Tap<acc_t>* taps, int i0, int
   return w;
 }
 
+// The samples [*i0, *i1] of bin p (grid samples per bin) among the axis samples
+// [lo, hi], numbered within the bin.
+C10_HOST_DEVICE inline void bin_samples(int lo, int hi, int p, int grid, int* i0, int* i1) {
+  *i0 = lo > p * grid ? lo - p * grid : 0;
+  *i1 = hi < p * grid + grid - 1 ? hi - p * grid : grid - 1;
+}
+
 // Bins of at most this many sample columns keep their column taps in registers.
 constexpr int kCachedCols = 4;
 
@@ -365,7 +372,8 @@ struct SampledBackwardInput {
       // The column bins' summed weights, in registers when there are few.
       const int pw0 = x0 / gw, pw1 = x1 / gw;
       auto column_weight = [&](int pw) {
-        const int ix0 = x0 > pw * gw ? x0 - pw * gw : 0, ix1 = x1 < pw * gw + gw - 1 ? x1 - pw * gw : gw - 1;
+        int ix0, ix1;
+        bin_samples(x0, x1, pw, gw, &ix0, &ix1);
         return bin_axis_weight<S>(t.col_taps(k, pw), ix0, ix1, p.w);
       };
       const bool cached = pw1 - pw0 < kCachedBins;
@@ -373,7 +381,8 @@ struct SampledBackwardInput {
       ROIOPS_UNROLL
       for (int j = 0; j < kCachedBins; ++j) wx[j] = cached && pw0 + j <= pw1 ? column_weight(pw0 + j) : acc_t(0);
       for (int ph = y0 / gh; ph <= y1 / gh; ++ph) {
-        const int iy0 = y0 > ph * gh ? y0 - ph * gh : 0, iy1 = y1 < ph * gh + gh - 1 ? y1 - ph * gh : gh - 1;
+        int iy0, iy1;
+        bin_samples(y0, y1, ph, gh, &iy0, &iy1);
         const acc_t wy = bin_axis_weight<S>(t.row_taps(k, ph), iy0, iy1, p.h);
         if (wy == acc_t(0)) continue;  // no sample of the bin row reads the pixel
         auto bin = [&](int pw, acc_t w) {
@@ -411,7 +420,8 @@ struct SampledBackwardInput {
     // and columns near the pixel are read once for the thread's channels; the gradient
     // is loaded when some channel's sample reads the pixel.
     const int gw = r.grid_w;
-    const int ix0 = x0 > pw * gw ? x0 - pw * gw : 0, ix1 = x1 < pw * gw + gw - 1 ? x1 - pw * gw : gw - 1;
+    int ix0, ix1;
+    bin_samples(x0, x1, pw, gw, &ix0, &ix1);
     const Tap<acc_t>* ys = a.t.row_taps(k, ph);
     const Tap<acc_t>* xs = a.t.col_taps(k, pw);
     acc_t wr[kCachedBins], wc[kCachedBins];
