@@ -49,10 +49,11 @@ PyMethodDef methods[] = {{"emulator_costs", emulator_costs, METH_O,
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   PyObject* module = PyModule_Create(&module_def);
-  // The GPU kernels' binning and channel-group constants, for the tests that reach each path.
+  // The GPU kernels' binning, channel-group and strip constants, for the tests that reach each path.
   if (module && (PyModule_AddIntConstant(module, "EMULATOR_TILE", roiops::gpu::kTile) < 0 ||
                  PyModule_AddIntConstant(module, "EMULATOR_MAX_TILES_PER_ROI", roiops::gpu::kMaxTilesPerRoi) < 0 ||
-                 PyModule_AddIntConstant(module, "EMULATOR_CHANNEL_GROUP", roiops::gpu::kChannelGroup) < 0)) {
+                 PyModule_AddIntConstant(module, "EMULATOR_CHANNEL_GROUP", roiops::gpu::kChannelGroup) < 0 ||
+                 PyModule_AddIntConstant(module, "EMULATOR_STRIP_PIXELS", roiops::gpu::kStripPixels) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }

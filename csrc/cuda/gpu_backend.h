@@ -158,38 +158,41 @@ struct Groups {
   }
 };
 
-// The input-gradient tensors (one per map, in the map's layout and dtype) and their
-// element numbering across levels.
+// The input-gradient tensors (one per map, in the map's layout and dtype).
 struct GradInputs {
   std::vector<at::Tensor> tensors;
-  int64_t level_start[kMaxLevels + 1] = {};
-  bool channels_fast[kMaxLevels] = {};
   explicit GradInputs(at::TensorList maps) {
-    for (size_t l = 0; l < maps.size(); ++l) {
-      const at::Tensor& m = maps[l];
-      tensors.push_back(empty_like_format(m, m.sizes(), m.scalar_type()));
-      level_start[l + 1] = level_start[l] + m.numel();
-      channels_fast[l] = gpu::channels_fast(tensors.back());
-    }
+    for (const at::Tensor& m : maps) tensors.push_back(empty_like_format(m, m.sizes(), m.scalar_type()));
   }
-  int64_t total() const { return level_start[tensors.size()]; }
-  // An input-gradient kernel's arguments, numbering elements in units of V (V
-  // channels per thread).
+  bool empty() const {
+    for (const at::Tensor& t : tensors)
+      if (t.numel() > 0) return false;
+    return true;
+  }
+  // An input-gradient kernel's arguments, its threads (pixel_of) numbered level after
+  // level: V channels of P pixels of a row each.
   template <typename scalar_t, typename I, typename Table>
   PixelArgs<scalar_t, I, Table> args(at::ArrayRef<double> scales, const at::Tensor& grad,
                                      const at::Tensor& argmax, const Table& t, const TileGrid& tiles,
-                                     const RoiLists& lists, int V) const {
+                                     const RoiLists& lists, int V, int P) const {
     PixelArgs<scalar_t, I, Table> a{};
     a.grad_in = pyramid<scalar_t, I>(tensors, scales);
-    for (int l = 0; l <= kMaxLevels; ++l)
-      a.level_start[l] = level_start[std::min<int>(l, int(tensors.size()))] / V;
-    for (int l = 0; l < kMaxLevels; ++l) a.channels_fast[l] = channels_fast[l];
+    const int count = int(tensors.size());
+    for (int l = 0; l < kMaxLevels; ++l) {
+      int64_t threads = 0;
+      if (l < count) {
+        const at::Tensor& m = tensors[l];
+        threads = m.size(0) * (m.size(1) / V) * m.size(2) * ((m.size(3) + P - 1) / P);
+        a.channels_fast[l] = channels_fast(m);
+      }
+      a.level_start[l + 1] = a.level_start[l] + threads;
+    }
     a.grad = bin_view<const scalar_t, I>(grad);
     a.argmax = bin_view<const int32_t, I>(argmax);
     a.t = t;
     a.tiles = tiles;
     a.lists = lists;
-    a.n = total() / V;
+    a.n = a.level_start[count];
     return a;
   }
 };
@@ -295,13 +298,14 @@ struct GpuBackend {
     });
   }
 
-  // The input gradients: Kernel<I, V> over every element of every level's gradient.
+  // The input gradients: Kernel<I, V> over every element of every level's gradient,
+  // Kernel::kPixels pixels of a row per thread.
   template <template <typename, int> class Kernel, typename scalar_t, typename Table>
   static std::vector<Tensor> launch_pixels(TensorList maps, Scales scales, const Table& t,
                                            const Tensor& keys, const RoiSource& src,
                                            const Tensor& grad, const Tensor& argmax) {
     GradInputs gi(maps);
-    if (gi.total() == 0) return gi.tensors;
+    if (gi.empty()) return gi.tensors;
     const Groups groups(keys, int64_t(src.count) * src.N);
     const TileGrid tiles = tile_grid(maps);
     const TileLists<L> lists(t, groups.view, tiles, src.K(), keys);
@@ -312,8 +316,9 @@ struct GpuBackend {
       auto run = [&](auto pack) {
         using I = decltype(index);
         constexpr int V = decltype(pack)::value;
-        L::template launch<Kernel<I, V>>(
-            gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V));
+        using K = Kernel<I, V>;
+        L::template launch<K>(
+            gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V, K::kPixels));
       };
       dispatch_channels<scalar_t>(all, grad.size(1), run);
     });

@@ -192,40 +192,6 @@ C10_HOST_DEVICE inline Bin bin_of(int64_t i, int64_t C, int PH, int PW, bool cha
   return b;
 }
 
-// (level, n, c, h, w) of input-gradient element i, numbered level after level
-// (level_start[l] is the first element of level l), each level in its own layout.
-struct Pixel {
-  int level;
-  int64_t n, c;
-  int h, w;
-};
-// With V channels per thread, C and the level starts count channel groups.
-template <typename T, typename I>
-C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t C,
-                                      const int64_t* level_start, const bool* channels_fast) {
-  Pixel p;
-  p.level = 0;
-  while (p.level + 1 < g.count && i >= level_start[p.level + 1]) ++p.level;
-  i -= level_start[p.level];
-  const int64_t H = g.level[p.level].H, W = g.level[p.level].W;
-  if (channels_fast[p.level]) {
-    p.c = i % C;
-    i /= C;
-    p.w = int(i % W);
-    i /= W;
-    p.h = int(i % H);
-    p.n = i / H;
-  } else {
-    p.w = int(i % W);
-    i /= W;
-    p.h = int(i % H);
-    i /= H;
-    p.c = i % C;
-    p.n = i / C;
-  }
-  return p;
-}
-
 // Per-RoI facts computed once per launch (one thread per RoI) and read by every
 // thread of the op's kernels: 16 bytes, one load per forward thread.
 struct alignas(16) RoiInfo {
@@ -245,7 +211,10 @@ struct alignas(16) RoiInfo {
 struct alignas(16) Footprint {
   int row0, row1, col0, col1;
   C10_HOST_DEVICE bool empty() const { return row0 > row1 || col0 > col1; }
-  C10_HOST_DEVICE bool holds(int h, int w) const { return h >= row0 && h <= row1 && w >= col0 && w <= col1; }
+  // Whether it holds a pixel of row h, columns w0 .. w1.
+  C10_HOST_DEVICE bool holds(int h, int w0, int w1) const {
+    return h >= row0 && h <= row1 && w1 >= col0 && w0 <= col1;
+  }
 };
 
 // The batch index of a box as an int, or -1 unless it is an integer in [0, N). The
@@ -279,6 +248,11 @@ constexpr int kEmptyHi = -1;
 // workspace per RoI at most.
 constexpr int kTile = 8;
 constexpr int64_t kMaxTilesPerRoi = 1024;
+
+// Pixels of one row that a thread of the sampled ops' input gradient takes (Pixel):
+// its walk over the tile's list, the row's sample search and the bins' gradient loads
+// serve them all; only the column weights are per pixel.
+constexpr int kStripPixels = 4;
 
 // The tiles of every (level, image) and the wide lists, numbered as cells: tiles of
 // level 0 image 0, ..., of the last level's last image, then one wide cell per group.
@@ -321,8 +295,9 @@ C10_HOST_DEVICE inline uint32_t span_bits(int lo, int hi, int first) {
 struct alignas(8) ListEntry {
   int32_t roi;
   uint32_t mask;
-  C10_HOST_DEVICE bool reads(int h, int w) const {
-    return ((mask >> (h % kTile)) & (mask >> (16 + w % kTile)) & 1u) != 0;
+  // Whether it can read a pixel of row h, columns w .. w + width - 1 (in the tile).
+  C10_HOST_DEVICE bool reads(int h, int w, int width) const {
+    return ((mask >> (h % kTile)) & 1u) != 0 && ((mask >> (16 + w % kTile)) & ((1u << width) - 1u)) != 0;
   }
 };
 constexpr uint32_t kWideMask = 0xFFFFFFFFu;
@@ -392,11 +367,51 @@ struct BinArgs {
   int64_t n;  // output elements / V
 };
 
-// The arguments of an input-gradient kernel, V channels of an input pixel per thread.
+// (level, n, c, h, w) of input-gradient thread i, numbered level after level
+// (level_start[l] is the first thread of level l), each level in its own layout. A
+// thread takes `width` pixels w .. w + width - 1 of row h (a strip of P, fewer at the
+// row's end), which lie in one tile (P divides kTile).
+struct Pixel {
+  int level;
+  int64_t n, c;
+  int h, w, width;
+};
+// With V channels per thread, C counts channel groups.
+template <int P, typename T, typename I>
+C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t C,
+                                      const int64_t* level_start, const bool* channels_fast) {
+  static_assert(kTile % P == 0, "a strip lies in one tile");
+  Pixel p;
+  p.level = 0;
+  while (p.level + 1 < g.count && i >= level_start[p.level + 1]) ++p.level;
+  i -= level_start[p.level];
+  const int64_t H = g.level[p.level].H, W = g.level[p.level].W, strips = (W + P - 1) / P;
+  if (channels_fast[p.level]) {
+    p.c = i % C;
+    i /= C;
+    p.w = int(i % strips);
+    i /= strips;
+    p.h = int(i % H);
+    p.n = i / H;
+  } else {
+    p.w = int(i % strips);
+    i /= strips;
+    p.h = int(i % H);
+    i /= H;
+    p.c = i % C;
+    p.n = i / C;
+  }
+  p.w *= P;
+  p.width = W - p.w < P ? int(W - p.w) : P;
+  return p;
+}
+
+// The arguments of an input-gradient kernel, V channels of a strip of input pixels
+// per thread.
 template <typename scalar_t, typename I, typename Table>
 struct PixelArgs {
   Pyramid<scalar_t, I> grad_in;
-  int64_t level_start[kMaxLevels + 1];  // in units of V elements
+  int64_t level_start[kMaxLevels + 1];  // each level's first thread (pixel_of)
   bool channels_fast[kMaxLevels];
   BinView<const scalar_t, I> grad;
   BinView<const int32_t, I> argmax;
@@ -406,21 +421,22 @@ struct PixelArgs {
   int64_t n;
 };
 
-// Calls f(k, r) for every listed RoI that can read pixel p (its entry's row and
-// column bits, and for a wide entry its footprint, hold the pixel; r: its RoiInfo),
-// in increasing k; counts the entries visited, those whose footprint held the pixel
-// and those that were of use.
+// Calls f(k, r) for every listed RoI that can read a pixel of p's strip (its entry's
+// row and column bits, and for a wide entry its footprint, hold one; r: its RoiInfo),
+// in increasing k; counts the entries visited, those whose footprint held a pixel of
+// the strip and those that were of use.
 template <typename scalar_t, typename I, typename Table, typename F>
 C10_HOST_DEVICE inline void for_each_roi_reading(const PixelArgs<scalar_t, I, Table>& a, const Pixel& p,
                                                  F&& f) {
   const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
+  const int w1 = p.w + p.width - 1;
   for_each_listed_roi(a.lists, a.tiles.tile_of(p.level, p.n, p.h, p.w), a.tiles.wide_cell(group),
                       [&](const ListEntry& e) {
                         ROIOPS_COST(roi_visits, 1);
                         // Counted without a load (the kernel itself does not read it).
-                        ROIOPS_COST(roi_footprint, a.t.extent[e.roi].holds(p.h, p.w) ? 1 : 0);
-                        if (!e.reads(p.h, p.w)) return;
-                        if (e.mask == kWideMask && !load_table(a.t.extent + e.roi).holds(p.h, p.w)) return;
+                        ROIOPS_COST(roi_footprint, a.t.extent[e.roi].holds(p.h, p.w, w1) ? 1 : 0);
+                        if (!e.reads(p.h, p.w, p.width)) return;
+                        if (e.mask == kWideMask && !load_table(a.t.extent + e.roi).holds(p.h, p.w, w1)) return;
                         ROIOPS_COST(roi_useful, 1);
                         f(int64_t(e.roi), load_table(a.t.info + e.roi));
                       });

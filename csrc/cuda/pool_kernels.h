@@ -183,16 +183,17 @@ C10_HOST_DEVICE inline void for_each_pool_bin_holding(const Span* spans, int poo
 
 // Input gradient (one thread per V channels of an input pixel of every level), as
 // SampledBackwardInput: the RoIs listed for the pixel's tile in increasing order,
-// every bin holding the pixel, one write.
+// every bin holding the pixel, one write; one pixel per thread (kPixels).
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolBackwardInput {
   using Args = PixelArgs<scalar_t, I, PoolTable>;
   static constexpr const char* kName = "pool_backward_input";
+  static constexpr int kPixels = 1;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
+    const Pixel p = pixel_of<kPixels>(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
     const int64_t c0 = p.c * V;
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];

@@ -209,12 +209,17 @@ C10_HOST_DEVICE inline acc_t axis_weight(const Tap<acc_t>& t, int x) {
   return w;
 }
 
-// The summed axis weights at pixel index x of samples [i0, i1] of one bin's taps.
-template <Sampling S, typename acc_t>
-C10_HOST_DEVICE inline acc_t bin_axis_weight(const Tap<acc_t>* taps, int i0, int i1, int x) {
-  acc_t w = 0;
-  for (int i = i0; i <= i1; ++i) w += axis_weight<S>(load_table(taps + i), x);
-  return w;
+// w[q] = the summed axis weights at pixel index x + q (q < P) of samples [i0, i1] of
+// one bin's taps; each tap is loaded once.
+template <Sampling S, int P, typename acc_t>
+C10_HOST_DEVICE inline void bin_axis_weights(const Tap<acc_t>* taps, int i0, int i1, int x, acc_t* w) {
+  ROIOPS_UNROLL
+  for (int q = 0; q < P; ++q) w[q] = 0;
+  for (int i = i0; i <= i1; ++i) {
+    const Tap<acc_t> t = load_table(taps + i);
+    ROIOPS_UNROLL
+    for (int q = 0; q < P; ++q) w[q] += axis_weight<S>(t, x + q);
+  }
 }
 
 // The samples [*i0, *i1] of bin p (grid samples per bin) among the axis samples
@@ -340,113 +345,152 @@ struct SampledGather {
 };
 
 
-// Input gradient (one thread per V channels of an input pixel of every level, see
-// gpu_backend.h: dispatch_channels): the thread walks the RoIs listed for its pixel's
-// tile (kernel_common.h: RoiLists) in increasing order and finds each RoI's samples
-// near its pixel (sample_span). Bilinear weights are separable, so a bin's samples
-// read the pixel with (summed row weights) x (summed column weights): the thread adds
-// that times the bin's gradient / count (avg), or the argmax sample's weight times the
-// gradient (max), loading a bin's gradient only when some sample of it reads the
-// pixel. It writes its elements once. No atomics, no gradient buffer in another dtype,
-// bitwise deterministic.
+// Input gradient (one thread per V channels of a strip of kPixels pixels of a row,
+// see kernel_common.h: Pixel, and gpu_backend.h: dispatch_channels): the thread walks
+// the RoIs listed for its strip's tile (kernel_common.h: RoiLists) in increasing
+// order and finds each RoI's samples near its strip (sample_span). Bilinear weights
+// are separable, so a bin's samples read a pixel with (summed row weights) x (summed
+// column weights): the thread adds that times the bin's gradient / count (avg), or the
+// argmax sample's weight times the gradient (max), loading a bin's gradient once for
+// the strip and only when some sample of it reads one of its pixels. The row weights
+// are shared by the strip's pixels, the column weights computed per pixel. It writes
+// its elements once. No atomics, no gradient buffer in another dtype, bitwise
+// deterministic; each pixel's sum is the same whatever the strip width.
 template <typename scalar_t, typename acc_t, typename I, Mode M, Sampling S, int V>
 struct SampledBackwardInput {
   using Args = PixelArgs<scalar_t, I, SampledTable<acc_t>>;
   static constexpr const char* kName = "sampled_backward_input";
-  // Column bins whose summed weights a thread keeps in registers per RoI.
+  static constexpr int kPixels = kStripPixels;
+  // Column bins (avg) or sample rows and columns (max) whose weights a thread keeps in
+  // registers per RoI or bin.
   static constexpr int kCachedBins = 4;
+  using Weights = acc_t[kPixels];  // one per pixel of the strip
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Pixel p = pixel_of(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
+    const Pixel p = pixel_of<kPixels>(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
     const int64_t c0 = p.c * V;
     const SampledTable<acc_t>& t = a.t;
-    acc_t acc[V] = {};
+    acc_t acc[kPixels][V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo& r) {
       const int gh = r.grid_h, gw = r.grid_w;
-      int y0 = 0, y1 = t.PH * gh - 1, x0 = 0, x1 = t.PW * gw - 1;  // the samples near the pixel
-      if (!r.has(RoiInfo::kNoGrid) && (!sample_span(load_table(&t.grid[k].y), p.h, p.h, &y0, &y1) ||
-                                       !sample_span(load_table(&t.grid[k].x), p.w, p.w, &x0, &x1)))
+      int y0 = 0, y1 = t.PH * gh - 1, x0 = 0, x1 = t.PW * gw - 1;  // the samples near the strip
+      if (!r.has(RoiInfo::kNoGrid) &&
+          (!sample_span(load_table(&t.grid[k].y), p.h, p.h, &y0, &y1) ||
+           !sample_span(load_table(&t.grid[k].x), p.w, p.w + p.width - 1, &x0, &x1)))
         return;
-      // The column bins' summed weights, in registers when there are few.
+      // The column bins' summed weights at each pixel, in registers when there are few.
       const int pw0 = x0 / gw, pw1 = x1 / gw;
-      auto column_weight = [&](int pw) {
+      auto column_weights = [&](int pw, acc_t* w) {
         int ix0, ix1;
         bin_samples(x0, x1, pw, gw, &ix0, &ix1);
-        return bin_axis_weight<S>(t.col_taps(k, pw), ix0, ix1, p.w);
+        bin_axis_weights<S, kPixels>(t.col_taps(k, pw), ix0, ix1, p.w, w);
       };
       const bool cached = pw1 - pw0 < kCachedBins;
-      acc_t wx[kCachedBins];
+      Weights wx[kCachedBins];
       ROIOPS_UNROLL
-      for (int j = 0; j < kCachedBins; ++j) wx[j] = cached && pw0 + j <= pw1 ? column_weight(pw0 + j) : acc_t(0);
+      for (int j = 0; j < kCachedBins; ++j)
+        if (cached && pw0 + j <= pw1) column_weights(pw0 + j, wx[j]);
       for (int ph = y0 / gh; ph <= y1 / gh; ++ph) {
         int iy0, iy1;
         bin_samples(y0, y1, ph, gh, &iy0, &iy1);
-        const acc_t wy = bin_axis_weight<S>(t.row_taps(k, ph), iy0, iy1, p.h);
-        if (wy == acc_t(0)) continue;  // no sample of the bin row reads the pixel
-        auto bin = [&](int pw, acc_t w) {
-          if (w != acc_t(0)) add_bin(a, k, r, p, c0, ph, pw, iy0, iy1, x0, x1, wy * w, acc);
-        };
+        acc_t wy;
+        bin_axis_weights<S, 1>(t.row_taps(k, ph), iy0, iy1, p.h, &wy);
+        if (wy == acc_t(0)) continue;  // no sample of the bin row reads the row
         if (cached) {
           ROIOPS_UNROLL
           for (int j = 0; j < kCachedBins; ++j)
-            if (pw0 + j <= pw1) bin(pw0 + j, wx[j]);
+            if (pw0 + j <= pw1) add_bin(a, k, r, p, c0, ph, pw0 + j, iy0, iy1, x0, x1, wy, wx[j], acc);
         } else {
-          for (int pw = pw0; pw <= pw1; ++pw) bin(pw, column_weight(pw));
+          for (int pw = pw0; pw <= pw1; ++pw) {
+            Weights w;
+            column_weights(pw, w);
+            add_bin(a, k, r, p, c0, ph, pw, iy0, iy1, x0, x1, wy, w, acc);
+          }
         }
       }
     });
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
-    Packed<scalar_t, V> out;
-    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
-    store_channels<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, gi.s1, out);
+    scalar_t* dst = gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3;
+    ROIOPS_UNROLL
+    for (int q = 0; q < kPixels; ++q) {
+      if (q >= p.width) break;
+      Packed<scalar_t, V> out;
+      for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[q][c]);
+      store_channels<V>(dst + I(q) * gi.s3, gi.s1, out);
+    }
   }
 
-  // acc += bin (ph, pw)'s gradient through the pixel, given that the bin's samples in
-  // rows [iy0, iy1] and the RoI's sample columns [x0, x1] read it with total weight w
-  // (> 0; pixels a sample does not read get nothing, even from an infinite gradient).
+  // acc[q] += bin (ph, pw)'s gradient through pixel q of the strip, given that the
+  // bin's samples in rows [iy0, iy1] read the strip's row with total weight wy (> 0)
+  // and the RoI's sample columns [x0, x1] read pixel q with total weight wx[q]
+  // (pixels a sample does not read get nothing, even from an infinite gradient).
   static C10_HOST_DEVICE void add_bin(const Args& a, int64_t k, const RoiInfo& r, const Pixel& p, int64_t c0,
-                                      int ph, int pw, int iy0, int iy1, int x0, int x1, acc_t w, acc_t* acc) {
+                                      int ph, int pw, int iy0, int iy1, int x0, int x1, acc_t wy,
+                                      const Weights& wx, acc_t (*acc)[V]) {
+    bool any = false;
+    ROIOPS_UNROLL
+    for (int q = 0; q < kPixels; ++q) any = any || wx[q] != acc_t(0);
+    if (!any) return;
     const int count = r.grid_h * r.grid_w;
     if (M == Mode::Avg) {
       const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
-      const acc_t scaled = w * (acc_t(1) / acc_t(count));
-      for (int c = 0; c < V; ++c) acc[c] += scaled * acc_t(g.v[c]);
+      ROIOPS_UNROLL
+      for (int q = 0; q < kPixels; ++q) {
+        if (wx[q] == acc_t(0)) continue;
+        const acc_t scaled = wy * wx[q] * (acc_t(1) / acc_t(count));
+        for (int c = 0; c < V; ++c) acc[q][c] += scaled * acc_t(g.v[c]);
+      }
       return;
     }
     // Max: only the argmax sample's weight counts (argmax entries from the forward;
     // out-of-range ones add nothing). The weights of the first kCachedBins sample rows
-    // and columns near the pixel are read once for the thread's channels; the gradient
-    // is loaded when some channel's sample reads the pixel.
+    // and columns near the strip are read once for the thread's channels; the gradient
+    // is loaded when some channel's sample reads a pixel of the strip.
     const int gw = r.grid_w;
     int ix0, ix1;
     bin_samples(x0, x1, pw, gw, &ix0, &ix1);
     const Tap<acc_t>* ys = a.t.row_taps(k, ph);
     const Tap<acc_t>* xs = a.t.col_taps(k, pw);
-    acc_t wr[kCachedBins], wc[kCachedBins];
+    acc_t wr[kCachedBins];
+    Weights wc[kCachedBins];
     ROIOPS_UNROLL
     for (int j = 0; j < kCachedBins; ++j) {
       wr[j] = iy0 + j <= iy1 ? axis_weight<S>(load_table(ys + iy0 + j), p.h) : acc_t(0);
-      wc[j] = ix0 + j <= ix1 ? axis_weight<S>(load_table(xs + ix0 + j), p.w) : acc_t(0);
+      if (ix0 + j <= ix1) bin_axis_weights<S, kPixels>(xs, ix0 + j, ix0 + j, p.w, wc[j]);
     }
+    // The weight of channel c's argmax sample at each pixel; false when it reads none.
     const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
-    acc_t ws[V];
-    bool any = false;
-    for (int c = 0; c < V; ++c) {
-      ws[c] = 0;
-      if (s.v[c] < 0 || s.v[c] >= count) continue;
+    auto sample_weights = [&](int c, acc_t* w) {
+      if (s.v[c] < 0 || s.v[c] >= count) return false;
       const int iy = s.v[c] / gw - iy0, ix = s.v[c] % gw - ix0;
-      if (iy < 0 || iy > iy1 - iy0 || ix < 0 || ix > ix1 - ix0) continue;
-      const acc_t wy = iy < kCachedBins ? wr[iy] : axis_weight<S>(load_table(ys + iy0 + iy), p.h);
-      const acc_t wx = ix < kCachedBins ? wc[ix] : axis_weight<S>(load_table(xs + ix0 + ix), p.w);
-      ws[c] = wy * wx;
-      any = any || ws[c] != acc_t(0);
+      if (iy < 0 || iy > iy1 - iy0 || ix < 0 || ix > ix1 - ix0) return false;
+      const acc_t wyc = iy < kCachedBins ? wr[iy] : axis_weight<S>(load_table(ys + iy0 + iy), p.h);
+      if (ix < kCachedBins) {
+        for (int q = 0; q < kPixels; ++q) w[q] = wc[ix][q];
+      } else {
+        bin_axis_weights<S, kPixels>(xs, ix0 + ix, ix0 + ix, p.w, w);
+      }
+      bool reads = false;
+      for (int q = 0; q < kPixels; ++q) w[q] *= wyc, reads = reads || w[q] != acc_t(0);
+      return reads;
+    };
+    // Which channels' argmax samples read the strip, then their gradients.
+    uint32_t reading = 0;
+    for (int c = 0; c < V; ++c) {
+      Weights w;
+      if (sample_weights(c, w)) reading |= 1u << c;
     }
-    if (!any) return;
+    if (reading == 0) return;
     const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
-    for (int c = 0; c < V; ++c)
-      if (ws[c] != acc_t(0)) acc[c] += ws[c] * acc_t(g.v[c]);
+    for (int c = 0; c < V; ++c) {
+      if (!((reading >> c) & 1u)) continue;
+      Weights w;
+      sample_weights(c, w);
+      for (int q = 0; q < kPixels; ++q)
+        if (w[q] != acc_t(0)) acc[q][c] += w[q] * acc_t(g.v[c]);
+    }
   }
 };
 
