@@ -87,13 +87,11 @@ def test_binned_input_gradient_agrees_on_tile_and_wide_lists(op, mode, channels_
     k = kernels[name]
     assert 0 < k["roi_useful"] <= k["roi_footprint"] <= k["roi_visits"] < k["threads"] * 4
     # The channels per thread: a group of GROUP channels when C allows, else one
-    # 16-byte pack of channels_last float64 (2), else one channel; and the pixels:
-    # roi_align's threads take STRIP pixels of a row (fewer at its end, W % STRIP != 0
-    # here), roi_pool's one.
+    # 16-byte pack of channels_last float64 (2), else one channel; and STRIP pixels of
+    # a row (fewer at its end: W % STRIP != 0 here).
     per_thread = GROUP if channels % GROUP == 0 else (2 if channels_last else 1)
-    pixels = STRIP if op == "roi_align" else 1
-    assert W % pixels != 0 or pixels == 1
-    assert k["threads"] == 2 * (channels // per_thread) * H * -(-W // pixels)
+    assert W % STRIP != 0
+    assert k["threads"] == 2 * (channels // per_thread) * H * -(-W // STRIP)
 
 
 def test_input_gradient_visits_are_few_beyond_the_useful_ones():

@@ -406,6 +406,20 @@ C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t
   return p;
 }
 
+// Writes acc[q][0 .. V) into channels c0 .. c0 + V - 1 of pixel q of p's strip.
+template <int P, int V, typename scalar_t, typename I, typename acc_t>
+C10_HOST_DEVICE inline void store_strip(const MapView<scalar_t, I>& m, const Pixel& p, int64_t c0,
+                                        const acc_t (*acc)[V]) {
+  scalar_t* dst = m.plane(I(p.n), I(c0)) + I(p.h) * m.s2 + I(p.w) * m.s3;
+  ROIOPS_UNROLL
+  for (int q = 0; q < P; ++q) {
+    if (q >= p.width) break;
+    Packed<scalar_t, V> out;
+    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[q][c]);
+    store_channels<V>(dst + I(q) * m.s3, m.s1, out);
+  }
+}
+
 // The arguments of an input-gradient kernel, V channels of a strip of input pixels
 // per thread.
 template <typename scalar_t, typename I, typename Table>

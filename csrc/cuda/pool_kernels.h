@@ -169,26 +169,26 @@ struct PoolGather {
   }
 };
 
-// Whether pixel index x lies in a roi_pool bin span [lo, hi): as
-// for_each_bin_holding (sampled_kernels.h) for half-open spans, stopping at the first
-// bin that starts beyond x.
+// Calls f(p, span) for every roi_pool bin whose span [lo, hi) holds one of the pixel
+// indices [x0, x1], stopping at the first bin that starts beyond them.
 template <typename F>
-C10_HOST_DEVICE inline void for_each_pool_bin_holding(const Span* spans, int pooled, int x, F&& f) {
+C10_HOST_DEVICE inline void for_each_pool_bin_holding(const Span* spans, int pooled, int x0, int x1, F&& f) {
   for (int p = 0; p < pooled; ++p) {
     const Span s = load_table(spans + p);
-    if (s.lo > x) break;
-    if (x < s.hi) f(p, s);
+    if (s.lo > x1) break;
+    if (x0 < s.hi) f(p, s);
   }
 }
 
-// Input gradient (one thread per V channels of an input pixel of every level), as
-// SampledBackwardInput: the RoIs listed for the pixel's tile in increasing order,
-// every bin holding the pixel, one write; one pixel per thread (kPixels).
+// Input gradient (one thread per V channels of a strip of kPixels pixels of a row,
+// as SampledBackwardInput): the RoIs listed for the strip's tile in increasing order,
+// every bin holding one of its pixels (each bin's gradient and argmax loaded once for
+// the strip), one write per pixel.
 template <typename scalar_t, typename acc_t, typename I, Mode M, int V>
 struct PoolBackwardInput {
   using Args = PixelArgs<scalar_t, I, PoolTable>;
   static constexpr const char* kName = "pool_backward_input";
-  static constexpr int kPixels = 1;
+  static constexpr int kPixels = kStripPixels;
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
@@ -197,26 +197,30 @@ struct PoolBackwardInput {
     const int64_t c0 = p.c * V;
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
-    const int32_t pixel = int32_t(int64_t(p.h) * gi.W + p.w);
-    acc_t acc[V] = {};
+    const int w1 = p.w + p.width - 1;
+    const int32_t first = int32_t(int64_t(p.h) * gi.W + p.w);  // the strip's pixels are first + q
+    acc_t acc[kPixels][V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo&) {
-      for_each_pool_bin_holding(t.ybins + k * t.PH, t.PH, p.h, [&](int ph, const Span& ys) {
-        for_each_pool_bin_holding(t.xbins + k * t.PW, t.PW, p.w, [&](int pw, const Span& xs) {
+      for_each_pool_bin_holding(t.ybins + k * t.PH, t.PH, p.h, p.h, [&](int ph, const Span& ys) {
+        for_each_pool_bin_holding(t.xbins + k * t.PW, t.PW, p.w, w1, [&](int pw, const Span& xs) {
           const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
           if (M == Mode::Avg) {
             const acc_t count = acc_t(int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo));
-            for (int c = 0; c < V; ++c) acc[c] += acc_t(g.v[c]) / count;
+            ROIOPS_UNROLL
+            for (int q = 0; q < kPixels; ++q)
+              if (p.w + q >= xs.lo && p.w + q < xs.hi)
+                for (int c = 0; c < V; ++c) acc[q][c] += acc_t(g.v[c]) / count;
           } else {
             const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
-            for (int c = 0; c < V; ++c)
-              if (s.v[c] == pixel) acc[c] += acc_t(g.v[c]);
+            for (int c = 0; c < V; ++c) {
+              const int32_t q = s.v[c] - first;
+              if (q >= 0 && q < p.width) acc[q][c] += acc_t(g.v[c]);
+            }
           }
         });
       });
     });
-    Packed<scalar_t, V> out;
-    for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[c]);
-    store_channels<V>(gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3, gi.s1, out);
+    store_strip<kPixels, V>(gi, p, c0, acc);
   }
 };
 

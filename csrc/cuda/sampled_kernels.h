@@ -109,14 +109,30 @@ struct SampledTable {
   }
   // The bits of pixels first .. first + kTile - 1 that some sample tap of one axis
   // touches (every sample a candidate when `every`, else those sample_span finds).
+  // Samples 1/1024 to 1 pixel apart touch every pixel between the first and the last
+  // valid one's taps (valid samples are consecutive, and their coordinates, below
+  // 2^32 in magnitude, are rounded far less than a step, so monotonic), so then only
+  // those two are read.
   C10_HOST_DEVICE uint32_t axis_bits(const Tap<acc_t>* taps, int grid, int pooled, const AxisGrid* g,
                                      bool every, int first) const {
     const int n = pooled * grid;
     int j0 = 0, j1 = n - 1;
-    if (!every && !sample_span(load_table(g), first, first + kTile - 1, &j0, &j1)) return 0u;
+    auto tap = [&](int j) { return load_table(taps + (j / grid) * stride + j % grid); };
+    if (!every) {
+      const AxisGrid grid_g = load_table(g);
+      if (!sample_span(grid_g, first, first + kTile - 1, &j0, &j1)) return 0u;
+      if (::fabsf(grid_g.inv_step) >= 1.0f && ::fabsf(grid_g.inv_step) <= 1024.0f) {
+        Tap<acc_t> a = tap(j0), b = tap(j1);
+        while (!a.valid() && j0 < j1) a = tap(++j0);
+        while (!b.valid() && j1 > j0) b = tap(--j1);
+        if (!a.valid()) return 0u;
+        const int lo = a.lo < b.lo ? a.lo : b.lo, hi = a.hi() > b.hi() ? a.hi() : b.hi();
+        return span_bits(lo, hi, first);
+      }
+    }
     uint32_t bits = 0;
     for (int j = j0; j <= j1; ++j) {
-      const Tap<acc_t> t = load_table(taps + (j / grid) * stride + j % grid);
+      const Tap<acc_t> t = tap(j);
       if (t.valid()) bits |= span_bits(t.lo, t.lo, first) | span_bits(t.hi(), t.hi(), first);
     }
     return bits;
@@ -361,7 +377,7 @@ struct SampledBackwardInput {
   using Args = PixelArgs<scalar_t, I, SampledTable<acc_t>>;
   static constexpr const char* kName = "sampled_backward_input";
   static constexpr int kPixels = kStripPixels;
-  // Column bins (avg) or sample rows and columns (max) whose weights a thread keeps in
+  // Column bins (avg) or sample columns (max) whose weights a thread keeps in
   // registers per RoI or bin.
   static constexpr int kCachedBins = 4;
   using Weights = acc_t[kPixels];  // one per pixel of the strip
@@ -411,15 +427,7 @@ struct SampledBackwardInput {
         }
       }
     });
-    const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
-    scalar_t* dst = gi.plane(I(p.n), I(c0)) + I(p.h) * gi.s2 + I(p.w) * gi.s3;
-    ROIOPS_UNROLL
-    for (int q = 0; q < kPixels; ++q) {
-      if (q >= p.width) break;
-      Packed<scalar_t, V> out;
-      for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[q][c]);
-      store_channels<V>(dst + I(q) * gi.s3, gi.s1, out);
-    }
+    store_strip<kPixels, V>(a.grad_in.level[p.level], p, c0, acc);
   }
 
   // acc[q] += bin (ph, pw)'s gradient through pixel q of the strip, given that the
@@ -445,51 +453,56 @@ struct SampledBackwardInput {
       return;
     }
     // Max: only the argmax sample's weight counts (argmax entries from the forward;
-    // out-of-range ones add nothing). The weights of the first kCachedBins sample rows
-    // and columns near the strip are read once for the thread's channels; the gradient
-    // is loaded when some channel's sample reads a pixel of the strip.
+    // those outside the rectangle of samples near the strip, out-of-range ones
+    // included, add nothing).
     const int gw = r.grid_w;
     int ix0, ix1;
     bin_samples(x0, x1, pw, gw, &ix0, &ix1);
+    const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
+    const int s_lo = iy0 * gw + ix0, s_hi = iy1 * gw + ix1;
+    bool near = false;
+    for (int c = 0; c < V; ++c) near = near || (s.v[c] >= s_lo && s.v[c] <= s_hi);
+    if (!near) return;
+    const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
     const Tap<acc_t>* ys = a.t.row_taps(k, ph);
     const Tap<acc_t>* xs = a.t.col_taps(k, pw);
-    acc_t wr[kCachedBins];
-    Weights wc[kCachedBins];
-    ROIOPS_UNROLL
-    for (int j = 0; j < kCachedBins; ++j) {
-      wr[j] = iy0 + j <= iy1 ? axis_weight<S>(load_table(ys + iy0 + j), p.h) : acc_t(0);
-      if (ix0 + j <= ix1) bin_axis_weights<S, kPixels>(xs, ix0 + j, ix0 + j, p.w, wc[j]);
-    }
-    // The weight of channel c's argmax sample at each pixel; false when it reads none.
-    const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
-    auto sample_weights = [&](int c, acc_t* w) {
-      if (s.v[c] < 0 || s.v[c] >= count) return false;
-      const int iy = s.v[c] / gw - iy0, ix = s.v[c] % gw - ix0;
-      if (iy < 0 || iy > iy1 - iy0 || ix < 0 || ix > ix1 - ix0) return false;
-      const acc_t wyc = iy < kCachedBins ? wr[iy] : axis_weight<S>(load_table(ys + iy0 + iy), p.h);
-      if (ix < kCachedBins) {
-        for (int q = 0; q < kPixels; ++q) w[q] = wc[ix][q];
-      } else {
-        bin_axis_weights<S, kPixels>(xs, ix0 + ix, ix0 + ix, p.w, w);
+    if (iy1 - iy0 < kCachedBins && ix1 - ix0 < kCachedBins) {
+      // Few samples near the strip (always at sampling ratio <= 4): sample by sample,
+      // its weights at the pixels, added to the channels whose argmax it is (a
+      // compare per channel, no lookup indexed by the argmax).
+      Weights wc[kCachedBins];
+      ROIOPS_UNROLL
+      for (int j = 0; j < kCachedBins; ++j)
+        if (ix0 + j <= ix1) bin_axis_weights<S, kPixels>(xs, ix0 + j, ix0 + j, p.w, wc[j]);
+      for (int iy = iy0; iy <= iy1; ++iy) {
+        const acc_t wy = axis_weight<S>(load_table(ys + iy), p.h);
+        if (wy == acc_t(0)) continue;
+        ROIOPS_UNROLL
+        for (int j = 0; j < kCachedBins; ++j) {
+          if (ix0 + j > ix1) break;
+          const int32_t sample = iy * gw + ix0 + j;
+          ROIOPS_UNROLL
+          for (int q = 0; q < kPixels; ++q) {
+            const acc_t ws = wc[j][q] * wy;
+            if (ws == acc_t(0)) continue;
+            for (int c = 0; c < V; ++c) acc[q][c] += s.v[c] == sample ? ws * acc_t(g.v[c]) : acc_t(0);
+          }
+        }
       }
-      bool reads = false;
-      for (int q = 0; q < kPixels; ++q) w[q] *= wyc, reads = reads || w[q] != acc_t(0);
-      return reads;
-    };
-    // Which channels' argmax samples read the strip, then their gradients.
-    uint32_t reading = 0;
-    for (int c = 0; c < V; ++c) {
-      Weights w;
-      if (sample_weights(c, w)) reading |= 1u << c;
+      return;
     }
-    if (reading == 0) return;
-    const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
+    // Many samples near the strip (adaptive or large grids): channel by channel, its
+    // argmax sample's weights from the table.
     for (int c = 0; c < V; ++c) {
-      if (!((reading >> c) & 1u)) continue;
+      const int32_t sc = s.v[c];
+      if (sc < s_lo || sc > s_hi || sc % gw < ix0 || sc % gw > ix1) continue;
+      const acc_t wy = axis_weight<S>(load_table(ys + sc / gw), p.h);
       Weights w;
-      sample_weights(c, w);
-      for (int q = 0; q < kPixels; ++q)
-        if (w[q] != acc_t(0)) acc[q][c] += w[q] * acc_t(g.v[c]);
+      bin_axis_weights<S, kPixels>(xs, sc % gw, sc % gw, p.w, w);
+      for (int q = 0; q < kPixels; ++q) {
+        const acc_t ws = w[q] * wy;
+        if (ws != acc_t(0)) acc[q][c] += ws * acc_t(g.v[c]);
+      }
     }
   }
 };
