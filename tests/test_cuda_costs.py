@@ -138,3 +138,25 @@ def test_counting_is_off_outside_a_measurement():
     _C.emulator_costs(False)
     EMULATED.roi_align(x, rois, 1.0, 2, 2, 2, True, "avg", "bilinear", False)
     assert _C.emulator_costs(False) == {}
+
+
+@pytest.mark.parametrize("sampling_ratio", [1, 2, 4, 8, 0])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_input_gradient_near_few_and_many_samples(sampling_ratio, channels_last):
+    """Max mode finds each channel's argmax sample among the samples near a strip: by
+    comparing every one of them while a bin has at most 4 x 4 near it (sampling ratio
+    <= 4), else by reading the argmax sample's taps (sampling ratio 8, and adaptive
+    grids on boxes far wider than their bins' pixels, whose samples are < 1 pixel
+    apart). Both agree with the CPU to float64 rounding."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, GROUP, 24, 30, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[0, 1.5, 2.0, 9.0, 7.5], [1, 0.0, 0.0, 29.0, 23.0], [0, 10.25, 3.5, 27.0, 20.0],
+                         [1, 4.0, 4.0, 5.5, 6.0]], dtype=torch.float64)
+    p = [3, 3, sampling_ratio, True, "max", "bilinear"]
+    out, arg = CPU.roi_align(x, rois, 1.0, *p, True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    gx = EMULATED._roi_align_backward(grad, x, arg, rois, 1.0, *p)
+    expected = CPU._roi_align_backward(grad, x, arg, rois, 1.0, *p)
+    torch.testing.assert_close(gx, expected, rtol=1e-12, atol=1e-12)
