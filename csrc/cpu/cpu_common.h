@@ -42,12 +42,10 @@
 
 #include "../op_common.h"
 #include "../roi_geometry.h"
+#include "tier_counts.h"
+#include "tuning.h"
 
 namespace roiops::cpu {
-
-// Channels are processed in blocks of this many so the per-bin accumulators live on the
-// stack; 64 floats is a few cache lines and a multiple of every vector width.
-constexpr int64_t kChannelBlock = 64;
 
 // at::parallel_for splits a range into one static chunk per thread; RoIs differ in
 // cost by orders of magnitude (adaptive grids, off-map boxes), so the RoI loops hand
@@ -157,9 +155,8 @@ using acc_type = at::opmath_type<scalar_t>;
 // Planar (NCHW) maps cost one scalar load per channel per tap. Forward kernels
 // instead transpose the pixels a RoI touches, for one channel block, into a small
 // channels-last tile and run the vectorized path on it: each touched pixel is read
-// once per channel instead of once per tap. Footprints above this many pixels
-// (huge adaptive grids) stay on the direct path to bound the per-thread buffer.
-constexpr int64_t kMaxTilePixels = 4096;
+// once per channel instead of once per tap. Footprints above kMaxTilePixels stay on the
+// direct path.
 
 // The pixels a RoI reads (and its backward writes): rows [y0, y1), columns [x0, x1);
 // empty when it reads none.
@@ -201,7 +198,6 @@ struct TileIndex {
 // so int32 argmax indices too; floats in the default variant), the edges one element at
 // a time: element-wise tile gathers, at one load and one store each, dominated planar
 // forwards (docs/performance-notes.md).
-constexpr int kTransposeRun = 8;
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 template <typename T>
@@ -266,7 +262,6 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t row
 // 64-channel plane block of an FPN P3 level (4.3 MB) reads from memory or L3, where few
 // streams help the prefetchers (docs/performance-notes.md). Shorter runs are copied a
 // column at a time.
-constexpr int64_t kGatherRun = 64;
 
 template <typename scalar_t>
 View4<const scalar_t> gather_tile(scalar_t* tile, const scalar_t* src, int64_t cs,
@@ -452,7 +447,6 @@ struct GradWindow {
 // when a plane is larger. 64 channels rather than an L2-sized block of 16: each RoI
 // visit pays the per-bin work (argmax decode, bounds, loads, prefetches) once for all 64
 // channels (docs/performance-notes.md).
-constexpr int64_t kScratchBytes = 1280 << 10;
 
 // Short inline copies and fills of one channel block: std::copy / std::fill of a
 // runtime length become libc calls, which cost more than these loops at n <= 64.
@@ -521,7 +515,6 @@ inline void store_fence() {
 // `build(geometry, k)` fills RoI k's geometry (with its Footprint); each thread keeps
 // the geometries of its current group (up to kGeometryCacheBytes) for all its tasks.
 // `gi` holds one accumulator per level in that level's memory format.
-constexpr int64_t kGeometryCacheBytes = 32 << 20;
 
 template <typename Geometry, typename acc_t, typename Build, typename Body>
 void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, const Build& build,
@@ -573,6 +566,10 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
       const View4<acc_t>& g = gi.views[level];
       acc_t* plane = g.data + image * g.s0 + c0 * g.s1;
       const int64_t W = gi.widths[level];
+      count_tier(!planar        ? &TierCounts::channels_last_windows
+                 : s.across > 1 ? &TierCounts::column_windows
+                 : s.down > 1   ? &TierCounts::row_windows
+                                : &TierCounts::plane_windows);
       GradWindow<acc_t> w{plane + y0 * g.s2 + x0 * g.s3, g.s2, g.s3, y0, y1, x0, x1, W};
       if (planar) {
         w = {scratch.data(), (x1 - x0) * n, n, y0, y1, x0, x1, W};
@@ -594,7 +591,10 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
       for (int64_t i = begin; i < end; ++i) {
         const int64_t k = buckets.order[i];
         const bool hit = i - begin < cached;
-        if (!hit) build(spare, k);
+        if (!hit) {
+          build(spare, k);
+          count_tier(&TierCounts::rebuilt_geometries);
+        }
         const Geometry& r = hit ? cache[i - begin] : spare;
         if (w.overlaps(r.footprint)) body(k, c0, n, r, w);
       }
@@ -615,11 +615,6 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
 // 4.3 MB, lives in L3 either way), else kPlanarBlock channels (an FPN P2 level,
 // 200 x 336 x 16 floats: 4.3 MB). roi_pool, which reads every pixel of its footprint,
 // gains most. Measurements: docs/performance-notes.md.
-constexpr int64_t kPlaneBytes = 8 << 20;
-constexpr int64_t kPlanarBlock = 16;
-constexpr int64_t kPlaneRoiPixels = 256;
-// The fewest RoIs of a part of a plane block's RoIs (see for_each_forward_task).
-constexpr int64_t kMinPlanePart = 16;
 
 // The forward kernels' schedule. Channels-last maps: every (RoI, channel block) task,
 // RoI-major (each RoI's geometry is built once; every tap reads a whole channel run
@@ -654,9 +649,11 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
     const double y = rois[k * 5 + 2] + rois[k * 5 + 4];
     centre[k] = std::isnan(y) ? 0.0 : y;
   }
+  const std::vector<int64_t> given = counting_tiers() ? buckets.order : std::vector<int64_t>();
   for (size_t g = 0; g + 1 < buckets.start.size(); ++g)
     std::stable_sort(buckets.order.begin() + buckets.start[g], buckets.order.begin() + buckets.start[g + 1],
                      [&](int64_t a, int64_t b) { return centre[a] < centre[b]; });
+  for (size_t i = 0; i < given.size(); ++i) count_tier(&TierCounts::reordered_rois, given[i] != buckets.order[i]);
   for (int64_t g = 0; planar && g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
@@ -665,6 +662,8 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
     if (pixels == 0 || bytes * width > kPlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
       continue;
     for (int64_t c0 = 0; c0 < C; c0 += width) planes.push_back({g, c0, std::min(width, C - c0), begin, end});
+    count_tier(width == kChannelBlock ? &TierCounts::plane_blocks : &TierCounts::narrow_plane_blocks,
+               (C + width - 1) / width);
     plane_elems = std::max(plane_elems, pixels * width);
     for (int64_t i = begin; i < end; ++i) in_plane[buckets.order[i]] = 1;
   }
@@ -673,13 +672,14 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
   // takes consecutive parts of one block transposes it once. (Not one block at a time
   // shared by all threads in two parallel steps: on a loaded machine every step waits
   // for a descheduled thread; docs/performance-notes.md.)
-  const int64_t want = 4 * at::get_num_threads();
+  const int64_t want = kPlanePartsPerThread * at::get_num_threads();
   for (const PlaneTask& p : planes) {
     const int64_t count = p.end - p.begin;
     const int64_t parts = std::clamp<int64_t>((want + int64_t(planes.size()) - 1) / int64_t(planes.size()),
                                               1, std::max<int64_t>(1, count / kMinPlanePart));
     for (int64_t i = 0; i < parts; ++i)
       plane_tasks.push_back({p.group, p.c0, p.n, p.begin + count * i / parts, p.begin + count * (i + 1) / parts});
+    if (parts > 1) count_tier(&TierCounts::plane_block_parts, parts);
   }
 
   parallel_dynamic(int64_t(plane_tasks.size()), 1, [&](auto& claim) {
@@ -710,7 +710,7 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
     }
   });
 
-  parallel_dynamic(blocks * K, 4, [&](auto& claim) {
+  parallel_dynamic(blocks * K, kRoiChunk, [&](auto& claim) {
     Geometry r, tiled;
     TileIndex index;
     std::unique_ptr<scalar_t[]> tile(planar ? new scalar_t[kMaxTilePixels * kChannelBlock] : nullptr);
@@ -724,9 +724,11 @@ void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, i
       const View4<const scalar_t>& lev = in.views[r.level];
       const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
       if (planar && r.to_tile(tiled, index)) {
+        count_tier(&TierCounts::roi_tiles);
         const View4<const scalar_t> v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
         body(k, c0, n, r, tiled, v, v.data);
       } else {
+        count_tier(planar ? &TierCounts::planar_in_place : &TierCounts::channels_last_tasks);
         body(k, c0, n, r, r, lev, src);
       }
     }
@@ -829,7 +831,7 @@ inline void by_channel_runs(int64_t n, int64_t cs, const Chunk& chunk, const Res
 // offset and weight then serve every channel, and 8 independent add chains hide the
 // add latency.
 template <typename acc_t>
-constexpr int kSumUnroll = at::vec::Vectorized<acc_t>::size() == 8 ? 8 : 4;
+constexpr int kSumUnroll = sum_unroll(at::vec::Vectorized<acc_t>::size());
 
 // out[c] = finish(sum of value(c) over the taps sets that for_each(add) passes to add,
 // in order) for c in [0, n), each set a Taps over src: the sums of a bin, with channel
@@ -875,7 +877,6 @@ inline void store_channels(out_t* out, int64_t cs, const in_t* v, int64_t n) {
 // that misses, as they do storing each bin's channel run straight into the output (a
 // write miss at first); staging channel-major instead (n strided stores per bin, then
 // copies of PW bins) is slower too (docs/performance-notes.md).
-constexpr int64_t kStageElems = 16 << 10;
 
 // This thread's buffer number `slot` of kStageElems T for a staged block.
 template <typename T, int slot = 0>
@@ -905,6 +906,9 @@ class OutputBlock {
         staged_(out.s2 == pooled_w * out.s3 && n * pooled_h * pooled_w <= kStageElems),
         stream_(staged_ && around_caches &&
                 (out.s1 == 1 || (out.s3 == 1 && out.s1 == pooled_h * pooled_w))) {
+    count_tier(stream_    ? &TierCounts::streamed_outputs
+               : staged_ ? &TierCounts::staged_outputs
+                         : &TierCounts::in_place_outputs);
     if (!staged_) return;
     values_ = stage_buffer<scalar_t>();
     if (argmax_.data) indices_ = stage_buffer<int32_t>();
@@ -981,7 +985,6 @@ inline void prefetch_channels(const T* p, int64_t cs, int64_t n) {
 // planes of PH * PW bins, one run of memory: it is transposed once into a bin-major
 // buffer, 8 x 8 blocks in registers, and the next RoI's block asked for, in place of
 // n strided loads and n prefetches per bin (docs/performance-notes.md).
-constexpr int64_t kPrefetchBins = 8;
 
 template <typename T>
 struct BinReader {
@@ -1016,13 +1019,16 @@ class BinCursor {
  public:
   BinCursor(const BinReader<T>& r, int64_t k, int64_t c0, int64_t n) : r_(r), k_(k), c0_(c0), n_(n) {
     if constexpr (std::is_same_v<acc_t, T>) {
-      if (!r.planar) return;
-      const int64_t bins = r.pooled_h * r.pooled_w;
-      T* buf = stage_buffer<T>();
-      transpose(r.at(k, c0, 0, 0), bins, buf, n, n, bins);
-      if (k + 1 < r.rois) prefetch_channels(r.at(k + 1, c0, 0, 0), 1, n * bins);
-      staged_ = buf;
+      if (r.planar) {
+        const int64_t bins = r.pooled_h * r.pooled_w;
+        T* buf = stage_buffer<T>();
+        transpose(r.at(k, c0, 0, 0), bins, buf, n, n, bins);
+        if (k + 1 < r.rois) prefetch_channels(r.at(k + 1, c0, 0, 0), 1, n * bins);
+        staged_ = buf;
+      }
     }
+    // Avg mode's argmax reader has no tensor and is never read.
+    if (r.v.data) count_tier(staged_ ? &TierCounts::staged_bin_reads : &TierCounts::bin_by_bin_reads);
   }
   // The run of bin (ph, pw); valid until the next call.
   const acc_t* operator()(int64_t ph, int64_t pw) {

@@ -210,7 +210,7 @@ void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const double* rp = rois.data_ptr<double>();
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiBins r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {

@@ -273,7 +273,7 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const double* rp = rois.data_ptr<double>();
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiSamples<acc_t> r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
@@ -391,7 +391,7 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
   double* gr = grad_rois.data_ptr<double>();
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiSamples<acc_t> r;
     acc_t gout[kChannelBlock];
     int32_t arg[kChannelBlock];
