@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "../op_common.h"
+#include "allocation.h"
 #include "tier_counts.h"
 #include "tuning.h"
 
@@ -63,7 +63,7 @@ PyMODINIT_FUNC ROIOPS_CONCAT(PyInit__cpu_, ROIOPS_CPU_VARIANT)(void) {
   // The tests size their cases from the tuning constants and from the output size that
   // this machine's caches set (streamed_output_bytes).
   Entries constants(std::begin(roiops::cpu::kTuning), std::end(roiops::cpu::kTuning));
-  constants.emplace_back("streamed_output_bytes", roiops::streamed_output_bytes());
+  constants.emplace_back("streamed_output_bytes", roiops::cpu::streamed_output_bytes());
   PyObject* tuning = int_dict(constants);
   if (!tuning || PyModule_AddObject(module, "tuning", tuning) < 0) {
     Py_XDECREF(tuning);

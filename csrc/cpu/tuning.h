@@ -58,6 +58,10 @@ constexpr int64_t kStageElems = 16 << 10;
 // increasing-k walk; further ahead gains nothing.
 constexpr int64_t kPrefetchBins = 8;
 
+// Most output bytes stored through the caches, whatever the last-level cache: a larger
+// one is a server socket's, shared by dozens of cores.
+constexpr int64_t kMaxCachedOutputBytes = 32 << 20;
+
 // Vectors of channels a bin's sums hold in registers: a whole 64-channel block where
 // that is 8 vectors (AVX2 floats: 8 sums, 4 weights and a product fit 16 registers).
 constexpr int sum_unroll(int64_t lanes) { return lanes == 8 ? 8 : 4; }
@@ -78,6 +82,7 @@ constexpr std::pair<const char*, int64_t> kTuning[] = {
     {"geometry_cache_bytes", kGeometryCacheBytes},
     {"stage_elems", kStageElems},
     {"prefetch_bins", kPrefetchBins},
+    {"max_cached_output_bytes", kMaxCachedOutputBytes},
 };
 
 }  // namespace roiops::cpu
