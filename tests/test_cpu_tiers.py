@@ -81,7 +81,8 @@ def rois_for_plane(pixels):
     return pixels // TUNING["plane_roi_pixels"] + 1
 
 
-# 70 channels: a block of 64 and one of 6. 2 * min_plane_part RoIs: parts for 2 threads.
+# 70 channels: a block of 64 and one of 6. 2 * min_plane_part RoIs: each block's RoIs split
+# into 2 parts at any thread count.
 _SMALL = 40
 _NARROW = plane_side(BLOCK) * 3 // 2  # too large for 64 channels, fits 16
 _TILED = math.isqrt(TUNING["max_tile_pixels"]) * 2
