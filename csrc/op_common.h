@@ -54,14 +54,7 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
 // fake kernels.
 at::MemoryFormat output_format(const at::Tensor& input);
 
-// CPU forward outputs (with their argmax) larger than this many bytes are written
-// around the caches (cpu_common.h: OutputBlock): this CPU's last-level cache (Linux
-// sysfs), but at most 32 MB, which is also taken where sysfs does not say. A larger
-// last-level cache is a server socket's, shared by its dozens of cores, so outputs far
-// smaller than it still miss it (docs/performance-notes.md).
-int64_t streamed_output_bytes();
-// A fresh tensor in `like`'s output format; a large CPU one is asked to be backed by
-// transparent huge pages (op_common.cpp: advise_huge_pages).
+// A fresh tensor in `like`'s output format.
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
 
@@ -80,13 +73,6 @@ void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList 
                          const at::Tensor& argmax, const at::Tensor& rois,
                          const at::Tensor& levels, at::ArrayRef<double> scales,
                          int64_t pooled_h, int64_t pooled_w, Mode mode);
-
-// Input-gradient accumulators: one uninitialized tensor per map, in the map's memory
-// format and the accumulation type (float32 for reduced types: many RoIs add into one
-// pixel). The CPU backward kernels write every element (for_each_backward_task).
-std::vector<at::Tensor> grad_accumulators(at::TensorList maps);
-// The accumulators converted to the maps' dtype (no copy when it is already that).
-std::vector<at::Tensor> finish_grads(std::vector<at::Tensor> acc, at::ScalarType dtype);
 
 // The arguments of the sampled ops, roi_align (quantize = false) and roi_warp
 // (quantize = true), shared by every device's kernels.

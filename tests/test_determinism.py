@@ -1,10 +1,9 @@
 """Backward is bitwise reproducible, across repeats and thread counts, and
 torch.use_deterministic_algorithms(True) neither errors nor changes the path."""
 
-import importlib
-
 import pytest
 import torch
+from cpu_tuning import TUNING, tier_counts
 
 import roiops
 
@@ -104,13 +103,17 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
 
 # Planar forwards read a RoI's pixels from a channels-last copy: of a channel block's
 # whole plane when the image's RoIs would gather more pixels than it has (blocks of 64
-# channels while that plane fits 2 MB, of 16 while it fits 8 MB), else of the RoI's own
+# channels while that plane fits plane_bytes, else of 16), else of the RoI's own
 # footprint; float copies move 8 x 8 blocks of channels x consecutive columns. 37
-# channels: blocks of 16, 16 and 5, or one of 37 (four 8-channel runs and 5 left).
+# channels: blocks of 16, 16 and 5, or one of 37 (four 8-channel runs and 5 left). Each
+# case is named by the tier counter it reaches (tests/test_cpu_tiers.py); the
+# 16-channel one has 1.5x the pixels whose 64 float32 channels fill plane_bytes, which
+# 16 float64 channels still fit, and enough RoIs on each of its 2 images.
+_NARROW_PIXELS = TUNING["plane_bytes"] // (TUNING["channel_block"] * 4) * 3 // 2
 PLANE_TIERS = {
-    "64-channel-planes": ((40, 50), 60),
-    "16-channel-planes": ((100, 120), 120),
-    "roi-tiles": ((100, 120), 10),
+    "plane_blocks": ((40, 50), 60),
+    "narrow_plane_blocks": ((_NARROW_PIXELS // 256, 256), 5 * _NARROW_PIXELS // (2 * TUNING["plane_roi_pixels"])),
+    "roi_tiles": ((100, 120), 10),
 }
 
 
@@ -129,9 +132,11 @@ def test_planar_forward_copies_give_channels_last_bits(name, tier, dtype):
     got = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         xg = x.clone(memory_format=memory_format).requires_grad_()
-        out = CALLS[name](xg, rois)
+        with tier_counts() as counts:
+            out = CALLS[name](xg, rois)
         out.backward(go)  # max mode: the gradient follows each layout's argmax
         got.append((out.detach(), xg.grad))
+        assert (counts[tier] > 0) == (memory_format == torch.contiguous_format), counts
     assert got[0][0].abs().sum() > 0
     for a, b in zip(got[0], got[1], strict=True):
         assert torch.equal(a, b)
@@ -221,10 +226,6 @@ def test_staged_and_bin_by_bin_gradient_reads_give_the_same_bits(name):
 # planes); smaller ones are stored as usual. Pooling the same RoIs in one call above
 # that size and in eight calls below it gives the same bits. 37 channels: runs that
 # start and end inside 16-byte units.
-def streamed_output_bytes():
-    return importlib.import_module(f"roiops._cpu_{roiops.cpu_capability}").streamed_output_bytes
-
-
 AROUND_CACHE_OPS = {
     "roi_align": ("roi_align", (2, True, "avg", "bilinear")),
     "roi_align_max": ("roi_align", (2, True, "max", "bilinear")),
@@ -239,8 +240,8 @@ def test_outputs_written_around_the_cache_match_small_calls(name, channels_last)
     fn = getattr(torch.ops.roiops, op)
     gen = torch.Generator().manual_seed(5)
     c, h, w = 37, 20, 24
-    assert 0 < streamed_output_bytes() <= 32 << 20
-    k = streamed_output_bytes() // (c * 49 * 4) + 64
+    assert 0 < TUNING["streamed_output_bytes"] <= 32 << 20
+    k = TUNING["streamed_output_bytes"] // (c * 49 * 4) + 64
     x = torch.randn(1, c, h, w, generator=gen)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,9 +1,14 @@
 // roi_pool on the CPU (Fast R-CNN): integer bins over a rounded box, max or mean over
 // exactly the bin's pixels; on one map or fused over a pyramid. Same parallel /
 // deterministic structure as the sampled ops (sampled_roi_cpu.h).
-#include <torch/library.h>
-
 #include "roi_pool_cpu.h"
+
+#include "allocation.h"
+#include "backward_schedule.h"
+#include "bin_reader.h"
+#include "channel_loops.h"
+#include "forward_schedule.h"
+#include "output_block.h"
 
 namespace roiops::cpu {
 namespace {
@@ -165,7 +170,7 @@ void bin_argmax(acc_t* best, int32_t* pixel, const RoiBins& bins, const RoiBins&
 
 // Forward: output and, in max mode, the argmax as a pixel index h * W + w into the
 // RoI's map (-1 for an empty bin). Also the avg-mode JVP (linear), run on a tangent.
-// Scheduling and planar tiles: for_each_forward_task (cpu_common.h).
+// Scheduling and planar tiles: for_each_forward_task (forward_schedule.h).
 template <typename scalar_t, Mode M>
 void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                   at::Tensor& argmax, const PoolArgs& a) {
@@ -177,12 +182,13 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
 
   for_each_forward_task<scalar_t, RoiBins>(
       in, rp, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
-      [&](int64_t k, int64_t c0, int64_t n, const RoiBins& at, const RoiBins& r,
-          const View4<const scalar_t>& v, const scalar_t* src) {
+      [&](const ForwardTask<scalar_t, RoiBins>& t) {
+        const RoiBins& r = t.geometry;
+        const int64_t n = t.n;
         acc_t acc[kChannelBlock];
         int32_t pixel[kChannelBlock];
-        const int64_t W = in.widths[at.level];
-        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w, around_caches);
+        const int64_t W = in.widths[t.at.level];
+        OutputBlock<scalar_t> block(o, am, t.k, t.c0, n, a.pooled_h, a.pooled_w, around_caches);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
@@ -190,9 +196,9 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
               fill_channels(acc, acc_t(0), n);
               fill_channels(pixel, int32_t(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_mean(acc, r, ph, pw, count, v, src, n);
+              bin_mean(acc, r, ph, pw, count, t.view, t.src, n);
             } else {
-              bin_argmax(acc, pixel, r, at, ph, pw, v, src, n, W);
+              bin_argmax(acc, pixel, r, t.at, ph, pw, t.view, t.src, n, W);
             }
             block.put(ph, pw, acc, M == Mode::Max ? pixel : nullptr);
           }
@@ -210,7 +216,7 @@ void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const double* rp = rois.data_ptr<double>();
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiBins r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
@@ -231,7 +237,7 @@ void pool_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argmax,
 }
 
 // Input gradient, the adjoint of pool_forward. Scheduling, windows and determinism:
-// for_each_backward_task (cpu_common.h).
+// for_each_backward_task (backward_schedule.h).
 template <typename scalar_t, Mode M>
 void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
                    const Maps<const scalar_t>& shape, const at::Tensor& rois,
@@ -279,8 +285,8 @@ std::tuple<at::Tensor, at::Tensor> pool_forward_op(at::TensorList inputs, const 
                                               const PoolArgs& a, bool keep_argmax) {
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
-  at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
+  at::Tensor out = empty_cpu_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor argmax = empty_cpu_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool", [&] {
     const Maps<const scalar_t> in(inputs, scales, levels.data);
@@ -297,7 +303,7 @@ at::Tensor pool_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const 
   if (a.mode == Mode::Avg) return std::get<0>(pool_forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_cpu_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool_jvp", [&] {
     pool_gather<scalar_t>(Maps<const scalar_t>(tangents, scales, levels.data), argmax, rois, out, a);

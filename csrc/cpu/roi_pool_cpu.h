@@ -2,7 +2,12 @@
 // (roi_ops.h) with checked arguments. `levels` is undefined for a single map.
 #pragma once
 
-#include "cpu_common.h"
+#include <ATen/ATen.h>
+
+#include <tuple>
+#include <vector>
+
+#include "../op_common.h"
 
 namespace roiops::cpu {
 

@@ -7,7 +7,12 @@
 // deterministic for any thread count; the box gradient is parallel over RoIs.
 #pragma once
 
-#include "cpu_common.h"
+#include "../op_common.h"
+#include "backward_schedule.h"
+#include "bin_reader.h"
+#include "channel_loops.h"
+#include "forward_schedule.h"
+#include "output_block.h"
 
 namespace roiops::cpu {
 
@@ -227,7 +232,7 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
 // Forward: the pooled output and, in max mode, each bin's argmax sample (-1 for a
 // bin without samples), which the backward and the double backward reuse. Also the
 // avg-mode Jacobian-vector product (the forward is linear there), run on a tangent.
-// Scheduling and planar tiles: for_each_forward_task (cpu_common.h).
+// Scheduling and planar tiles: for_each_forward_task (forward_schedule.h).
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                      at::Tensor& argmax, const SampledArgs& a) {
@@ -240,20 +245,21 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
 
   for_each_forward_task<scalar_t, Roi>(
       in, rp, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
-      [&](int64_t k, int64_t c0, int64_t n, const Roi&, const Roi& r,
-          const View4<const scalar_t>& v, const scalar_t* src) {
+      [&](const ForwardTask<scalar_t, Roi>& t) {
+        const Roi& r = t.geometry;
+        const int64_t n = t.n;
         acc_t acc[kChannelBlock], scratch[kChannelBlock];
         index_of<acc_t> arg[kChannelBlock];
-        OutputBlock<scalar_t> block(o, am, k, c0, n, a.pooled_h, a.pooled_w, around_caches);
+        OutputBlock<scalar_t> block(o, am, t.k, t.c0, n, a.pooled_h, a.pooled_w, around_caches);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             if (r.count() == 0) {
               fill_channels(acc, acc_t(0), n);
               fill_channels(arg, index_of<acc_t>(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_mean<S>(acc, r, ph, pw, v, src, n);
+              bin_mean<S>(acc, r, ph, pw, t.view, t.src, n);
             } else {
-              bin_argmax<S>(acc, arg, scratch, r, ph, pw, v, src, n);
+              bin_argmax<S>(acc, arg, scratch, r, ph, pw, t.view, t.src, n);
             }
             block.put(ph, pw, acc, M == Mode::Max ? arg : nullptr);
           }
@@ -273,7 +279,7 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
   const double* rp = rois.data_ptr<double>();
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiSamples<acc_t> r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
@@ -292,10 +298,67 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
   });
 }
 
+// The adjoint of one sample at taps y, x: add(row, column, weight) for each of its
+// taps, in sample_taps' order and with its weights.
+template <Sampling S, typename acc_t, typename Add>
+inline void for_each_tap(const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, const Add& add) {
+  add(y.lo, x.lo, y.w_lo * x.w_lo);
+  if constexpr (S == Sampling::Bilinear) {
+    add(y.lo, x.hi, y.w_lo * x.w_hi);
+    add(y.hi, x.lo, y.w_hi * x.w_lo);
+    add(y.hi, x.hi, y.w_hi * x.w_hi);
+  }
+}
+
+// Avg mode's input gradient of bin (ph, pw): gout[c] (the output gradient over the
+// sample count) at every tap of every sample. `covered`: every tap of the RoI lands in
+// the window, so taps are addressed as in the forward, without bounds checks.
+template <Sampling S, typename acc_t>
+inline void add_bin_mean_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, int64_t ph,
+                              int64_t pw, bool covered, const acc_t* gout, int64_t n) {
+  const AxisTaps<acc_t>* ys = r.ys.data() + ph * r.g.grid_h;
+  const AxisTaps<acc_t>* xs = r.xs.data() + pw * r.g.grid_w;
+  Taps<acc_t, kTapsOf<S>> t;
+  for (int iy = 0; iy < r.g.grid_h; ++iy) {
+    const AxisTaps<acc_t>& y = ys[iy];
+    if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
+    for (int ix = 0; ix < r.g.grid_w; ++ix) {
+      if (covered) {
+        if (!sample_taps<S>(t, y, xs[ix], w.rs, w.ps)) continue;
+        for (int j = 0; j < kTapsOf<S>; ++j) w.axpy(w.data + (t.off[j] - w.origin), t.w[j], gout, n);
+      } else if (xs[ix].valid) {
+        for_each_tap<S>(y, xs[ix], [&](int64_t yy, int64_t xx, acc_t wt) { w.add(yy, xx, wt, gout, n); });
+      }
+    }
+  }
+}
+
+// Max mode's input gradient of bin (ph, pw): g[c] at the taps of channel c's argmax
+// sample arg[c]. Argmax entries come from the forward; out-of-range ones (a corrupted
+// tensor passed to this op directly) are skipped rather than followed.
+template <Sampling S, typename acc_t>
+inline void add_bin_argmax_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, int64_t ph,
+                                int64_t pw, bool covered, const acc_t* g, const int32_t* arg, int64_t n) {
+  Taps<acc_t, kTapsOf<S>> t;
+  for (int64_t c = 0; c < n; ++c) {
+    if (arg[c] < 0 || arg[c] >= r.count()) continue;
+    const AxisTaps<acc_t>& y = r.ty(ph, arg[c]);
+    const AxisTaps<acc_t>& x = r.tx(pw, arg[c]);
+    if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
+    if (covered) {
+      for (int j = 0; j < kTapsOf<S>; ++j) w.data[t.off[j] - w.origin + c] += t.w[j] * g[c];
+      continue;
+    }
+    for_each_tap<S>(y, x, [&](int64_t yy, int64_t xx, acc_t wt) {
+      if (w.has_row(yy) && w.has_col(xx)) w.at(yy, xx)[c] += wt * g[c];
+    });
+  }
+}
+
 // Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
 // per level, in that level's memory format, zero on entry; `shape` gives the levels'
 // sizes (their values are not read: max mode uses the forward's argmax). Scheduling,
-// windows and determinism: for_each_backward_task (cpu_common.h).
+// windows and determinism: for_each_backward_task (backward_schedule.h).
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                             const Maps<const scalar_t>& shape, const at::Tensor& rois,
@@ -306,74 +369,90 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   const BinReader<scalar_t> go{view4<const scalar_t>(grad), K, a.pooled_h, a.pooled_w};
   const BinReader<int32_t> am{argmax_view<const int32_t>(argmax), K, a.pooled_h, a.pooled_w};
   const double* rp = rois.data_ptr<double>();
-  // The adjoint of one sample: its taps, in sample_taps' order and with its weights.
-  auto scatter = [](const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, auto&& add) {
-    add(y.lo, x.lo, y.w_lo * x.w_lo);
-    if constexpr (S == Sampling::Bilinear) {
-      add(y.lo, x.hi, y.w_lo * x.w_hi);
-      add(y.hi, x.lo, y.w_hi * x.w_lo);
-      add(y.hi, x.hi, y.w_hi * x.w_hi);
-    }
-  };
 
   for_each_backward_task<Roi>(
       gi, bucket_rois(rp, K, shape.batch, shape),
       [&](Roi& r, int64_t k) { r.template build<S>(rp, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& w) {
-        const int count = r.count(), gh = r.g.grid_h, gw = r.g.grid_w;
-        if (count == 0) return;
-        // Whether every tap of this RoI lands in the window (always with channels-last
-        // maps): then taps are addressed as in the forward, without bounds checks.
+        if (r.count() == 0) return;
+        // Whether every tap of this RoI lands in the window (always with channels-last maps).
         const bool covered = w.covers(r.footprint);
         BinCursor<acc_t, scalar_t> grads(go, k, c0, n);
         BinCursor<int32_t, int32_t> args(am, k, c0, n);
         acc_t gout[kChannelBlock];
-        Taps<acc_t, kTapsOf<S>> t;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-          const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
             const acc_t* g = grads(ph, pw);
             if constexpr (M == Mode::Avg) {
-              const acc_t inv = acc_t(1) / acc_t(count);
+              const acc_t inv = acc_t(1) / acc_t(r.count());
               for (int64_t c = 0; c < n; ++c) gout[c] = g[c] * inv;
-              for (int iy = 0; iy < gh; ++iy) {
-                const AxisTaps<acc_t>& y = ys[iy];
-                if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
-                for (int ix = 0; ix < gw; ++ix) {
-                  if (!covered) {
-                    if (xs[ix].valid)
-                      scatter(y, xs[ix], [&](int64_t yy, int64_t xx, acc_t wt) {
-                        w.add(yy, xx, wt, gout, n);
-                      });
-                  } else if (sample_taps<S>(t, y, xs[ix], w.rs, w.ps)) {
-                    for (int j = 0; j < kTapsOf<S>; ++j)
-                      w.axpy(w.data + (t.off[j] - w.origin), t.w[j], gout, n);
-                  }
-                }
-              }
+              add_bin_mean_grad<S>(w, r, ph, pw, covered, gout, n);
             } else {
-              const int32_t* arg = args(ph, pw);
-              for (int64_t c = 0; c < n; ++c) {
-                // Argmax entries come from the forward; out-of-range ones (a corrupted
-                // tensor passed to this op directly) are skipped rather than followed.
-                if (arg[c] < 0 || arg[c] >= count) continue;
-                const AxisTaps<acc_t>& y = r.ty(ph, arg[c]);
-                const AxisTaps<acc_t>& x = r.tx(pw, arg[c]);
-                if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
-                if (covered) {
-                  for (int j = 0; j < kTapsOf<S>; ++j)
-                    w.data[t.off[j] - w.origin + c] += t.w[j] * g[c];
-                } else {
-                  scatter(y, x, [&](int64_t yy, int64_t xx, acc_t wt) {
-                    if (w.has_row(yy) && w.has_col(xx)) w.at(yy, xx)[c] += wt * g[c];
-                  });
-                }
-              }
+              add_bin_argmax_grad<S>(w, r, ph, pw, covered, g, args(ph, pw), n);
             }
           }
         }
       });
+}
+
+// Adds to d, d(loss)/d(y1, y2, x1, x2) of RoI r's scaled box, the gradient through
+// sample s of bin (ph, pw): channels [0, n) of `src`, read through v, weighted by g.
+template <typename scalar_t, typename acc_t>
+inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, int s,
+                                const View4<const scalar_t>& v, const scalar_t* src, const acc_t* g,
+                                int64_t n, const SampledArgs& a) {
+  const AxisTaps<acc_t>& y = r.ty(ph, s);
+  const AxisTaps<acc_t>& x = r.tx(pw, s);
+  if (!y.valid || !x.valid) return;
+  acc_t sy = 0, sx = 0;  // d(value)/d(sample y), /d(sample x), summed over channels
+  for (int64_t c = 0; c < n; ++c) {
+    const scalar_t* p = src + c * v.s1;
+    const acc_t v1 = acc_t(p[y.lo * v.s2 + x.lo * v.s3]);
+    const acc_t v2 = acc_t(p[y.lo * v.s2 + x.hi * v.s3]);
+    const acc_t v3 = acc_t(p[y.hi * v.s2 + x.lo * v.s3]);
+    const acc_t v4 = acc_t(p[y.hi * v.s2 + x.hi * v.s3]);
+    sy += g[c] * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
+    sx += g[c] * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
+  }
+  sy *= y.moves;
+  sx *= x.moves;
+  const int iy = r.row_of(s);
+  const double fy = sample_fraction(int(ph), iy, r.g.grid_h, int(a.pooled_h));
+  const double fx = sample_fraction(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
+  d[0] += r.g.h_clamped ? double(sy) : sy * (1.0 - fy);
+  d[1] += r.g.h_clamped ? 0.0 : sy * fy;
+  d[2] += r.g.w_clamped ? double(sx) : sx * (1.0 - fx);
+  d[3] += r.g.w_clamped ? 0.0 : sx * fx;
+}
+
+// d(loss)/d(y1, y2, x1, x2) of RoI k's scaled box into d, accumulated in a fixed order:
+// channel blocks, bins, then samples (avg) or channels (max, each through its own
+// argmax sample only).
+template <Mode M, typename scalar_t, typename acc_t>
+void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<const scalar_t>& v,
+                  int64_t C, const View4<const scalar_t>& go, const View4<const int32_t>& am,
+                  const SampledArgs& a) {
+  const int count = r.count();
+  acc_t gout[kChannelBlock];
+  int32_t arg[kChannelBlock];
+  for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
+    const int64_t n = std::min(kChannelBlock, C - c0);
+    const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
+    for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
+      for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+        load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3, go.s1, n);
+        if constexpr (M == Mode::Avg) {
+          for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
+          for (int s = 0; s < count; ++s) add_sample_box_grad(d, r, ph, pw, s, v, src, gout, n, a);
+        } else {
+          load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3, am.s1, n);
+          for (int64_t c = 0; c < n; ++c)
+            if (arg[c] >= 0 && arg[c] < count)
+              add_sample_box_grad(d, r, ph, pw, arg[c], v, src + c * v.s1, gout + c, 1, a);
+        }
+      }
+    }
+  }
 }
 
 // Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
@@ -384,70 +463,19 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
                            const Maps<const scalar_t>& in, const at::Tensor& rois,
                            at::Tensor& grad_rois, const SampledArgs& a) {
   using acc_t = acc_type<scalar_t>;
-  constexpr Sampling S = Sampling::Bilinear;
-  const int64_t K = rois.size(0), C = in.channels;
+  const int64_t K = rois.size(0);
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
   const double* rp = rois.data_ptr<double>();
   double* gr = grad_rois.data_ptr<double>();
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
 
-  parallel_dynamic(K, 4, [&](auto& claim) {
+  parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiSamples<acc_t> r;
-    acc_t gout[kChannelBlock];
-    int32_t arg[kChannelBlock];
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.template build<S>(rp, k, in, a);
-      const View4<const scalar_t>& v = in.views[r.level];
-      const int count = r.count();
-      // d(loss)/d(y1, y2, x1, x2) of the scaled box, accumulated in a fixed order.
+      r.template build<Sampling::Bilinear>(rp, k, in, a);
       double d[4] = {0, 0, 0, 0};
-      // Adds the gradient through sample s of bin (ph, pw), channels weighted by g.
-      auto through_sample = [&](int64_t ph, int64_t pw, int s, const scalar_t* src,
-                                const acc_t* g, int64_t n) {
-        const AxisTaps<acc_t>& y = r.ty(ph, s);
-        const AxisTaps<acc_t>& x = r.tx(pw, s);
-        if (!y.valid || !x.valid) return;
-        acc_t sy = 0, sx = 0;  // d(value)/d(sample y), /d(sample x), summed over channels
-        for (int64_t c = 0; c < n; ++c) {
-          const scalar_t* p = src + c * v.s1;
-          const acc_t v1 = acc_t(p[y.lo * v.s2 + x.lo * v.s3]);
-          const acc_t v2 = acc_t(p[y.lo * v.s2 + x.hi * v.s3]);
-          const acc_t v3 = acc_t(p[y.hi * v.s2 + x.lo * v.s3]);
-          const acc_t v4 = acc_t(p[y.hi * v.s2 + x.hi * v.s3]);
-          sy += g[c] * (x.w_lo * (v3 - v1) + x.w_hi * (v4 - v2));
-          sx += g[c] * (y.w_lo * (v2 - v1) + y.w_hi * (v4 - v3));
-        }
-        sy *= y.moves;
-        sx *= x.moves;
-        const int iy = r.row_of(s);
-        const double fy = sample_fraction(int(ph), iy, r.g.grid_h, int(a.pooled_h));
-        const double fx = sample_fraction(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
-        d[0] += r.g.h_clamped ? double(sy) : sy * (1.0 - fy);
-        d[1] += r.g.h_clamped ? 0.0 : sy * fy;
-        d[2] += r.g.w_clamped ? double(sx) : sx * (1.0 - fx);
-        d[3] += r.g.w_clamped ? 0.0 : sx * fx;
-      };
-      for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
-        const int64_t n = std::min(kChannelBlock, C - c0);
-        const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
-        for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
-          for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
-            load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3,
-                          go.s1, n);
-            if constexpr (M == Mode::Avg) {
-              for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);
-              for (int s = 0; s < count; ++s) through_sample(ph, pw, s, src, gout, n);
-            } else {
-              // Each channel's gradient flows through its own argmax sample only.
-              load_channels(arg, am.data + k * am.s0 + c0 * am.s1 + ph * am.s2 + pw * am.s3,
-                            am.s1, n);
-              for (int64_t c = 0; c < n; ++c)
-                if (arg[c] >= 0 && arg[c] < count) through_sample(ph, pw, arg[c], src + c * v.s1, gout + c, 1);
-            }
-          }
-        }
-      }
+      roi_box_grad<M>(d, r, k, in.views[r.level], in.channels, go, am, a);
       const double scale = in.scales[r.level];
       double* row = gr + k * 5;
       row[0] = 0;
