@@ -249,9 +249,9 @@ constexpr int kEmptyHi = -1;
 constexpr int kTile = 8;
 constexpr int64_t kMaxTilesPerRoi = 1024;
 
-// Pixels of one row that a thread of the sampled ops' input gradient takes (Pixel):
-// its walk over the tile's list, the row's sample search and the bins' gradient loads
-// serve them all; only the column weights are per pixel.
+// Pixels of one row that an input-gradient thread takes (Pixel): its walk over the
+// tile's list, the row's bins and the bins' gradient (and argmax) loads serve them
+// all; only the column weights are per pixel.
 constexpr int kStripPixels = 4;
 
 // The tiles of every (level, image) and the wide lists, numbered as cells: tiles of
