@@ -13,9 +13,12 @@ The forward ops take a last argument keep_argmax: False skips the argmax (and it
 memory) when no gradient will be asked for; the Python wrappers decide it.
 
 `maps` is one feature map (roi_align, roi_warp, roi_pool; index = (rois,)) or the list
-of pyramid levels (the *_multilevel ops; index = (rois, levels)). In both forms
-params[1] and params[2] are the pooled height and width. The kernels never mutate
-their inputs, so no schema needs an alias annotation.
+of pyramid levels (the *_multilevel ops; index = (rois, levels)). The kernels never
+mutate their inputs, so no schema needs an alias annotation.
+
+Nothing here names an op or a parameter's position: the ops, their companions and where
+pooled_height, pooled_width and mode sit are read from the schemas, the one declaration
+of each op's parameters (docs/architecture.md: adding a parameter).
 """
 
 from __future__ import annotations
@@ -24,13 +27,10 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-_OPS = {
-    # public op -> (has a box-gradient op, else the box gradient is 0; index of `mode`
-    # in params)
-    "roi_align": (True, 5),
-    "roi_warp": (False, 4),
-    "roi_pool": (False, 3),
-}
+# Every op csrc/roiops.cpp declares (iterating torch.ops.roiops lists only those looked up so far).
+OPS = sorted(name.removeprefix("roiops::") for name in torch._C._dispatch_get_all_op_names()
+             if name.startswith("roiops::"))
+FORWARD_OPS = [name for name in OPS if not name.startswith("_")]
 
 
 def output_memory_format(input: Tensor) -> torch.memory_format:
@@ -64,16 +64,24 @@ def _op(name: str):
     return getattr(torch.ops.roiops, name).default
 
 
-def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool) -> None:
-    base = f"{name}_multilevel" if multilevel else name
+def argument_names(op) -> list[str]:
+    """The names of an op's arguments in schema order (csrc/roiops.cpp)."""
+    return [a.name for a in op._schema.arguments]
+
+
+def _register(base: str) -> None:
     forward, backward, jvp = _op(base), _op(f"_{base}_backward"), _op(f"_{base}_jvp")
-    rois_grad = _op(f"_{base}_backward_rois") if has_rois_grad else None
+    # Without a box-gradient op the box gradient is 0.
+    rois_grad = _op(f"_{base}_backward_rois") if f"_{base}_backward_rois" in OPS else None
+    multilevel = base.endswith("_multilevel")
     n_index = 2 if multilevel else 1  # (rois, levels) or (rois,)
+    # Positions in `rest`, the forward's and the jvp's arguments after the maps.
+    names = argument_names(forward)[1:]
+    ph_at, pw_at, mode_at = (names.index(n) for n in ("pooled_height", "pooled_width", "mode"))
 
     def empty_output(maps, rest):
-        index, params = rest[:n_index], rest[n_index:]
         like = finest(maps) if multilevel else maps
-        return _empty(like, (index[0].shape[0], like.shape[1], params[1], params[2]))
+        return _empty(like, (rest[0].shape[0], like.shape[1], rest[ph_at], rest[pw_at]))
 
     def check(op, maps_name, maps, rest, **named):
         # rest starts with the index tensors: (rois,) or (rois, levels)
@@ -85,7 +93,7 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
         # rest = (*index, *params, keep_argmax)
         check(base, "inputs", maps, rest)
         out = empty_output(maps, rest[:-1])
-        if rest[n_index + mode_index] == "max" and rest[-1]:
+        if rest[mode_at] == "max" and rest[-1]:
             return out, torch.empty_like(out, dtype=torch.int32)
         return out, out.new_empty((0,), dtype=torch.int32)
 
@@ -197,9 +205,8 @@ def _register(name: str, has_rois_grad: bool, mode_index: int, multilevel: bool)
         torch.library.register_autograd(rois_grad, no_second_order, setup_context=lambda ctx, inputs, output: None)
 
 
-for _name, (_has_rois_grad, _mode_index) in _OPS.items():
-    for _multilevel in (False, True):
-        _register(_name, _has_rois_grad, _mode_index, _multilevel)
+for _name in FORWARD_OPS:
+    _register(_name)
 
 
 # Autocast (torch.autocast on CPU and CUDA): every roiops op runs in the dtype of the
@@ -213,6 +220,6 @@ for _name, (_has_rois_grad, _mode_index) in _OPS.items():
 # levels of different dtypes are a ValueError, not a silent cast.
 AUTOCAST_KEYS = ("AutocastCPU", "AutocastCUDA")
 _autocast_lib = torch.library.Library("roiops", "IMPL")
-for _op_name in torch.ops.roiops:
+for _op_name in OPS:
     for _key in AUTOCAST_KEYS:
         _autocast_lib.impl(_op_name, torch.library.fallthrough_kernel, _key)

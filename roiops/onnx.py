@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import torch
 
+from ._registration import FORWARD_OPS, argument_names
+
 # RoiAlign with coordinate_transformation_mode (half_pixel) is opset 16.
 OPSET = 16
 
 _INT64, _INT32, _FLOAT, _DOUBLE = 7, 6, 1, 11  # onnx.TensorProto data types
-_MULTILEVEL = ("roi_align_multilevel", "roi_warp_multilevel", "roi_pool_multilevel")
 
 
 # ---------------------------------------------------------------------------------
@@ -267,8 +268,19 @@ def _multilevel(b, op, maps, rois, levels, scales, ph, pw, **params):
     return out
 
 
-def _empty_argmax(b):
-    return b.const([], _INT32)  # the op's argmax when it is not kept
+def _forward(b, name, args):
+    """Forward op `name`'s outputs from its arguments by schema name, so that a parameter
+    added to the schema reaches _single as the keyword of the same name."""
+    params = dict(args)
+    del params["keep_argmax"]  # the argmax is exported empty either way
+    ph, pw = params.pop("pooled_height"), params.pop("pooled_width")
+    op, rois = name.removesuffix("_multilevel"), params.pop("rois")
+    if "inputs" in params:
+        out = _multilevel(b, op, params.pop("inputs"), rois, params.pop("levels"), params.pop("spatial_scales"),
+                          ph, pw, **params)
+    else:
+        out = _single(b, op, params.pop("input"), rois, params.pop("spatial_scale"), ph, pw, **params)
+    return out, b.const([], _INT32)
 
 
 # ---------------------------------------------------------------------------------
@@ -304,36 +316,25 @@ class _LegacyBuilder:
 def _legacy_symbolic(name):
     from torch.onnx import symbolic_helper
 
-    op = name.removesuffix("_multilevel")
-    multilevel = name in _MULTILEVEL
-    # Argument kinds after the tensors: roi_align's, roi_warp's and roi_pool's params.
-    params = {"roi_align": "fiiibss", "roi_warp": "fiiiss", "roi_pool": "fiis"}[op]
-    names = {"roi_align": ("sampling_ratio", "aligned", "mode", "sampling"),
-             "roi_warp": ("sampling_ratio", "mode", "sampling"), "roi_pool": ("mode",)}[op]
-    if multilevel:
-        kinds = ("v", "v", "v", "fs", *params[1:], "b")
-    else:
-        kinds = ("v", "v", *params, "b")
+    arguments = getattr(torch.ops.roiops, name).default._schema.arguments
+    # symbolic_helper._parse_arg's kind of each schema type; a Tensor[] is unpacked below.
+    kinds = {"Tensor": "v", "List[Tensor]": "v", "float": "f", "List[float]": "fs", "int": "i", "bool": "b",
+             "str": "s"}
 
     def symbolic(g, *values):
         # The op's non-tensor arguments arrive as graph constants.
-        args = [symbolic_helper._parse_arg(v, kind) for v, kind in zip(values, kinds, strict=True)]
-        b = _LegacyBuilder(g)
-        if multilevel:
-            maps, rois, levels, scales, ph, pw, *rest = args[:-1]
-            out = _multilevel(b, op, symbolic_helper._unpack_list(maps), rois, levels, scales, ph, pw,
-                              **dict(zip(names, rest, strict=True)))
-        else:
-            x, rois, scale, ph, pw, *rest = args[:-1]
-            out = _single(b, op, x, rois, scale, ph, pw, **dict(zip(names, rest, strict=True)))
-        return out, _empty_argmax(b)
+        args = {}
+        for a, value in zip(arguments, values, strict=True):
+            parsed = symbolic_helper._parse_arg(value, kinds[str(a.type)])
+            args[a.name] = symbolic_helper._unpack_list(parsed) if str(a.type) == "List[Tensor]" else parsed
+        return _forward(_LegacyBuilder(g), name, args)
 
     return symbolic
 
 
 def register_symbolics() -> None:
     """Register the TorchScript-based exporter's symbolic functions (on `import roiops`)."""
-    for name in ("roi_align", "roi_warp", "roi_pool", *_MULTILEVEL):
+    for name in FORWARD_OPS:
         torch.onnx.register_custom_op_symbolic(f"roiops::{name}", _legacy_symbolic(name), OPSET)
 
 
@@ -367,49 +368,15 @@ def translation_table() -> dict:
     exporter): every roiops forward op to its ONNX graph. Needs onnxscript."""
     builder = _ScriptBuilder()
 
-    def roi_align(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
-                  sampling_ratio: int, aligned: bool, mode: str, sampling: str, keep_argmax: bool = True):
-        out = _single(builder, "roi_align", input, rois, spatial_scale, pooled_height, pooled_width,
-                      sampling_ratio, aligned, mode, sampling)
-        return out, _empty_argmax(builder)
+    def translation(name):
+        op = getattr(torch.ops.roiops, name).default
+        names = argument_names(op)
+        defaults = {a.name: a.default_value for a in op._schema.arguments if a.has_default_value()}
 
-    def roi_warp(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
-                 sampling_ratio: int, mode: str, sampling: str, keep_argmax: bool = True):
-        out = _single(builder, "roi_warp", input, rois, spatial_scale, pooled_height, pooled_width,
-                      sampling_ratio, mode=mode, sampling=sampling)
-        return out, _empty_argmax(builder)
+        # The exporter passes the FX node's arguments, which leave out those equal to their default.
+        def translate(*args, **kwargs):
+            return _forward(builder, name, {**defaults, **dict(zip(names, args, strict=False)), **kwargs})
 
-    def roi_pool(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int, mode: str,
-                 keep_argmax: bool = True):
-        out = _single(builder, "roi_pool", input, rois, spatial_scale, pooled_height, pooled_width, mode=mode)
-        return out, _empty_argmax(builder)
+        return translate
 
-    def roi_align_multilevel(inputs, rois, levels, spatial_scales: list[float], pooled_height: int,
-                             pooled_width: int, sampling_ratio: int, aligned: bool, mode: str, sampling: str,
-                             keep_argmax: bool = True):
-        out = _multilevel(builder, "roi_align", inputs, rois, levels, spatial_scales, pooled_height, pooled_width,
-                          sampling_ratio=sampling_ratio, aligned=aligned, mode=mode, sampling=sampling)
-        return out, _empty_argmax(builder)
-
-    def roi_warp_multilevel(inputs, rois, levels, spatial_scales: list[float], pooled_height: int,
-                            pooled_width: int, sampling_ratio: int, mode: str, sampling: str,
-                            keep_argmax: bool = True):
-        out = _multilevel(builder, "roi_warp", inputs, rois, levels, spatial_scales, pooled_height, pooled_width,
-                          sampling_ratio=sampling_ratio, mode=mode, sampling=sampling)
-        return out, _empty_argmax(builder)
-
-    def roi_pool_multilevel(inputs, rois, levels, spatial_scales: list[float], pooled_height: int,
-                            pooled_width: int, mode: str, keep_argmax: bool = True):
-        out = _multilevel(builder, "roi_pool", inputs, rois, levels, spatial_scales, pooled_height, pooled_width,
-                          mode=mode)
-        return out, _empty_argmax(builder)
-
-    ops = torch.ops.roiops
-    return {
-        ops.roi_align.default: roi_align,
-        ops.roi_warp.default: roi_warp,
-        ops.roi_pool.default: roi_pool,
-        ops.roi_align_multilevel.default: roi_align_multilevel,
-        ops.roi_warp_multilevel.default: roi_warp_multilevel,
-        ops.roi_pool_multilevel.default: roi_pool_multilevel,
-    }
+    return {getattr(torch.ops.roiops, name).default: translation(name) for name in FORWARD_OPS}
