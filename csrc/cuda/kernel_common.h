@@ -251,8 +251,9 @@ constexpr int64_t kMaxTilesPerRoi = 1024;
 
 // Pixels of one row that an input-gradient thread takes (Pixel): its walk over the
 // tile's list, the row's bins and the bins' gradient (and argmax) loads serve them
-// all; only the column weights are per pixel.
-constexpr int kStripPixels = 4;
+// all; only the column weights are per pixel. Two, so that a thread's accumulators
+// (pixels x kChannelGroup) fit in registers beside the rest.
+constexpr int kStripPixels = 2;
 
 // The tiles of every (level, image) and the wide lists, numbered as cells: tiles of
 // level 0 image 0, ..., of the last level's last image, then one wide cell per group.

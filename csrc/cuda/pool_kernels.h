@@ -212,9 +212,11 @@ struct PoolBackwardInput {
                 for (int c = 0; c < V; ++c) acc[q][c] += acc_t(g.v[c]) / count;
           } else {
             const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
+            // A select per pixel, not acc[s - first]: an index known only at run time
+            // would put the accumulators in local memory on a GPU.
             for (int c = 0; c < V; ++c) {
-              const int32_t q = s.v[c] - first;
-              if (q >= 0 && q < p.width) acc[q][c] += acc_t(g.v[c]);
+              ROIOPS_UNROLL
+              for (int q = 0; q < kPixels; ++q) acc[q][c] += s.v[c] == first + q ? acc_t(g.v[c]) : acc_t(0);
             }
           }
         });
