@@ -8,8 +8,8 @@
 // Per op: a table kernel (one thread per RoI: float64 geometry, once per launch),
 // then the op's kernel over output elements (forward, JVP), input elements (input
 // gradient: a gather over the RoIs listed for the elements' tile, a strip of a row's
-// pixels per thread, each element written once, after two list-building launches), or (RoI, channel) pairs followed by a
-// per-RoI reduction (box gradient). All deterministic; none uses atomics.
+// pixels per thread, each element written once, after two list-building launches),
+// or (RoI, channel) pairs followed by a per-RoI reduction (box gradient). All deterministic; none uses atomics.
 #pragma once
 
 #include <ATen/ATen.h>

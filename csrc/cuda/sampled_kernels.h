@@ -441,8 +441,8 @@ struct SampledBackwardInput {
     ROIOPS_UNROLL
     for (int q = 0; q < kPixels; ++q) any = any || wx[q] != acc_t(0);
     if (!any) return;
-    const int count = r.grid_h * r.grid_w;
     if (M == Mode::Avg) {
+      const int count = r.grid_h * r.grid_w;
       const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
       ROIOPS_UNROLL
       for (int q = 0; q < kPixels; ++q) {
