@@ -109,7 +109,8 @@ def counted(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
     kernels = _C.emulator_costs(False)
-    total = {key: sum(k[key] for k in kernels.values()) for key in next(iter(kernels.values()))}
+    total = {key: (max if key == "longest_walk" else sum)(k[key] for k in kernels.values())
+             for key in next(iter(kernels.values()))}
     aten = [e.key for e in prof.key_averages() for _ in range(e.count)]
     total["allocations"] = sum(1 for k in aten if k in ("aten::empty", "aten::empty_strided"))
     compute = {"aten::sort", "aten::searchsorted", "aten::arange", "aten::cumsum", "aten::copy_", "aten::fill_",
@@ -174,6 +175,10 @@ def cost_table(channels: int) -> list[str]:
         "RTX 4090 floor fwd / bwd us | torchvision fwd loads/sample, bwd atomics/element |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    walks = ["", "Longest walk: the most loop steps one thread of the kernel took (taps built, RoIs walked), "
+             "its chain of dependent loads, which more threads do not shorten; float32 NCHW.", "",
+             "| case | table (per RoI) | list build (per tile and chunk) | input gradient (per strip) |",
+             "|---|---|---|---|"]
     for case in CASES:
         for channels_last, dtype in ((False, torch.float32), (True, torch.bfloat16)):
             r = measure_case(case, channels, channels_last, dtype)
@@ -197,12 +202,17 @@ def cost_table(channels: int) -> list[str]:
             tv_cell = (f"{tv['fwd loads'] / max(samples_per_elem * r['out_elems'], 1):.2f}, "
                        f"{tv['bwd atomics'] / r['in_elems']:.2f}")
             layout = "channels_last bf16" if channels_last else "NCHW fp32"
+            if not channels_last:
+                walk = {name: k["longest_walk"] for name, k in b["kernels"].items()}
+                kind = "sampled" if case.op == "roi_align" else "pool"
+                walks.append(f"| {case.name} | {walk[kind + '_table']} | {walk['list_rois_count']} | "
+                             f"{walk[kind + '_backward_input']} |")
             lines.append(
                 f"| {case.name} | {layout} | {fwd_lps:.2f} ({fwd_data:.2f} + {fwd_lps - fwd_data:.2f}) | "
                 f"{f['launches'] + f['aten launches']} / {f['allocations']} | {visits} | {bwd_lpe:.1f} | "
                 f"{b['launches'] + b['aten launches']} / {b['allocations']} | {box} | {floors[0]} | {floors[1]} | "
                 f"{tv_cell} |")
-    return lines
+    return lines + walks
 
 
 def p2_problem(channels_last: bool, channels: int):

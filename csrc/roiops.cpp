@@ -21,7 +21,8 @@ PyObject* emulator_costs(PyObject*, PyObject* counting) {
       {"table_loads", &CostCounters::table_loads}, {"table_bytes", &CostCounters::table_bytes},
       {"stores", &CostCounters::stores},           {"store_bytes", &CostCounters::store_bytes},
       {"samples", &CostCounters::samples},         {"roi_visits", &CostCounters::roi_visits},
-      {"roi_footprint", &CostCounters::roi_footprint}, {"roi_useful", &CostCounters::roi_useful}};
+      {"roi_footprint", &CostCounters::roi_footprint}, {"roi_useful", &CostCounters::roi_useful},
+      {"longest_walk", &CostCounters::longest_walk}};
   PyObject* result = PyDict_New();
   for (const auto& [name, c] : roiops::gpu::cost_registry()) {
     PyObject* counters = PyDict_New();
@@ -53,7 +54,8 @@ PyMODINIT_FUNC PyInit__C(void) {
   if (module && (PyModule_AddIntConstant(module, "EMULATOR_TILE", roiops::gpu::kTile) < 0 ||
                  PyModule_AddIntConstant(module, "EMULATOR_MAX_TILES_PER_ROI", roiops::gpu::kMaxTilesPerRoi) < 0 ||
                  PyModule_AddIntConstant(module, "EMULATOR_CHANNEL_GROUP", roiops::gpu::kChannelGroup) < 0 ||
-                 PyModule_AddIntConstant(module, "EMULATOR_STRIP_PIXELS", roiops::gpu::kStripPixels) < 0)) {
+                 PyModule_AddIntConstant(module, "EMULATOR_STRIP_PIXELS", roiops::gpu::kStripPixels) < 0 ||
+                 PyModule_AddIntConstant(module, "EMULATOR_LIST_CHUNK", roiops::gpu::kListChunk) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }

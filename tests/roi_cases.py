@@ -59,7 +59,7 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
     box_dtype = draw(st.sampled_from(DTYPES) if box_dtype is None else box_dtype)
     N = draw(st.integers(1, 2))
     # Mostly 1-4 channels; one case in four takes 8, 16 or 24, which reach the CUDA
-    # kernels' 16-channel groups and one-pack paths (gpu_backend.h: dispatch_channels).
+    # kernels' 16-channel groups and one-pack paths (gpu_launch.h: dispatch_channels).
     C = draw(st.integers(1, 4)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 16, 24]))
     H = draw(st.integers(1, 10))
     W = draw(st.integers(1, 10))

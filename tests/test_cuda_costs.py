@@ -19,6 +19,7 @@ TILE = _C.EMULATOR_TILE
 GROUP = _C.EMULATOR_CHANNEL_GROUP
 MAX_TILES = _C.EMULATOR_MAX_TILES_PER_ROI
 STRIP = _C.EMULATOR_STRIP_PIXELS
+LIST_CHUNK = _C.EMULATOR_LIST_CHUNK
 
 
 def counted(fn):
@@ -160,3 +161,31 @@ def test_max_input_gradient_near_few_and_many_samples(sampling_ratio, channels_l
     gx = EMULATED._roi_align_backward(grad, x, arg, rois, 1.0, *p)
     expected = CPU._roi_align_backward(grad, x, arg, rois, 1.0, *p)
     torch.testing.assert_close(gx, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("images,size,rois,chunks", [
+    (1, 3 * TILE, 3 * LIST_CHUNK + 5, 4),  # one chunk per LIST_CHUNK RoIs
+    (64, TILE, 200, 3),  # fewer chunks: 7 would need more counts than the lists' bound (200 x 2 entries)
+])
+def test_lists_are_built_in_chunks_of_rois(images, size, rois, chunks):
+    """A tile's RoI list is built by one thread per chunk of LIST_CHUNK of its image's
+    RoIs, so no list-building thread walks more RoIs however many share an image,
+    unless the chunks' counts would take more memory than the lists' own bound
+    (K x (min(tiles per map, MAX_TILES) + 1) entries): then fewer, longer chunks. The
+    gradient agrees with the CPU either way."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(images, 4, size, size, generator=gen, dtype=torch.float64)
+    xy = torch.rand(rois, 2, 2, generator=gen, dtype=torch.float64) * (size - 1)
+    boxes = torch.cat([torch.randint(images, (rois, 1), generator=gen).double(), xy.min(1).values,
+                       xy.max(1).values], 1)
+    p = params("roi_align", "avg")
+    out, arg = CPU.roi_align(x, boxes, 1.0, *p, True)
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    gx, kernels = counted(lambda: EMULATED._roi_align_backward(grad, x, arg, boxes, 1.0, *p))
+    torch.testing.assert_close(gx, CPU._roi_align_backward(grad, x, arg, boxes, 1.0, *p), rtol=1e-12, atol=1e-12)
+    cells = images * (size // TILE) ** 2 + images  # tiles, then one wide list per image
+    lists = kernels["list_rois_count"]
+    assert lists["threads"] == cells * chunks
+    assert lists["longest_walk"] <= max(LIST_CHUNK, -(-rois // chunks))
+    if images == 1:
+        assert lists["longest_walk"] == LIST_CHUNK

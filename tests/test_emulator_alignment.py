@@ -1,4 +1,4 @@
-"""Whether the emulator picks the vector width a GPU would (csrc/cuda/gpu_backend.h,
+"""Whether the emulator picks the vector width a GPU would (csrc/cuda/gpu_launch.h,
 `packable`): a launch moves kPacked channels per thread (16 bytes: 8 float16/bfloat16,
 4 float32, 2 float64) when every tensor has unit channel stride, its other strides are
 multiples of the pack and its address is a multiple of 16 bytes.
@@ -10,7 +10,7 @@ address test passes on both devices, and for a view its outcome depends only on 
 view's byte offset into its storage: data_ptr % 16 == storage_offset * itemsize % 16 on
 either device. The strides tests do not depend on the device. So the emulator and a GPU
 choose the same width for the same tensor, and an emulator mode that aligns allocations
-to 512 bytes would change no choice; gpu_backend.h needs no change. It would start to
+to 512 bytes would change no choice; gpu_launch.h needs no change. It would start to
 matter only if a kernel required more than 64-byte alignment (no vector load does: 16
 bytes, 32 on the newest GPUs). What differs is memory torch did not allocate: a CPU
 tensor over foreign memory (torch.frombuffer or torch.from_numpy at an offset that is no

@@ -1,498 +1,83 @@
 // The GPU implementation of every roiops op, written once over a Launcher: compiled
 // by nvcc with CudaLauncher (launch_cuda.cuh) for CUDA tensors, and by the host
 // compiler with EmuLauncher (csrc/emulator/grid_emulator.h) for the CPU emulation
-// that the tests run without a GPU. Host code here only allocates, dispatches and
-// launches (ATen's sort and searchsorted group the RoIs on the device): nothing reads
-// device memory, so no call synchronises with the host.
+// that the tests run without a GPU.
 //
 // Per op: a table kernel (one thread per RoI: float64 geometry, once per launch),
 // then the op's kernel over output elements (forward, JVP), input elements (input
 // gradient: a gather over the RoIs listed for the elements' tile, a strip of a row's
 // pixels per thread, each element written once, after two list-building launches),
-// or (RoI, channel) pairs followed by a per-RoI reduction (box gradient). All deterministic; none uses atomics.
+// or (RoI, channel) pairs followed by a per-RoI reduction (box gradient). All
+// deterministic; none uses atomics.
+//
+// The ops' bodies are declared here and defined in sampled_ops.h and pool_ops.h, so
+// that the CUDA build compiles each group of kernels in a translation unit of its
+// own (csrc/cuda/*_cuda.cu, in parallel) and registers them in register_cuda.cpp,
+// which sees only these declarations.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
 
+#include <tuple>
 #include <vector>
 
 #include "../op_common.h"
-#include "pool_kernels.h"
-#include "sampled_kernels.h"
 
 namespace roiops::gpu {
 
-// Whether every element offset and element count of these tensors fits int32, so the
-// kernels can index in 32 bits.
-inline bool fits_int32(at::TensorList tensors) {
-  for (const at::Tensor& t : tensors) {
-    if (!t.defined() || t.numel() == 0) continue;
-    if (t.numel() >= INT32_MAX) return false;
-    int64_t last = 0;
-    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
-    if (last >= INT32_MAX) return false;
-  }
-  return true;
-}
+using Scales = at::ArrayRef<double>;
 
-template <typename F>
-void dispatch_index(bool small, F&& f) {
-  if (small) f(int32_t{}); else f(int64_t{});
-}
-
-template <typename T, typename I>
-Pyramid<T, I> pyramid(at::TensorList maps, at::ArrayRef<double> scales) {
-  Pyramid<T, I> p{};  // maps.size() <= kMaxLevels: checked by RoiSource
-  p.count = int(maps.size());
-  p.N = maps[0].size(0);
-  p.C = maps[0].size(1);
-  for (int l = 0; l < p.count; ++l) {
-    const at::Tensor& m = maps[l];
-    p.level[l] = MapView<T, I>{static_cast<T*>(m.data_ptr()), I(m.stride(0)), I(m.stride(1)),
-                               I(m.stride(2)), I(m.stride(3)), int(m.size(2)), int(m.size(3)),
-                               scales[l]};
-  }
-  return p;
-}
-
-template <typename T, typename I>
-BinView<T, I> bin_view(const at::Tensor& t) {
-  if (!t.defined() || t.dim() != 4) return BinView<T, I>{nullptr, 0, 0, 0, 0};
-  return BinView<T, I>{static_cast<T*>(t.data_ptr()), I(t.stride(0)), I(t.stride(1)),
-                       I(t.stride(2)), I(t.stride(3))};
-}
-
-// Whether every tensor of the launch has contiguous channels (stride 1), other
-// strides that are multiples of V and a 16-byte aligned (or V-element aligned, for
-// narrower packs) address, with C a multiple of V: then a thread's V channels move as
-// packed accesses (kernel_common.h: load_channels).
-inline bool packable(at::TensorList tensors, int64_t C, int64_t V) {
-  if (V <= 1 || C % V != 0) return false;
-  for (const at::Tensor& t : tensors) {
-    if (!t.defined() || t.dim() != 4 || t.numel() == 0) continue;  // e.g. avg mode's empty argmax
-    if (t.stride(1) != 1 || t.stride(0) % V || t.stride(2) % V || t.stride(3) % V) return false;
-    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % std::min<int64_t>(16, V * t.element_size())) return false;
-  }
-  return true;
-}
-
-// Calls f(std::integral_constant<int, V>) with the launch's channels per thread:
-// kChannelGroup (kernel_common.h) when C is a multiple of it and every tensor is either
-// NCHW-like (channels in separate planes) or packable, else one 16-byte pack
-// (kPackWidth, channels_last), else 1.
-template <typename scalar_t, typename F>
-void dispatch_channels(at::TensorList tensors, int64_t C, F&& f) {
-  bool planar = C % kChannelGroup == 0;
-  for (const at::Tensor& x : tensors)
-    if (x.defined() && x.dim() == 4 && x.numel() > 0 && x.stride(1) == 1) planar = false;
-  if (planar || packable(tensors, C, kChannelGroup))
-    f(std::integral_constant<int, kChannelGroup>{});
-  else if (packable(tensors, C, kPackWidth<scalar_t>))
-    f(std::integral_constant<int, kPackWidth<scalar_t>>{});
-  else
-    f(std::integral_constant<int, 1>{});
-}
-
-inline bool channels_fast(const at::Tensor& t) {
-  return output_format(t) == at::MemoryFormat::ChannelsLast;
-}
-
-// A typed device array backed by a byte tensor (the tables hold structs).
-template <typename T>
-T* device_array(std::vector<at::Tensor>& keep, const at::Tensor& like, int64_t count) {
-  keep.push_back(at::empty({std::max<int64_t>(count, 1) * int64_t(sizeof(T))},
-                           like.options().dtype(at::kByte)));
-  return reinterpret_cast<T*>(keep.back().data_ptr());
-}
-
-// What the table kernels read about the maps and RoIs.
-struct RoiSource {
-  at::Tensor rois;    // [K, 5] float64, contiguous
-  at::Tensor levels;  // [K] int64 contiguous, or undefined
-  int H[kMaxLevels] = {}, W[kMaxLevels] = {};
-  double scale[kMaxLevels] = {};
-  int count = 0;
-  int64_t N = 0;
-
-  RoiSource(const at::Tensor& rois_in, const at::Tensor& levels_in, at::TensorList maps,
-            at::ArrayRef<double> scales)
-      : rois(rois_as_double(rois_in)) {
-    TORCH_CHECK_VALUE(int64_t(maps.size()) <= kMaxLevels, "roiops on CUDA: at most ", kMaxLevels,
-                      " feature maps per multilevel call, got ", maps.size());
-    if (levels_in.defined()) levels = levels_in.contiguous();
-    count = int(maps.size());
-    N = maps[0].size(0);
-    for (int l = 0; l < count; ++l) {
-      H[l] = int(maps[l].size(2));
-      W[l] = int(maps[l].size(3));
-      scale[l] = scales[l];
-    }
-  }
-  int64_t K() const { return rois.size(0); }
-  const double* rois_ptr() const { return rois.data_ptr<double>(); }
-  const int64_t* levels_ptr() const { return levels.defined() ? levels.data_ptr<int64_t>() : nullptr; }
-  template <typename Table>
-  TableArgs<Table> args(const Table& t) const {
-    TableArgs<Table> a{};
-    a.rois = rois_ptr();
-    a.levels = levels_ptr();
-    for (int l = 0; l < kMaxLevels; ++l) a.H[l] = H[l], a.W[l] = W[l], a.scale[l] = scale[l];
-    a.count = count;
-    a.N = N;
-    a.t = t;
-    a.n = K();
-    return a;
-  }
-};
-
-// RoIs grouped by (level, image) on the device (RoiGroups).
-struct Groups {
-  at::Tensor order, start;
-  RoiGroups view;
-  Groups(const at::Tensor& keys, int64_t groups) {
-    auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-    order = std::get<1>(sorted);
-    start = at::searchsorted(std::get<0>(sorted), at::arange(groups + 1, keys.options()));
-    view = RoiGroups{order.data_ptr<int64_t>(), start.data_ptr<int64_t>()};
-  }
-};
-
-// The input-gradient tensors (one per map, in the map's layout and dtype).
-struct GradInputs {
-  std::vector<at::Tensor> tensors;
-  explicit GradInputs(at::TensorList maps) {
-    for (const at::Tensor& m : maps) tensors.push_back(empty_like_format(m, m.sizes(), m.scalar_type()));
-  }
-  bool empty() const {
-    for (const at::Tensor& t : tensors)
-      if (t.numel() > 0) return false;
-    return true;
-  }
-  // An input-gradient kernel's arguments, its threads (pixel_of) numbered level after
-  // level: V channels of P pixels of a row each.
-  template <typename scalar_t, typename I, typename Table>
-  PixelArgs<scalar_t, I, Table> args(at::ArrayRef<double> scales, const at::Tensor& grad,
-                                     const at::Tensor& argmax, const Table& t, const TileGrid& tiles,
-                                     const RoiLists& lists, int V, int P) const {
-    PixelArgs<scalar_t, I, Table> a{};
-    a.grad_in = pyramid<scalar_t, I>(tensors, scales);
-    const int count = int(tensors.size());
-    for (int l = 0; l < kMaxLevels; ++l) {
-      int64_t threads = 0;
-      if (l < count) {
-        const at::Tensor& m = tensors[l];
-        threads = m.size(0) * (m.size(1) / V) * m.size(2) * ((m.size(3) + P - 1) / P);
-        a.channels_fast[l] = channels_fast(m);
-      }
-      a.level_start[l + 1] = a.level_start[l] + threads;
-    }
-    a.grad = bin_view<const scalar_t, I>(grad);
-    a.argmax = bin_view<const int32_t, I>(argmax);
-    a.t = t;
-    a.tiles = tiles;
-    a.lists = lists;
-    a.n = a.level_start[count];
-    return a;
-  }
-};
-
-inline TileGrid tile_grid(at::TensorList maps) {
-  TileGrid g{};
-  g.count = int(maps.size());
-  g.N = maps[0].size(0);
-  for (int l = 0; l < g.count; ++l) {
-    const int64_t rows = (maps[l].size(2) + kTile - 1) / kTile, cols = (maps[l].size(3) + kTile - 1) / kTile;
-    g.tiles_w[l] = int(cols);
-    g.tiles_per_image[l] = rows * cols;
-    g.level_start[l + 1] = g.level_start[l] + g.N * rows * cols;
-  }
-  return g;
-}
-
-// The RoI lists of every tile and group (kernel_common.h: ListRois), on the device:
-// one launch counts, a prefix sum places, one launch writes.
+// roi_align / roi_warp: forward and JVP.
 template <class L>
-struct TileLists {
-  at::Tensor ends, entries;
-  RoiLists view;
-  template <typename Table>
-  TileLists(const Table& t, const RoiGroups& groups, const TileGrid& tiles, int64_t K, const at::Tensor& like) {
-    TORCH_CHECK_VALUE(K < INT32_MAX, "roiops on CUDA: at most ", INT32_MAX - 1, " RoIs per call, got ", K);
-    const auto opts = like.options().dtype(at::kLong);
-    at::Tensor counts = at::empty({tiles.cells()}, opts);
-    entries = at::empty({std::max<int64_t>(tiles.capacity(K), 1)}, opts);  // one ListEntry (8 bytes) each
-    ListRoisArgs<Table> a{t, groups, tiles, counts.data_ptr<int64_t>(), nullptr, tiles.cells()};
-    L::template launch<ListRois<Table, false>>(a);
-    ends = at::cumsum(counts, 0);
-    a.ends = ends.data_ptr<int64_t>();
-    a.entries = reinterpret_cast<ListEntry*>(entries.data_ptr<int64_t>());
-    L::template launch<ListRois<Table, true>>(a);
-    view = RoiLists{ends.data_ptr<int64_t>(), a.entries};
-  }
+struct SampledForwardOps {
+  static std::tuple<at::Tensor, at::Tensor> sampled_forward(at::TensorList inputs, const at::Tensor& rois,
+                                                            const at::Tensor& levels, Scales scales,
+                                                            const SampledArgs& a, bool keep_argmax);
+  static at::Tensor sampled_jvp(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois,
+                                const at::Tensor& levels, Scales scales, const SampledArgs& a);
 };
 
+// roi_align / roi_warp: the input gradient of one mode and sampling (the largest
+// kernels).
+template <class L, Mode M, Sampling S>
+struct SampledBackwardInputOps {
+  static std::vector<at::Tensor> run(const at::Tensor& grad, at::TensorList inputs, const at::Tensor& argmax,
+                                     const at::Tensor& rois, const at::Tensor& levels, Scales scales,
+                                     const SampledArgs& a);
+};
+
+// roi_align: the box gradient.
 template <class L>
-struct GpuBackend {
-  using Tensor = at::Tensor;
-  using TensorList = at::TensorList;
-  using Scales = at::ArrayRef<double>;
+struct SampledBoxGradOps {
+  static at::Tensor sampled_backward_rois(const at::Tensor& grad, at::TensorList inputs, const at::Tensor& argmax,
+                                          const at::Tensor& rois, const at::Tensor& levels, Scales scales,
+                                          const SampledArgs& a);
+};
 
-  // The per-RoI tables of the sampled ops (one table launch).
-  template <typename acc_t, Sampling S>
-  struct SampledTables {
-    std::vector<Tensor> keep;
-    SampledTable<acc_t> t{};
-    Tensor keys;
-    SampledTables(const RoiSource& src, const Tensor& like, const SampledArgs& a) {
-      const int64_t K = src.K();
-      const int stride = a.sampling_ratio > 0 ? a.sampling_ratio : kMaxAdaptiveGrid;
-      keys = at::empty({K}, like.options().dtype(at::kLong));
-      t = SampledTable<acc_t>{device_array<RoiInfo>(keep, like, K), device_array<Footprint>(keep, like, K),
-                              device_array<SampleGrid>(keep, like, K),
-                              device_array<Tap<acc_t>>(keep, like, K * a.pooled_h * stride),
-                              device_array<Tap<acc_t>>(keep, like, K * a.pooled_w * stride),
-                              keys.data_ptr<int64_t>(), stride, int(a.pooled_h), int(a.pooled_w),
-                              SampledGeometry{a.sampling_ratio, a.aligned, a.quantize}};
-      L::template launch<BuildSampledTable<acc_t, S>>(src.args(t));
-    }
-  };
+// roi_pool: forward, JVP and input gradient.
+template <class L>
+struct PoolOps {
+  static std::tuple<at::Tensor, at::Tensor> pool_forward(at::TensorList inputs, const at::Tensor& rois,
+                                                         const at::Tensor& levels, Scales scales,
+                                                         const PoolArgs& a, bool keep_argmax);
+  static at::Tensor pool_jvp(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois,
+                             const at::Tensor& levels, Scales scales, const PoolArgs& a);
+  static std::vector<at::Tensor> pool_backward(const at::Tensor& grad, at::TensorList inputs,
+                                               const at::Tensor& argmax, const at::Tensor& rois,
+                                               const at::Tensor& levels, Scales scales, const PoolArgs& a);
+};
 
-  // The per-RoI tables of roi_pool (one table launch).
-  struct PoolTables {
-    std::vector<Tensor> keep;
-    PoolTable t{};
-    Tensor keys;
-    PoolTables(const RoiSource& src, const Tensor& like, const PoolArgs& a) {
-      const int64_t K = src.K();
-      keys = at::empty({K}, like.options().dtype(at::kLong));
-      t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<Footprint>(keep, like, K),
-                    device_array<Span>(keep, like, K * a.pooled_h),
-                    device_array<Span>(keep, like, K * a.pooled_w), keys.data_ptr<int64_t>(),
-                    int(a.pooled_h), int(a.pooled_w)};
-      L::template launch<BuildPoolTable>(src.args(t));
-    }
-  };
-
-  // Runs Kernel<I, V> over the output bins of `out` (forward, JVP) with the index
-  // type and (when `packs`) the channels per thread the tensors allow. `Kernel` binds
-  // the rest.
-  template <template <typename, int> class Kernel, typename scalar_t, bool packs = true, typename Table>
-  static void launch_bins(TensorList maps, Scales scales, const Table& t, const Tensor& out,
-                          const Tensor& argmax) {
-    std::vector<Tensor> all(maps.begin(), maps.end());
-    all.push_back(out);
-    all.push_back(argmax);
-    dispatch_index(fits_int32(all), [&](auto index) {
-      auto run = [&](auto pack) {
-        using I = decltype(index);
-        constexpr int V = decltype(pack)::value;
-        L::template launch<Kernel<I, V>>(BinArgs<scalar_t, I, Table>{
-            pyramid<const scalar_t, I>(maps, scales), t, bin_view<scalar_t, I>(out),
-            bin_view<int32_t, I>(argmax), channels_fast(out), out.numel() / V});
-      };
-      if constexpr (packs)
-        dispatch_channels<scalar_t>(all, out.size(1), run);
-      else
-        run(std::integral_constant<int, 1>{});
-    });
-  }
-
-  // The input gradients: Kernel<I, V> over every element of every level's gradient,
-  // Kernel::kPixels pixels of a row per thread.
-  template <template <typename, int> class Kernel, typename scalar_t, typename Table>
-  static std::vector<Tensor> launch_pixels(TensorList maps, Scales scales, const Table& t,
-                                           const Tensor& keys, const RoiSource& src,
-                                           const Tensor& grad, const Tensor& argmax) {
-    GradInputs gi(maps);
-    if (gi.empty()) return gi.tensors;
-    const Groups groups(keys, int64_t(src.count) * src.N);
-    const TileGrid tiles = tile_grid(maps);
-    const TileLists<L> lists(t, groups.view, tiles, src.K(), keys);
-    std::vector<Tensor> all(gi.tensors);
-    all.push_back(grad);
-    all.push_back(argmax);
-    dispatch_index(fits_int32(all), [&](auto index) {
-      auto run = [&](auto pack) {
-        using I = decltype(index);
-        constexpr int V = decltype(pack)::value;
-        using K = Kernel<I, V>;
-        L::template launch<K>(
-            gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V, K::kPixels));
-      };
-      dispatch_channels<scalar_t>(all, grad.size(1), run);
-    });
-    return gi.tensors;
-  }
-
-  // ---- roi_align / roi_warp ----
-
-  template <typename scalar_t, Mode M, Sampling S>
-  struct Sampled {
-    using acc_t = at::opmath_type<scalar_t>;
-    template <typename I, int V>
-    using Forward = SampledForward<scalar_t, acc_t, I, M, S, V>;
-    template <typename I, int V>
-    using Gather = SampledGather<scalar_t, acc_t, I, S>;  // one channel per thread
-    template <typename I, int V>
-    using BackwardInput = SampledBackwardInput<scalar_t, acc_t, I, M, S, V>;
-  };
-
-  static std::tuple<Tensor, Tensor> sampled_forward(TensorList inputs, const Tensor& rois,
-                                                    const Tensor& levels, Scales scales,
-                                                    const SampledArgs& a, bool keep_argmax) {
-    [[maybe_unused]] auto guard = L::guard(inputs[0]);
-    const RoiSource src(rois, levels, inputs, scales);
-    Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
-    Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
-    if (out.numel() == 0) return {out, argmax};
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_forward", [&] {
-      dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
-        using Op = Sampled<scalar_t, decltype(m)::value, decltype(s)::value>;
-        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, out, a);
-        launch_bins<Op::template Forward, scalar_t>(inputs, scales, tables.t, out, argmax);
-      });
-    });
-    return {out, argmax};
-  }
-
-  static Tensor sampled_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
-                            const Tensor& levels, Scales scales, const SampledArgs& a) {
-    if (a.mode == Mode::Avg)  // the avg forward is linear: its JVP is the forward itself
-      return std::get<0>(sampled_forward(tangents, rois, levels, scales, a, false));
-    [[maybe_unused]] auto guard = L::guard(tangents[0]);
-    const RoiSource src(rois, levels, tangents, scales);
-    Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
-    if (out.numel() == 0) return out;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_jvp", [&] {
-      dispatch_sampling(a.sampling, [&](auto s) {
-        using Op = Sampled<scalar_t, Mode::Max, decltype(s)::value>;
-        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, out, a);
-        launch_bins<Op::template Gather, scalar_t, false>(tangents, scales, tables.t, out, argmax);
-      });
-    });
-    return out;
-  }
-
-  static std::vector<Tensor> sampled_backward_input(const Tensor& grad, TensorList inputs,
-                                                    const Tensor& argmax, const Tensor& rois,
-                                                    const Tensor& levels, Scales scales,
-                                                    const SampledArgs& a) {
-    [[maybe_unused]] auto guard = L::guard(inputs[0]);
-    const RoiSource src(rois, levels, inputs, scales);
-    std::vector<Tensor> result;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
-      dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
-        using Op = Sampled<scalar_t, decltype(m)::value, decltype(s)::value>;
-        const SampledTables<typename Op::acc_t, decltype(s)::value> tables(src, grad, a);
-        result = launch_pixels<Op::template BackwardInput, scalar_t>(inputs, scales, tables.t, tables.keys,
-                                                                    src, grad, argmax);
-      });
-    });
-    return result;
-  }
-
-  static Tensor sampled_backward_rois(const Tensor& grad, TensorList inputs, const Tensor& argmax,
-                                      const Tensor& rois, const Tensor& levels, Scales scales,
-                                      const SampledArgs& a) {
-    [[maybe_unused]] auto guard = L::guard(inputs[0]);
-    const RoiSource src(rois, levels, inputs, scales);
-    Tensor gr = at::zeros_like(src.rois);
-    const int64_t K = src.K(), C = inputs[0].size(1);
-    // Box gradients exist only through bilinear sample positions of an unquantized box.
-    if (!a.quantize && a.sampling == Sampling::Bilinear && K > 0 && C > 0) {
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward_rois", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const SampledTables<acc_t, Sampling::Bilinear> tables(src, grad, a);
-        std::vector<Tensor> all(inputs.begin(), inputs.end());
-        all.push_back(grad);
-        all.push_back(argmax);
-        Tensor partial;
-        dispatch_index(fits_int32(all), [&](auto index) {
-          dispatch_channels<scalar_t>(all, C, [&](auto pack) {
-            using I = decltype(index);
-            constexpr int V = decltype(pack)::value;
-            partial = at::empty({K, C / V, 4}, src.rois.options());
-            dispatch_mode(a.mode, [&](auto mode) {
-              using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value, V>;
-              L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
-                                                     bin_view<const scalar_t, I>(grad),
-                                                     bin_view<const int32_t, I>(argmax), tables.t,
-                                                     partial.data_ptr<double>(), K * (C / V)});
-            });
-          });
-        });
-        SampledBoxGradReduce::Args r{};
-        r.partial = partial.data_ptr<double>();
-        r.info = tables.t.info;
-        for (int l = 0; l < kMaxLevels; ++l) r.scale[l] = src.scale[l];
-        r.groups = partial.size(1);
-        r.grad_rois = gr.data_ptr<double>();
-        r.n = K;
-        L::template launch<SampledBoxGradReduce>(r);
-      });
-    }
-    // In the boxes' own dtype and the contiguous layout the fake kernel states.
-    return gr.to(rois.scalar_type());
-  }
-
-  // ---- roi_pool ----
-
-  template <typename scalar_t, Mode M>
-  struct Pool {
-    using acc_t = at::opmath_type<scalar_t>;
-    template <typename I, int V>
-    using Forward = PoolForward<scalar_t, acc_t, I, M, V>;
-    template <typename I, int V>
-    using Gather = PoolGather<scalar_t, I>;  // one channel per thread
-    template <typename I, int V>
-    using BackwardInput = PoolBackwardInput<scalar_t, acc_t, I, M, V>;
-  };
-
-  static std::tuple<Tensor, Tensor> pool_forward(TensorList inputs, const Tensor& rois,
-                                                 const Tensor& levels, Scales scales,
-                                                 const PoolArgs& a, bool keep_argmax) {
-    [[maybe_unused]] auto guard = L::guard(inputs[0]);
-    const RoiSource src(rois, levels, inputs, scales);
-    Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
-    Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
-    if (out.numel() == 0) return {out, argmax};
-    const PoolTables tables(src, out, a);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_forward", [&] {
-      dispatch_mode(a.mode, [&](auto m) {
-        launch_bins<Pool<scalar_t, decltype(m)::value>::template Forward, scalar_t>(inputs, scales, tables.t,
-                                                                                  out, argmax);
-      });
-    });
-    return {out, argmax};
-  }
-
-  static Tensor pool_jvp(TensorList tangents, const Tensor& argmax, const Tensor& rois,
-                         const Tensor& levels, Scales scales, const PoolArgs& a) {
-    if (a.mode == Mode::Avg) return std::get<0>(pool_forward(tangents, rois, levels, scales, a, false));
-    [[maybe_unused]] auto guard = L::guard(tangents[0]);
-    const RoiSource src(rois, levels, tangents, scales);
-    Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
-    if (out.numel() == 0) return out;
-    const PoolTables tables(src, out, a);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_jvp", [&] {
-      launch_bins<Pool<scalar_t, Mode::Max>::template Gather, scalar_t, false>(tangents, scales, tables.t, out, argmax);
-    });
-    return out;
-  }
-
-  static std::vector<Tensor> pool_backward(const Tensor& grad, TensorList inputs,
-                                           const Tensor& argmax, const Tensor& rois,
-                                           const Tensor& levels, Scales scales, const PoolArgs& a) {
-    [[maybe_unused]] auto guard = L::guard(inputs[0]);
-    const RoiSource src(rois, levels, inputs, scales);
-    const PoolTables tables(src, grad, a);
-    std::vector<Tensor> result;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
-      dispatch_mode(a.mode, [&](auto m) {
-        result = launch_pixels<Pool<scalar_t, decltype(m)::value>::template BackwardInput, scalar_t>(
-            inputs, scales, tables.t, tables.keys, src, grad, argmax);
-      });
+// The Backend of OpEntryPoints (roi_ops.h).
+template <class L>
+struct GpuBackend : SampledForwardOps<L>, SampledBoxGradOps<L>, PoolOps<L> {
+  static std::vector<at::Tensor> sampled_backward_input(const at::Tensor& grad, at::TensorList inputs,
+                                                        const at::Tensor& argmax, const at::Tensor& rois,
+                                                        const at::Tensor& levels, Scales scales,
+                                                        const SampledArgs& a) {
+    std::vector<at::Tensor> result;
+    dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
+      using Ops = SampledBackwardInputOps<L, decltype(m)::value, decltype(s)::value>;
+      result = Ops::run(grad, inputs, argmax, rois, levels, scales, a);
     });
     return result;
   }

@@ -26,10 +26,12 @@
 
 #if defined(__CUDACC__)
 #define ROIOPS_COST(field, amount) ((void)0)
+#define ROIOPS_COST_MAX(field, amount) ((void)0)
 #define ROIOPS_UNROLL _Pragma("unroll")
 #else
 #include "../emulator/cost_counters.h"
 #define ROIOPS_COST(field, amount) ::roiops::gpu::count_cost(&CostCounters::field, (amount))
+#define ROIOPS_COST_MAX(field, amount) ::roiops::gpu::count_cost_max(&CostCounters::field, (amount))
 #define ROIOPS_UNROLL
 #endif
 
@@ -41,7 +43,7 @@ constexpr int kMaxLevels = 8;
 constexpr int kThreadsPerBlock = 256;
 
 // Channels per thread of the forward, input-gradient and box-gradient kernels where
-// the channel count allows (gpu_backend.h: dispatch_channels): a thread's walk over
+// the channel count allows (gpu_launch.h: dispatch_channels): a thread's walk over
 // its bin's taps or its pixel's RoIs is shared by this many channels instead of being
 // repeated per channel or per 16-byte pack.
 constexpr int kChannelGroup = 16;
@@ -307,12 +309,22 @@ C10_HOST_DEVICE inline uint32_t tile_mask(uint32_t rows, uint32_t cols) {
   return rows == 0 || cols == 0 ? 0u : rows | (cols << 16);
 }
 
-// The cells' RoI lists: cell c holds entries[end(c - 1) .. end(c)).
+// RoIs of a group one list-building thread walks: a cell's list is built by up to
+// ceil(K / kListChunk) threads, each over its chunk of the group's RoIs, so that a
+// thread's chain of loads stays short however many RoIs share an image (TileLists
+// takes fewer, longer chunks only where their counts would outgrow the entries).
+constexpr int kListChunk = 32;
+
+// The cells' RoI lists: cell c holds entries[end(c - 1) .. end(c)), written chunk by
+// chunk (ends holds the inclusive prefix sums of the chunks' lengths).
 struct RoiLists {
-  const int64_t* ends;        // [cells]: inclusive prefix sums of the list lengths
+  const int64_t* ends;  // [cells, chunks]
   const ListEntry* entries;
-  C10_HOST_DEVICE int64_t begin(int64_t cell) const { return cell == 0 ? 0 : load_table(ends + cell - 1); }
-  C10_HOST_DEVICE int64_t end(int64_t cell) const { return load_table(ends + cell); }
+  int64_t chunks;
+  C10_HOST_DEVICE int64_t begin(int64_t cell) const {
+    return cell == 0 ? 0 : load_table(ends + cell * chunks - 1);
+  }
+  C10_HOST_DEVICE int64_t end(int64_t cell) const { return load_table(ends + (cell + 1) * chunks - 1); }
 };
 
 // Calls f(entry) for every entry of the tile's list and the group's wide list, in
@@ -445,9 +457,11 @@ C10_HOST_DEVICE inline void for_each_roi_reading(const PixelArgs<scalar_t, I, Ta
                                                  F&& f) {
   const int64_t group = int64_t(p.level) * a.grad_in.N + p.n;
   const int w1 = p.w + p.width - 1;
+  [[maybe_unused]] int64_t walked = 0;
   for_each_listed_roi(a.lists, a.tiles.tile_of(p.level, p.n, p.h, p.w), a.tiles.wide_cell(group),
                       [&](const ListEntry& e) {
                         ROIOPS_COST(roi_visits, 1);
+                        ROIOPS_COST_MAX(longest_walk, ++walked);
                         // Counted without a load (the kernel itself does not read it).
                         ROIOPS_COST(roi_footprint, a.t.extent[e.roi].holds(p.h, p.w, w1) ? 1 : 0);
                         if (!e.reads(p.h, p.w, p.width)) return;
@@ -457,9 +471,9 @@ C10_HOST_DEVICE inline void for_each_roi_reading(const PixelArgs<scalar_t, I, Ta
                       });
 }
 
-// The cells' RoI lists, in two passes of one thread per cell over the cell's group:
-// kFill = false counts each list's length into ends[cell]; after a prefix sum of
-// those, kFill = true writes the lists. A tile lists the RoIs whose footprint touches
+// The cells' RoI lists, in two passes of one thread per (cell, chunk of kListChunk
+// RoIs of the cell's group): kFill = false counts the chunk's entries into
+// ends[cell, chunk]; after a prefix sum of those, kFill = true writes them. A tile lists the RoIs whose footprint touches
 // it and that can read one of its pixels (Table::tile_mask: a row and a column of the
 // tile), with their masks.
 template <typename Table>
@@ -467,9 +481,10 @@ struct ListRoisArgs {
   Table t;
   RoiGroups groups;
   TileGrid tiles;
-  int64_t* ends;  // count pass: the lengths; fill pass: their inclusive prefix sums
+  int64_t* ends;  // [cells, chunks]; count pass: the lengths; fill pass: their inclusive prefix sums
   ListEntry* entries;
-  int64_t n;  // cells
+  int64_t chunks;
+  int64_t n;  // cells * chunks
 };
 template <typename Table, bool kFill>
 struct ListRois {
@@ -477,8 +492,9 @@ struct ListRois {
   static constexpr const char* kName = kFill ? "list_rois_fill" : "list_rois_count";
 
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
-    const int64_t cell = pos.index();
-    if (cell >= a.n) return;
+    const int64_t i = pos.index();
+    if (i >= a.n) return;
+    const int64_t cell = i / a.chunks, chunk = i % a.chunks;
     const TileGrid& g = a.tiles;
     const int64_t tiles = g.level_start[g.count];
     const bool wide = cell >= tiles;
@@ -495,9 +511,12 @@ struct ListRois {
       col0 = int(in_image % g.tiles_w[l]) * kTile;
       group = int64_t(l) * g.N + n;
     }
-    int64_t out = kFill ? (cell == 0 ? 0 : a.ends[cell - 1]) : 0;
-    const int64_t q_end = load_table(a.groups.start + group + 1);
-    for (int64_t q = load_table(a.groups.start + group); q < q_end; ++q) {
+    int64_t out = kFill ? (i == 0 ? 0 : a.ends[i - 1]) : 0;
+    const int64_t first = load_table(a.groups.start + group) + chunk * kListChunk;
+    const int64_t group_end = load_table(a.groups.start + group + 1);
+    const int64_t q_end = first + kListChunk < group_end ? first + kListChunk : group_end;
+    ROIOPS_COST_MAX(longest_walk, q_end - first);
+    for (int64_t q = first; q < q_end; ++q) {
       const int64_t k = load_table(a.groups.order + q);
       const Footprint r = load_table(a.t.extent + k);
       if (r.empty() || is_wide(r) != wide) continue;
@@ -510,7 +529,7 @@ struct ListRois {
       if (kFill) store_table(a.entries + out, ListEntry{int32_t(k), mask});
       ++out;
     }
-    if (!kFill) store_table(a.ends + cell, out);
+    if (!kFill) store_table(a.ends + i, out);
   }
 };
 

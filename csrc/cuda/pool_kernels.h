@@ -60,6 +60,7 @@ struct BuildPoolTable {
     const int image = batch_index(roi[0], a.N);
     if (level >= 0 && image >= 0) {
       r.level = int16_t(level);
+      ROIOPS_COST_MAX(longest_walk, t.PH + t.PW);
       const double scale = a.scale[level];
       fill_axis(t.ybins + k * t.PH, pool_axis(roi[2], roi[4], scale), t.PH, a.H[level], &e.row0, &e.row1);
       fill_axis(t.xbins + k * t.PW, pool_axis(roi[1], roi[3], scale), t.PW, a.W[level], &e.col0, &e.col1);

@@ -1,10 +1,10 @@
-// roi_pool on CUDA tensors (kernels: pool_kernels.h).
-#include "../roi_ops.h"
-#include "gpu_backend.h"
+// roi_pool on CUDA tensors: every kernel of the op, compiled here (bodies:
+// pool_ops.h; registered by register_cuda.cpp).
 #include "launch_cuda.cuh"
+#include "pool_ops.h"
 
 namespace roiops::gpu {
 
-TORCH_LIBRARY_IMPL(roiops, CUDA, m) { OpEntryPoints<GpuBackend<CudaLauncher>>::register_pool(m); }
+template struct PoolOps<CudaLauncher>;
 
 }  // namespace roiops::gpu

@@ -180,6 +180,7 @@ struct BuildSampledTable {
         const uint16_t flags = (g.h_clamped ? RoiInfo::kHClamped : 0) | (g.w_clamped ? RoiInfo::kWClamped : 0) |
                                (no_grid ? RoiInfo::kNoGrid : 0);
         r = RoiInfo{image, int16_t(level), flags, g.grid_h, g.grid_w};
+        ROIOPS_COST_MAX(longest_walk, t.PH * g.grid_h + t.PW * g.grid_w);
         fill_axis(t.ys + k * t.PH * t.stride, g.y0, g.bin_h, t.PH, g.grid_h, t.stride, a.H[level], &e.row0,
                   &e.row1);
         fill_axis(t.xs + k * t.PW * t.stride, g.x0, g.bin_w, t.PW, g.grid_w, t.stride, a.W[level], &e.col0,
@@ -362,7 +363,7 @@ struct SampledGather {
 
 
 // Input gradient (one thread per V channels of a strip of kPixels pixels of a row,
-// see kernel_common.h: Pixel, and gpu_backend.h: dispatch_channels): the thread walks
+// see kernel_common.h: Pixel, and gpu_launch.h: dispatch_channels): the thread walks
 // the RoIs listed for its strip's tile (kernel_common.h: RoiLists) in increasing
 // order and finds each RoI's samples near its strip (sample_span). Bilinear weights
 // are separable, so a bin's samples read a pixel with (summed row weights) x (summed

@@ -24,6 +24,8 @@ struct CostCounters {
   int64_t roi_visits = 0;     // RoI list entries an input-gradient thread looked at
   int64_t roi_footprint = 0;  // ... whose RoI's footprint held its pixel
   int64_t roi_useful = 0;     // ... whose RoI can read its pixel (a tap in its row and column)
+  int64_t longest_walk = 0;   // the most steps one thread's loop took (RoIs walked, taps built):
+                              // its chain of dependent loads, which no other thread shortens
 };
 
 // The measurement: kernel name -> counters, and the counters of the running launch
@@ -43,6 +45,9 @@ inline CostCounters*& active_costs() {
 
 inline void count_cost(int64_t CostCounters::*field, int64_t amount) {
   if (CostCounters* c = active_costs()) c->*field += amount;
+}
+inline void count_cost_max(int64_t CostCounters::*field, int64_t amount) {
+  if (CostCounters* c = active_costs()) c->*field = amount > c->*field ? amount : c->*field;
 }
 
 }  // namespace roiops::gpu

@@ -1,6 +1,6 @@
 // roi_pool's CUDA kernels run by the CPU grid emulator, registered as the
 // roiops_emulated ops on CPU tensors (tests/test_cuda_emulated.py).
-#include "../cuda/gpu_backend.h"
+#include "../cuda/pool_ops.h"
 #include "../roi_ops.h"
 #include "grid_emulator.h"
 
