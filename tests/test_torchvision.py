@@ -1,5 +1,5 @@
-"""Where roiops overlaps torchvision (roi_align avg/bilinear, roi_pool max) the values
-and gradients are torchvision's."""
+"""Where roiops overlaps torchvision (roi_align avg/bilinear, roi_pool max, ps_roi_align,
+ps_roi_pool) the values and gradients are torchvision's."""
 
 import pytest
 import torch
@@ -50,6 +50,34 @@ def test_values_and_gradients_match_torchvision(case):
     torch.testing.assert_close(x.grad, tx.grad, atol=tol * 10, rtol=tol * 10)
 
 
+# torchvision computes the geometry in the features' dtype with the scale rounded to it;
+# roiops in float64 (SEMANTICS.md). In float32 a scale of 1/3 moves rounding ties of
+# ps_roi_pool's box (4.5 / 3 is 1.4999999999999998 in float64, 1.5000000 in float32), so
+# float32 cases take the scales that float32 holds exactly.
+@given(cases(op=st.sampled_from(["ps_roi_align", "ps_roi_pool"]),
+             dtype=st.sampled_from([torch.float64, torch.float32]), specials=False))
+def test_position_sensitive_values_and_gradients_match_torchvision(case):
+    kw = case.kwargs
+    case.rois = case.rois.to(case.input.dtype)
+    assume(case.input.dtype == torch.float64 or kw["spatial_scale"] != 1 / 3)
+    extent = (case.rois[:, 3:] - case.rois[:, 1:3]).abs().max() if len(case.rois) else 0
+    assume(float(extent) * kw["spatial_scale"] + 2 < 64)
+    if case.op == "ps_roi_align":
+        # torchvision divides by the sample count, negative for inverted boxes; roiops
+        # pools them to zeros (tests/test_bad_input.py).
+        assume(not (case.rois[:, 3:] < case.rois[:, 1:3]).any())
+    x = case.input.clone().requires_grad_()
+    tx = case.input.clone().requires_grad_()
+    out = case.run(roiops, x)
+    expected = getattr(torchvision.ops, case.op)(tx, case.rois, **kw)
+    tol = 1e-10 if x.dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(out, expected, atol=tol, rtol=tol)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, tx.grad, atol=tol * 10, rtol=tol * 10)
+
+
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_detection_sized_problem_matches_torchvision(fmt):
     """Float32 at detection sizes, where the kernels' vector paths run: 8 x 8 register
@@ -71,3 +99,24 @@ def test_detection_sized_problem_matches_torchvision(fmt):
         out.backward(g)
         expected.backward(g)
         torch.testing.assert_close(xr.grad, xt.grad, atol=10 * tol, rtol=10 * tol)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_rfcn_sized_position_sensitive_problem_matches_torchvision(fmt):
+    """R-FCN's shape in float32: 7 x 7 bins of 10 channels each (490 channels) over a
+    stride-16 map, where the planar forward copies whole plane blocks bin-major and
+    the channels-last one reads channels 49 apart."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 490, 38, 50).contiguous(memory_format=fmt)
+    xy = torch.rand(96, 2) * torch.tensor([700.0, 500.0])
+    wh = torch.rand(96, 2) * 300 + 8
+    rois = torch.cat([torch.randint(0, 2, (96, 1)).float(), xy, xy + wh], 1)
+    for name, args in (("ps_roi_align", (7, 1 / 16, 2)), ("ps_roi_pool", (7, 1 / 16))):
+        xr, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = getattr(roiops, name)(xr, rois, *args)
+        expected = getattr(torchvision.ops, name)(xt, rois, *args)
+        torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
+        g = torch.randn_like(expected)
+        out.backward(g)
+        expected.backward(g)
+        torch.testing.assert_close(xr.grad, xt.grad, atol=2e-4, rtol=2e-4)
