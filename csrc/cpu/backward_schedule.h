@@ -179,9 +179,9 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
                             const Build& build, const Body& body) {
   const int64_t N = gi.batch, C = cm.output_channels(gi.channels), L = gi.count();
   const bool planar = !gi.channels_contiguous();
-  const int64_t block = kChannelBlock, group = cm.group;
+  const int64_t block = kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
-  const int64_t scratch_pixels = std::max<int64_t>(1, kScratchBytes / int64_t(block * group * sizeof(acc_t)));
+  const int64_t scratch_pixels = std::max<int64_t>(1, kScratchBytes / int64_t(block * cm.group * sizeof(acc_t)));
   std::vector<Windows> split(L);
   for (int64_t l = 0; l < L; ++l)
     split[l] = planar ? Windows::of(gi.heights[l], gi.widths[l], scratch_pixels)
@@ -197,7 +197,7 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
   // static split of a fused pyramid's tasks gives one thread the P2 and P3 levels and
   // the other the rest.
   parallel_dynamic(first[groups], 1, [&](auto& claim) {
-    std::vector<acc_t> scratch(planar ? scratch_pixels * block * group : 0);
+    std::vector<acc_t> scratch(planar ? scratch_pixels * block * cm.group : 0);
     std::vector<Geometry> cache;
     Geometry spare;
     int64_t cached_group = -1, cached = 0, t0, t1;
@@ -212,7 +212,7 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
       const int64_t x1 = std::min(x0 + s.cols, gi.widths[level]);
       const View4<acc_t>& g = gi.views[level];
       acc_t* plane = g.data + image * g.s0 + cm.input_channel(c0, 0) * g.s1;
-      const int64_t run = n * group;  // accumulated channels per pixel
+      const int64_t run = n * cm.group;  // accumulated channels per pixel
       const int64_t W = gi.widths[level];
       count_tier(!planar        ? &TierCounts::channels_last_windows
                  : s.across > 1 ? &TierCounts::column_windows
@@ -224,7 +224,7 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
         w.bin_step = cm.per_bin * n;
         std::fill_n(scratch.data(), (y1 - y0) * (x1 - x0) * run, acc_t(0));
       } else {
-        w.cs = group;
+        w.cs = cm.group;
         w.bin_step = cm.per_bin;
         for (int64_t y = y0; y < y1; ++y)
           for (int64_t x = x0; x < x1; ++x) fill_channels(w.at(y, x), acc_t(0), run);
@@ -250,9 +250,9 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
         if (w.overlaps(r.footprint)) body(k, c0, n, r, w);
       }
       if (!planar) continue;
-      for (int64_t b = 0; b < group; ++b)
+      for (int64_t b = 0; b < cm.group; ++b)
         for (int64_t y = y0; y < y1; ++y)
-          store_planes(plane + cm.input_channel(0, b) * g.s1 + y * g.s2 + x0 * g.s3, group * g.s1, g.s3,
+          store_planes(plane + cm.input_channel(0, b) * g.s1 + y * g.s2 + x0 * g.s3, cm.group * g.s1, g.s3,
                        w.at(y, x0) + b * n, x1 - x0, n, run);
     }
   });
