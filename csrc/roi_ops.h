@@ -50,7 +50,7 @@ struct OpEntryPoints {
                                 const Tensor& rois, double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_backward_args(Op::backward_rois_name, grad, input, argmax, rois, {}, scale,
-                          a.pooled_h, a.pooled_w, a.mode);
+                          a.pooled_h, a.pooled_w, a.mode, a.channels);
       return B::sampled_backward_rois(grad, input, argmax, rois, {}, scale, a);
     }
     template <class... A>
@@ -131,6 +131,7 @@ struct OpEntryPoints {
   struct PsAlign {
     static constexpr const char* name = "ps_roi_align";
     static constexpr const char* backward_name = "_ps_roi_align_backward";
+    static constexpr const char* backward_rois_name = "_ps_roi_align_backward_rois";
     static constexpr const char* jvp_name = "_ps_roi_align_jvp";
     static SampledArgs args(int64_t ph, int64_t pw, int64_t sr) {
       SampledArgs a = sampled_args(name, ph, pw, sr, /*aligned=*/true, /*quantize=*/false, "avg",
@@ -266,6 +267,7 @@ struct OpEntryPoints {
     using I = int64_t;
     m.impl("ps_roi_align", &P::template forward<I, I, I>);
     m.impl("_ps_roi_align_backward", &P::template backward<I, I, I>);
+    m.impl("_ps_roi_align_backward_rois", &P::template backward_rois<I, I, I>);
     m.impl("_ps_roi_align_jvp", &P::template jvp<I, I, I>);
     m.impl("ps_roi_pool", &PsPool::forward);
     m.impl("_ps_roi_pool_backward", &PsPool::backward);

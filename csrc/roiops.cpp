@@ -120,7 +120,7 @@ void define_ops(torch::Library& m, bool position_sensitive) {
              /*box_gradient=*/false);
   if (!position_sensitive) return;
   def_family(m, "ps_roi_align", "int pooled_height, int pooled_width, int sampling_ratio",
-             /*box_gradient=*/false, /*with_multilevel=*/false);
+             /*box_gradient=*/true, /*with_multilevel=*/false);
   def_family(m, "ps_roi_pool", "int pooled_height, int pooled_width",
              /*box_gradient=*/false, /*with_multilevel=*/false);
 }

@@ -1,6 +1,6 @@
 """gradcheck / gradgradcheck in float64: input gradients to second order for every op
 (the position-sensitive ones included), mode and sampling, and box-coordinate gradients
-for bilinear roi_align."""
+for bilinear roi_align and ps_roi_align."""
 
 import itertools
 
@@ -60,13 +60,13 @@ def test_input_gradcheck_and_gradgradcheck(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_box_gradcheck(variant):
-    """Analytic box gradients for bilinear roi_align; exactly zero elsewhere."""
+    """Analytic box gradients for bilinear roi_align and ps_roi_align; exactly zero elsewhere."""
     op, kwargs = variant
     coords = ROIS[:, 1:].clone().requires_grad_()
     x = input_for(op).clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, c: call(op, kwargs, x, c), (x, coords))
     (g,) = torch.autograd.grad(call(op, kwargs, input_for(op), coords).sum(), coords)
-    differentiable = op == "roi_align" and kwargs["sampling"] == "bilinear"
+    differentiable = op == "ps_roi_align" or (op == "roi_align" and kwargs["sampling"] == "bilinear")
     assert bool(g.abs().sum() > 0) == differentiable
 
 

@@ -46,8 +46,8 @@ def test_opcheck_every_op(name, params, channels_last):
     x = x.detach()
     torch.library.opcheck(getattr(ops, f"_{name}_backward"), (grad, x, argmax, rois, *params))
     torch.library.opcheck(getattr(ops, f"_{name}_jvp"), (torch.randn_like(x), argmax, rois, *params))
-    if name == "roi_align":
-        torch.library.opcheck(ops._roi_align_backward_rois, (grad, x, argmax, rois, *params))
+    if hasattr(ops, f"_{name}_backward_rois"):  # roi_align, ps_roi_align
+        torch.library.opcheck(getattr(ops, f"_{name}_backward_rois"), (grad, x, argmax, rois, *params))
 
 
 FUNCS = [

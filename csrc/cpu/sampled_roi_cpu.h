@@ -433,20 +433,25 @@ inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t p
 }
 
 // d(loss)/d(y1, y2, x1, x2) of RoI k's scaled box into d, accumulated in a fixed order:
-// channel blocks, bins, then samples (avg) or channels (max, each through its own
-// argmax sample only).
+// output channel blocks, bins, then samples (avg) or channels (max, each through its
+// own argmax sample only). Each bin reads its input channels through a.channels (the
+// map's C input channels; ps_roi_align's bins read their own).
 template <Mode M, typename scalar_t, typename acc_t>
-void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<const scalar_t>& v,
+void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<const scalar_t>& map,
                   int64_t C, const View4<const scalar_t>& go, const View4<const int32_t>& am,
                   const SampledArgs& a) {
   const int count = r.count();
+  const ChannelMap& cm = a.channels;
+  // s1: from one output channel's input to the next one's.
+  const View4<const scalar_t> v(map.data, map.s0, cm.group * map.s1, map.s2, map.s3);
+  const int64_t outputs = cm.output_channels(C);
   acc_t gout[kChannelBlock];
   int32_t arg[kChannelBlock];
-  for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
-    const int64_t n = std::min(kChannelBlock, C - c0);
-    const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
+  for (int64_t c0 = 0; count > 0 && c0 < outputs; c0 += kChannelBlock) {
+    const int64_t n = std::min(kChannelBlock, outputs - c0);
     for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
       for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+        const scalar_t* src = map.data + r.image * map.s0 + cm.input_channel(c0, ph * a.pooled_w + pw) * map.s1;
         load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3, go.s1, n);
         if constexpr (M == Mode::Avg) {
           for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);

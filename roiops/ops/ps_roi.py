@@ -37,8 +37,9 @@ def ps_roi_align(
         ``[K, C / (PH * PW), PH, PW]`` in the dtype and memory format of ``input``. A box
         with a non-finite coordinate, or of negative size, pools to zeros.
 
-    Gradients flow to ``input`` (any order); the box gradient is zero. See
-    ``docs/SEMANTICS.md`` for the exact math.
+    Gradients flow to ``input`` (any order) and to the box coordinates (first order,
+    as :func:`roi_align`'s; torchvision has none). See ``docs/SEMANTICS.md`` for the
+    exact math.
     """
     if not torch.jit.is_scripting():
         node = _fx.node_if_traced(ps_roi_align, (input, boxes, output_size, spatial_scale, sampling_ratio))
@@ -71,7 +72,7 @@ def ps_roi_pool(
 
     Arguments as :func:`ps_roi_align` (without ``sampling_ratio``). Returns
     ``[K, C / (PH * PW), PH, PW]``. Gradients flow to ``input`` (any order); the box
-    gradient is zero.
+    gradient is zero (the box is rounded).
     """
     if not torch.jit.is_scripting():
         node = _fx.node_if_traced(ps_roi_pool, (input, boxes, output_size, spatial_scale))
