@@ -107,10 +107,11 @@ def _register(base: str) -> None:
 
     @torch.library.register_fake(forward)
     def _forward_fake(maps, *rest):
-        # rest = (*index, *params, keep_argmax)
+        # rest = (*index, *params, keep_argmax); a direct call may leave keep_argmax to its default.
         check(base, "inputs", maps, rest)
-        out = empty_output(maps, rest[:-1])
-        if mode_at is not None and rest[mode_at] == "max" and rest[-1]:
+        keep_argmax = rest[-1] if len(rest) == len(names) else True
+        out = empty_output(maps, rest[: len(names) - 1])
+        if mode_at is not None and rest[mode_at] == "max" and keep_argmax:
             return out, torch.empty_like(out, dtype=torch.int32)
         return out, out.new_empty((0,), dtype=torch.int32)
 
