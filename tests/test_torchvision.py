@@ -77,10 +77,12 @@ def test_position_sensitive_values_and_gradients_match_torchvision(case):
     if case.op == "ps_roi_align":
         # torchvision divides by the sample count: negative for inverted boxes, 0 (a NaN
         # output) for an empty one with adaptive sampling; roiops pools both to zeros
-        # (tests/test_bad_input.py).
-        assume(not (case.rois[:, 3:] < case.rois[:, 1:3]).any())
-        if kw["sampling_ratio"] <= 0:
-            assume(not (case.rois[:, 3:] == case.rois[:, 1:3]).any())
+        # (tests/test_bad_input.py). Extents as both geometries compute them (roiops in
+        # float64, torchvision in the features' dtype): a 1e-28 wide box is empty in both.
+        for dtype in (torch.float64, case.input.dtype):
+            c = case.rois[:, 1:].to(dtype) * kw["spatial_scale"]
+            extent = (c[:, 2:] - 0.5) - (c[:, :2] - 0.5)
+            assume(bool((extent > 0).all()) if kw["sampling_ratio"] <= 0 else bool((extent >= 0).all()))
     x = case.input.clone().requires_grad_()
     tx = case.input.clone().requires_grad_()
     out = case.run(roiops, x)
