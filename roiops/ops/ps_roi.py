@@ -35,7 +35,8 @@ def ps_roi_align(
 
     Returns:
         ``[K, C / (PH * PW), PH, PW]`` in the dtype and memory format of ``input``. A box
-        with a non-finite coordinate, or of negative size, pools to zeros.
+        with a non-finite coordinate pools to zeros, and so does one of zero or negative
+        size with adaptive sampling (``sampling_ratio <= 0``).
 
     Gradients flow to ``input`` (any order) and to the box coordinates (first order,
     as :func:`roi_align`'s; torchvision has none). See ``docs/SEMANTICS.md`` for the
