@@ -181,7 +181,11 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
   const bool planar = !gi.channels_contiguous();
   const int64_t block = kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
-  const int64_t scratch_pixels = std::max<int64_t>(1, kScratchBytes / int64_t(block * cm.group * sizeof(acc_t)));
+  // A position-sensitive block accumulates n * PH * PW channels per pixel: the scratch
+  // holds as many pixels of the widest block there is (R-FCN has fewer than 64 output
+  // channels), and at least one.
+  const int64_t widest = cm.per_bin ? std::max<int64_t>(1, std::min(block, C)) : block;
+  const int64_t scratch_pixels = std::max<int64_t>(1, kScratchBytes / int64_t(widest * cm.group * sizeof(acc_t)));
   std::vector<Windows> split(L);
   for (int64_t l = 0; l < L; ++l)
     split[l] = planar ? Windows::of(gi.heights[l], gi.widths[l], scratch_pixels)
@@ -197,7 +201,7 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
   // static split of a fused pyramid's tasks gives one thread the P2 and P3 levels and
   // the other the rest.
   parallel_dynamic(first[groups], 1, [&](auto& claim) {
-    std::vector<acc_t> scratch(planar ? scratch_pixels * block * cm.group : 0);
+    std::vector<acc_t> scratch(planar ? scratch_pixels * widest * cm.group : 0);
     std::vector<Geometry> cache;
     Geometry spare;
     int64_t cached_group = -1, cached = 0, t0, t1;
