@@ -97,12 +97,21 @@ void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tens
   }
 }
 
+void check_channel_map(const char* op, const at::Tensor& input, const ChannelMap& map,
+                       int64_t pooled_h, int64_t pooled_w) {
+  TORCH_CHECK_VALUE(input.size(1) % map.group == 0, op, ": input channels (", input.size(1),
+                    ") must be a multiple of output_size[0] * output_size[1] = ", pooled_h,
+                    " * ", pooled_w, " = ", map.group,
+                    " (position-sensitive pooling reads one channel per output channel and bin)");
+}
+
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
-                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w) {
+                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, int64_t group) {
+  const int64_t channels = input.size(1) / group;
   TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == rois.size(0) &&
-                        grad.size(1) == input.size(1) && grad.size(2) == pooled_h &&
+                        grad.size(1) == channels && grad.size(2) == pooled_h &&
                         grad.size(3) == pooled_w,
-                    op, ": grad must be [", rois.size(0), ", ", input.size(1), ", ",
+                    op, ": grad must be [", rois.size(0), ", ", channels, ", ",
                     pooled_h, ", ", pooled_w, "], got ", grad.sizes());
   TORCH_CHECK_TYPE(grad.scalar_type() == input.scalar_type(), op, ": grad dtype ",
                    grad.scalar_type(), " differs from input dtype ", input.scalar_type());
@@ -123,11 +132,12 @@ at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
 
 namespace roiops {
 
-at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w) {
+at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w,
+                        int64_t group) {
   const at::Tensor* finest = &maps[0];
   for (const at::Tensor& m : maps)
     if (m.size(2) * m.size(3) > finest->size(2) * finest->size(3)) finest = &m;
-  return empty_like_format(*finest, {K, maps[0].size(1), pooled_h, pooled_w},
+  return empty_like_format(*finest, {K, maps[0].size(1) / group, pooled_h, pooled_w},
                            maps[0].scalar_type());
 }
 
@@ -153,12 +163,14 @@ void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& ma
 void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList maps,
                          const at::Tensor& argmax, const at::Tensor& rois,
                          const at::Tensor& levels, at::ArrayRef<double> scales,
-                         int64_t pooled_h, int64_t pooled_w, Mode mode) {
+                         int64_t pooled_h, int64_t pooled_w, Mode mode,
+                         const ChannelMap& channels) {
   if (levels.defined())
     check_multilevel_args(op, maps, rois, levels, scales, pooled_h, pooled_w);
   else
     check_roi_args(op, maps[0], rois, scales[0], pooled_h, pooled_w);
-  check_grad(op, grad, maps[0], rois, pooled_h, pooled_w);
+  check_channel_map(op, maps[0], channels, pooled_h, pooled_w);
+  check_grad(op, grad, maps[0], rois, pooled_h, pooled_w, channels.group);
   check_argmax(op, argmax, maps[0], rois, pooled_h, pooled_w, mode);
 }
 

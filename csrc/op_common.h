@@ -44,10 +44,31 @@ void check_multilevel_args(const char* op, at::TensorList inputs, const at::Tens
 // conversion replaces a dispatch over box dtypes in every kernel.
 at::Tensor rois_as_double(const at::Tensor& rois);
 
+// Which input channel output channel c of bin b = ph * PW + pw reads:
+// c * group + b * per_bin. The plain ops read channel c in every bin (group 1,
+// per_bin 0); the position-sensitive ops (ps_roi_align, ps_roi_pool) read channel
+// c * PH * PW + b (group PH * PW, per_bin 1), so their output has C / (PH * PW)
+// channels. Kernels address channels through this map, which makes the PS ops the
+// plain ones with another channel addressing rather than kernels of their own.
+struct ChannelMap {
+  int64_t group = 1, per_bin = 0;
+  int64_t input_channel(int64_t c, int64_t bin) const { return c * group + bin * per_bin; }
+  int64_t output_channels(int64_t input_channels) const { return input_channels / group; }
+};
+
+// The position-sensitive map of a PH x PW output.
+inline ChannelMap position_sensitive(int64_t pooled_h, int64_t pooled_w) {
+  return ChannelMap{pooled_h * pooled_w, 1};
+}
+
+// The input's C must be a multiple of the map's group (PH * PW for the PS ops).
+void check_channel_map(const char* op, const at::Tensor& input, const ChannelMap& map,
+                       int64_t pooled_h, int64_t pooled_w);
+
 // Check for the internal backward ops: `grad` must have the forward's output shape
-// [K, C, PH, PW].
+// [K, C / group, PH, PW].
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& input,
-                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w);
+                const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, int64_t group = 1);
 
 // The output / gradient layout: the one PyTorch's own ops would choose for `input`
 // (suggest_memory_format). roiops/_registration.py states the same rule for the
@@ -58,13 +79,14 @@ at::MemoryFormat output_format(const at::Tensor& input);
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes,
                              at::ScalarType dtype);
 
-// The [K, C, PH, PW] output of the forward / jvp ops, in the format of the finest
-// map (the one with the most pixels; the first of equals).
-at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
+// The [K, C / group, PH, PW] output of the forward / jvp ops, in the format of the
+// finest map (the one with the most pixels; the first of equals).
+at::Tensor empty_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w,
+                        int64_t group = 1);
 // The forward's argmax: like the output in int32 for max mode when kept, else empty.
 at::Tensor empty_argmax(const at::Tensor& output, Mode mode, bool keep);
 // Checks the argmax given to a backward / jvp op: int32, and in max mode the shape
-// [K, C, PH, PW] of the forward's output.
+// [K, C, PH, PW] of the forward's output (max mode has no position-sensitive form).
 void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& maps0,
                   const at::Tensor& rois, int64_t pooled_h, int64_t pooled_w, Mode mode);
 // Everything a backward op checks: the forward's arguments (single map when `levels`
@@ -72,16 +94,19 @@ void check_argmax(const char* op, const at::Tensor& argmax, const at::Tensor& ma
 void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList maps,
                          const at::Tensor& argmax, const at::Tensor& rois,
                          const at::Tensor& levels, at::ArrayRef<double> scales,
-                         int64_t pooled_h, int64_t pooled_w, Mode mode);
+                         int64_t pooled_h, int64_t pooled_w, Mode mode,
+                         const ChannelMap& channels = {});
 
-// The arguments of the sampled ops, roi_align (quantize = false) and roi_warp
-// (quantize = true), shared by every device's kernels.
+// The arguments of the sampled ops, roi_align (quantize = false), roi_warp
+// (quantize = true) and ps_roi_align (aligned, avg, bilinear, position-sensitive
+// channels), shared by every device's kernels.
 struct SampledArgs {
   int64_t pooled_h, pooled_w;
   int sampling_ratio;  // in [0, kMaxSamplingRatio]; 0 = adaptive
   bool aligned, quantize;
   Mode mode;
   Sampling sampling;
+  ChannelMap channels = {};
 };
 
 // The op arguments of roi_align (quantize = false) and roi_warp (quantize = true),
@@ -94,10 +119,12 @@ inline SampledArgs sampled_args(const char* op, int64_t pooled_h, int64_t pooled
                      quantize, parse_mode(mode), parse_sampling(sampling)};
 }
 
-// The arguments of roi_pool.
+// The arguments of roi_pool and ps_roi_pool (avg, torchvision's PS bins and channels).
 struct PoolArgs {
   int64_t pooled_h, pooled_w;
   Mode mode;
+  PoolRule rule = PoolRule::FastRcnn;
+  ChannelMap channels = {};
 };
 
 template <typename F>

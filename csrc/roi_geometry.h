@@ -170,20 +170,29 @@ C10_HOST_DEVICE inline AxisTaps<W> axis_taps(double v, int64_t size) {
   return S == Sampling::Bilinear ? bilinear_taps<W>(v, size) : nearest_taps<W>(v, size);
 }
 
-// roi_pool (Fast R-CNN): integer bins. Row range of bin p is
-// [floor(p*extent/pooled) + start, ceil((p+1)*extent/pooled) + start) clipped to
-// [0, size]. Computed in double so that huge or non-finite boxes never reach an
-// integer conversion unclipped.
+// roi_pool (Fast R-CNN) and ps_roi_pool (torchvision's position-sensitive RoIPool):
+// integer bins over the box rounded half away from zero after scaling. Row range of bin
+// p is [floor(p*extent/pooled) + start, ceil((p+1)*extent/pooled) + start), where
+// roi_pool's extent is max(end - start + 1, 1) and its bins are clipped to [0, size],
+// and ps_roi_pool's extent is max(end - start, 1) and its bins are clipped to
+// [0, size - 1] (torchvision's clip, which never reads the last row or column).
+// Computed in double so that huge or non-finite boxes never reach an integer
+// conversion unclipped; p*extent is an integer there, so the edges are exact.
+enum class PoolRule : int { FastRcnn = 0, PositionSensitive = 1 };
+
 struct PoolAxis {
   double start;   // rounded scaled start coordinate
-  double extent;  // max(end - start + 1, 1)
+  double extent;  // bins split [start, start + extent)
   bool valid;     // both coordinates finite
+  bool last_excluded;  // ps_roi_pool: bins end at size - 1
 };
 
-C10_HOST_DEVICE inline PoolAxis pool_axis(double lo, double hi, double scale) {
+C10_HOST_DEVICE inline PoolAxis pool_axis(double lo, double hi, double scale,
+                                          PoolRule rule = PoolRule::FastRcnn) {
   const double s = ::round(lo * scale);
   const double e = ::round(hi * scale);
-  PoolAxis a{s, e - s + 1.0, is_finite(s) && is_finite(e)};
+  const bool ps = rule == PoolRule::PositionSensitive;
+  PoolAxis a{s, e - s + (ps ? 0.0 : 1.0), is_finite(s) && is_finite(e), ps};
   if (!(a.extent >= 1.0)) a.extent = 1.0;
   return a;
 }
@@ -195,10 +204,11 @@ C10_HOST_DEVICE inline void pool_bin(
     *begin = *end = 0;
     return;
   }
+  const double limit = a.last_excluded ? (size > 0 ? double(size - 1) : 0.0) : double(size);
   const double b = ::floor(double(p) * a.extent / double(pooled)) + a.start;
   const double e = ::ceil(double(p + 1) * a.extent / double(pooled)) + a.start;
-  *begin = static_cast<int>(b < 0.0 ? 0.0 : (b > double(size) ? double(size) : b));
-  *end = static_cast<int>(e < 0.0 ? 0.0 : (e > double(size) ? double(size) : e));
+  *begin = static_cast<int>(b < 0.0 ? 0.0 : (b > limit ? limit : b));
+  *end = static_cast<int>(e < 0.0 ? 0.0 : (e > limit ? limit : e));
 }
 
 }  // namespace roiops

@@ -1,12 +1,15 @@
 // The op entry points of roi_align, roi_warp and roi_pool (single-map and fused
-// multilevel): argument checks, then the device's kernels. Every device registers the
+// multilevel) and of the position-sensitive ps_roi_align and ps_roi_pool (single map):
+// argument checks, then the device's kernels. Every device registers the
 // same entry points with its own Backend, so what an op accepts, refuses and returns
 // is one code path for the CPU, CUDA and the CPU emulation of the CUDA grid.
 //
 // A Backend provides, as static functions taking (maps, rois, levels, scales, args):
 //   sampled_forward, sampled_backward_input, sampled_backward_rois, sampled_jvp  (align, warp)
 //   pool_forward, pool_backward, pool_jvp                                      (roi_pool)
-// `levels` is undefined for a single map.
+// `levels` is undefined for a single map. The PS ops reach the same functions with
+// args.channels a position-sensitive ChannelMap (op_common.h); a Backend that
+// registers them (register_position_sensitive) must honour it.
 #pragma once
 
 #include <torch/library.h>
@@ -31,6 +34,7 @@ struct OpEntryPoints {
                                               double scale, A... a_, bool keep_argmax) {
       const SampledArgs a = Op::args(a_...);
       check_roi_args(Op::name, input, rois, scale, a.pooled_h, a.pooled_w);
+      check_channel_map(Op::name, input, a.channels, a.pooled_h, a.pooled_w);
       return B::sampled_forward(input, rois, {}, scale, a, keep_argmax);
     }
     template <class... A>
@@ -38,7 +42,7 @@ struct OpEntryPoints {
                            const Tensor& rois, double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_backward_args(Op::backward_name, grad, input, argmax, rois, {}, scale, a.pooled_h,
-                          a.pooled_w, a.mode);
+                          a.pooled_w, a.mode, a.channels);
       return B::sampled_backward_input(grad, input, argmax, rois, {}, scale, a)[0];
     }
     template <class... A>
@@ -46,7 +50,7 @@ struct OpEntryPoints {
                                 const Tensor& rois, double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_backward_args(Op::backward_rois_name, grad, input, argmax, rois, {}, scale,
-                          a.pooled_h, a.pooled_w, a.mode);
+                          a.pooled_h, a.pooled_w, a.mode, a.channels);
       return B::sampled_backward_rois(grad, input, argmax, rois, {}, scale, a);
     }
     template <class... A>
@@ -54,6 +58,7 @@ struct OpEntryPoints {
                       double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_roi_args(Op::jvp_name, tangent, rois, scale, a.pooled_h, a.pooled_w);
+      check_channel_map(Op::jvp_name, tangent, a.channels, a.pooled_h, a.pooled_w);
       check_argmax(Op::jvp_name, argmax, tangent, rois, a.pooled_h, a.pooled_w, a.mode);
       return B::sampled_jvp(tangent, argmax, rois, {}, scale, a);
     }
@@ -121,6 +126,21 @@ struct OpEntryPoints {
     }
   };
 
+  // ps_roi_align: roi_align's aligned geometry, avg of bilinear samples, one input
+  // channel per (output channel, bin).
+  struct PsAlign {
+    static constexpr const char* name = "ps_roi_align";
+    static constexpr const char* backward_name = "_ps_roi_align_backward";
+    static constexpr const char* backward_rois_name = "_ps_roi_align_backward_rois";
+    static constexpr const char* jvp_name = "_ps_roi_align_jvp";
+    static SampledArgs args(int64_t ph, int64_t pw, int64_t sr) {
+      SampledArgs a = sampled_args(name, ph, pw, sr, /*aligned=*/true, /*quantize=*/false, "avg",
+                                   "bilinear");
+      a.channels = position_sensitive(ph, pw);
+      return a;
+    }
+  };
+
   // roi_pool max records pixel indices as int32.
   static PoolArgs pool_args(at::TensorList maps, int64_t ph, int64_t pw, Str mode) {
     const PoolArgs a{ph, pw, parse_mode(mode)};
@@ -177,6 +197,37 @@ struct OpEntryPoints {
     }
   };
 
+  // ps_roi_pool: torchvision's position-sensitive RoIPool (PoolRule::PositionSensitive
+  // bins, avg), one input channel per (output channel, bin).
+  struct PsPool {
+    static PoolArgs args(int64_t ph, int64_t pw) {
+      return PoolArgs{ph, pw, Mode::Avg, PoolRule::PositionSensitive, position_sensitive(ph, pw)};
+    }
+    static std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois,
+                                              double scale, int64_t ph, int64_t pw,
+                                              bool keep_argmax) {
+      check_roi_args("ps_roi_pool", input, rois, scale, ph, pw);
+      const PoolArgs a = args(ph, pw);
+      check_channel_map("ps_roi_pool", input, a.channels, ph, pw);
+      return B::pool_forward(input, rois, {}, scale, a, keep_argmax);
+    }
+    static Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax,
+                           const Tensor& rois, double scale, int64_t ph, int64_t pw) {
+      const PoolArgs a = args(ph, pw);
+      check_backward_args("_ps_roi_pool_backward", grad, input, argmax, rois, {}, scale, ph, pw,
+                          a.mode, a.channels);
+      return B::pool_backward(grad, input, argmax, rois, {}, scale, a)[0];
+    }
+    static Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois,
+                      double scale, int64_t ph, int64_t pw) {
+      const PoolArgs a = args(ph, pw);
+      check_roi_args("_ps_roi_pool_jvp", tangent, rois, scale, ph, pw);
+      check_channel_map("_ps_roi_pool_jvp", tangent, a.channels, ph, pw);
+      check_argmax("_ps_roi_pool_jvp", argmax, tangent, rois, ph, pw, a.mode);
+      return B::pool_jvp(tangent, argmax, rois, {}, scale, a);
+    }
+  };
+
   // The ops of the sampled family (roi_align, roi_warp) and of roi_pool, registered
   // separately so that each device's files register what they implement.
   static void register_sampled(torch::Library& m) {
@@ -207,6 +258,20 @@ struct OpEntryPoints {
     m.impl("roi_pool_multilevel", &Pool::ml_forward);
     m.impl("_roi_pool_multilevel_backward", &Pool::ml_backward);
     m.impl("_roi_pool_multilevel_jvp", &Pool::ml_jvp);
+  }
+
+  // ps_roi_align and ps_roi_pool: the sampled and pool Backend functions with a
+  // position-sensitive ChannelMap in their args.
+  static void register_position_sensitive(torch::Library& m) {
+    using P = Sampled<PsAlign>;
+    using I = int64_t;
+    m.impl("ps_roi_align", &P::template forward<I, I, I>);
+    m.impl("_ps_roi_align_backward", &P::template backward<I, I, I>);
+    m.impl("_ps_roi_align_backward_rois", &P::template backward_rois<I, I, I>);
+    m.impl("_ps_roi_align_jvp", &P::template jvp<I, I, I>);
+    m.impl("ps_roi_pool", &PsPool::forward);
+    m.impl("_ps_roi_pool_backward", &PsPool::backward);
+    m.impl("_ps_roi_pool_jvp", &PsPool::jvp);
   }
 };
 

@@ -5,6 +5,7 @@ input gradients of any order, box gradients for roi_align, float16/bfloat16/floa
 float64 and channels_last, and works under torch.compile and torch.export.
 MultiScaleRoIPooler pools RoIs from an FPN pyramid in one fused op call;
 MultiScaleRoIAlign is the same as a drop-in for torchvision.ops.MultiScaleRoIAlign.
+ps_roi_align and ps_roi_pool are torchvision's position-sensitive ops (R-FCN).
 """
 
 try:
@@ -45,10 +46,14 @@ from . import (
 from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     MultiScaleRoIAlign,
     MultiScaleRoIPooler,
+    PSRoIAlign,
+    PSRoIPool,
     RoIAlign,
     RoIPool,
     RoIWarp,
     fpn_levels,
+    ps_roi_align,
+    ps_roi_pool,
     roi_align,
     roi_pool,
     roi_warp,

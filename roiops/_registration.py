@@ -9,6 +9,10 @@ every order of input derivative available (double backward included). argmax is 
 forward's choice of sample per bin in max mode (empty in avg mode), which fixes J.
 roi_align also has _roi_align*_backward_rois, the analytic box gradient.
 
+The position-sensitive ops (named ps_*: ps_roi_align, ps_roi_pool) read input channel
+c * PH * PW + bin for output channel c, so their output has C / (PH * PW) channels; they
+have no mode parameter (avg only: their argmax is always empty) and no multilevel form.
+
 The forward ops take a last argument keep_argmax: False skips the argmax (and its
 memory) when no gradient will be asked for; the Python wrappers decide it.
 
@@ -77,11 +81,24 @@ def _register(base: str) -> None:
     n_index = 2 if multilevel else 1  # (rois, levels) or (rois,)
     # Positions in `rest`, the forward's and the jvp's arguments after the maps.
     names = argument_names(forward)[1:]
-    ph_at, pw_at, mode_at = (names.index(n) for n in ("pooled_height", "pooled_width", "mode"))
+    ph_at, pw_at = names.index("pooled_height"), names.index("pooled_width")
+    mode_at = names.index("mode") if "mode" in names else None  # None: avg only
+    position_sensitive = base.startswith("ps_")
+
+    def channels(like, rest):
+        if not position_sensitive:
+            return like.shape[1]
+        group = rest[ph_at] * rest[pw_at]
+        torch._check_value(
+            like.shape[1] % group == 0,
+            lambda: f"{base}: input channels ({like.shape[1]}) must be a multiple of output_size[0] * "
+            f"output_size[1] = {group}",
+        )
+        return like.shape[1] // group
 
     def empty_output(maps, rest):
         like = finest(maps) if multilevel else maps
-        return _empty(like, (rest[0].shape[0], like.shape[1], rest[ph_at], rest[pw_at]))
+        return _empty(like, (rest[0].shape[0], channels(like, rest), rest[ph_at], rest[pw_at]))
 
     def check(op, maps_name, maps, rest, **named):
         # rest starts with the index tensors: (rois,) or (rois, levels)
@@ -90,10 +107,11 @@ def _register(base: str) -> None:
 
     @torch.library.register_fake(forward)
     def _forward_fake(maps, *rest):
-        # rest = (*index, *params, keep_argmax)
+        # rest = (*index, *params, keep_argmax); a direct call may leave keep_argmax to its default.
         check(base, "inputs", maps, rest)
-        out = empty_output(maps, rest[:-1])
-        if rest[mode_at] == "max" and rest[-1]:
+        keep_argmax = rest[-1] if len(rest) == len(names) else True
+        out = empty_output(maps, rest[: len(names) - 1])
+        if mode_at is not None and rest[mode_at] == "max" and keep_argmax:
             return out, torch.empty_like(out, dtype=torch.int32)
         return out, out.new_empty((0,), dtype=torch.int32)
 

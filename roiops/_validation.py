@@ -224,6 +224,19 @@ def op_args(
     return rois, ph, pw, spatial_scale
 
 
+def check_position_sensitive(op: str, input: Tensor, ph: int, pw: int) -> None:
+    """The position-sensitive ops read input channel ``c * PH * PW + bin``: C must be a
+    multiple of PH * PW."""
+    with traced_checks():
+        channels = input.shape[1]
+        if channels % (ph * pw) != 0:
+            raise ValueError(
+                f"{op}: input channels ({channels}) must be a multiple of output_size[0] * output_size[1] = "
+                f"{ph} * {pw} = {ph * pw} (position-sensitive pooling reads one channel per output channel "
+                "and bin)"
+            )
+
+
 def sampling_args(op: str, sampling_ratio: int, sampling: str) -> int:
     """op_args for the sampled ops' own arguments: the sampling ratio, normalised."""
     if torch.jit.is_scripting():

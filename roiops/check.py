@@ -40,12 +40,20 @@ def variants():
         yield "roi_warp", dict(mode=mode, sampling=sampling)
     for mode in ["avg", "max"]:
         yield "roi_pool", dict(mode=mode)
+    yield "ps_roi_align", {}
+    yield "ps_roi_pool", {}
 
 
 def has_box_grad(op, kw) -> bool:
-    """Only bilinear roi_align has box gradients; roi_warp and roi_pool round the box
-    and nearest sampling is piecewise constant, so theirs are 0 by definition."""
-    return op == "roi_align" and kw["sampling"] == "bilinear"
+    """Only bilinear roi_align and ps_roi_align have box gradients; roi_warp, roi_pool and
+    ps_roi_pool round the box and nearest sampling is piecewise constant, so theirs are 0
+    by definition."""
+    return op == "ps_roi_align" or (op == "roi_align" and kw["sampling"] == "bilinear")
+
+
+def channels(op, per_bin, size) -> int:
+    """The position-sensitive ops read per_bin channels for each bin; the others per_bin."""
+    return per_bin * size[0] * size[1] if op.startswith("ps_") else per_bin
 
 
 def cpu_name() -> str:
@@ -70,20 +78,20 @@ def describe(op, kw):
 
 def call(impl, op, x, rois, size, scale, sr, kw):
     fn = getattr(impl, op)
-    if op == "roi_pool":
+    if op in ("roi_pool", "ps_roi_pool"):
         return fn(x, rois, size, scale, **kw)
     return fn(x, rois, size, scale, sr, **kw)
 
 
-def random_problem(gen, dtype):
-    N, C = 2, 5
+def random_problem(gen, dtype, op):
+    N = 2
     H, W = (int(v) for v in torch.randint(3, 20, (2,), generator=gen))
     scale = [1.0, 0.5, 0.25][int(torch.randint(0, 3, (1,), generator=gen))]
     ih, iw = H / scale, W / scale
     rois = random_rois(6, N, (1.4 * ih, 1.4 * iw), min_size=0.5, generator=gen, dtype=torch.float64)
     rois[:, 1:] -= 0.2 * torch.tensor([iw, ih, iw, ih], dtype=torch.float64)  # some cross the border
-    x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)
     size = (int(torch.randint(1, 5, (1,), generator=gen)), int(torch.randint(1, 5, (1,), generator=gen)))
+    x = torch.randn(N, channels(op, 5, size), H, W, generator=gen, dtype=torch.float64)
     sr = [-1, 1, 2, 3][int(torch.randint(0, 4, (1,), generator=gen))]
     return x.to(dtype), rois.to(dtype), size, scale, sr
 
@@ -116,7 +124,7 @@ def errors(op, kw, dtype, channels_last, problems):
 
 def gradchecks(op, kw):
     gen = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 3, 7, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, channels(op, 3, (3, 2)), 7, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 1.37, 2.23, 11.71, 9.13], [1, -3.3, 4.2, 20.1, 14.4]], dtype=torch.float64)
     coords = rois[:, 1:].clone().requires_grad_()
 
@@ -130,7 +138,8 @@ def gradchecks(op, kw):
 
 def forward_ms(op, kw, dtype, channels_last):
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 64, 50, 84, generator=gen).to(dtype)
+    # The position-sensitive ops: 2 channels for each of the 7 x 7 bins.
+    x = torch.randn(2, channels(op, 2, (7, 7)) if op.startswith("ps_") else 64, 50, 84, generator=gen).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     rois = random_rois(256, 2, (800, 1344), generator=gen, dtype=dtype)
@@ -149,8 +158,8 @@ def main(problems_per_row: int = 12) -> int:
     print(f"CPU: {cpu_name()}")
     print(f"{problems_per_row} random problems per row; error = max |kernel - reference| / tolerance "
           "(pass below 1), as forward / input grad / box grad")
-    print("n/a: not applicable. Box grad: only bilinear roi_align has one (roi_warp, roi_pool and "
-          "nearest sampling: 0 by definition). gradcheck: float64 only")
+    print("n/a: not applicable. Box grad: only bilinear roi_align and ps_roi_align have one (roi_warp, "
+          "roi_pool, ps_roi_pool and nearest sampling: 0 by definition). gradcheck: float64 only")
     header = f"{'variant':<52} {'dtype':<5} {'error NCHW':>17} {'error ch_last':>17} {'gradcheck':>9} {'fwd ms':>7}  "
     print(header + "result")
     print("-" * (len(header) + 6))
@@ -159,7 +168,7 @@ def main(problems_per_row: int = 12) -> int:
         grad_ok = gradchecks(op, kw)
         for dtype in DTYPES:
             gen = torch.Generator().manual_seed(hash((op, tuple(kw.items()), str(dtype))) % 2**31)
-            problems = [random_problem(gen, dtype) for _ in range(problems_per_row)]
+            problems = [random_problem(gen, dtype, op) for _ in range(problems_per_row)]
             errs = [errors(op, kw, dtype, cl, problems) for cl in (False, True)]
             passed = all(e < 1 for row in errs for e in row) and (dtype != torch.float64 or grad_ok)
             failures += not passed

@@ -240,6 +240,11 @@ def _variant(op, mode, sampling, sampling_ratio):
 
 def _single(b, op, x, rois, scale, ph, pw, sampling_ratio=0, aligned=False, mode="max", sampling="bilinear"):
     """One map's graph for `op`; see the module docstring for which variant maps to what."""
+    if op.startswith("ps_"):
+        raise NotImplementedError(
+            f"roiops.onnx: {op} has no ONNX translation: no standard ONNX op reads a different channel per "
+            "bin, and pooling every channel in every bin to pick one would cost PH * PW times the op"
+        )
     if op == "roi_pool":
         return (_pool_max if mode == "max" else _pool_avg)(b, x, rois, scale, ph, pw)
     quantize = op == "roi_warp"

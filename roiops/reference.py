@@ -11,8 +11,10 @@ computed in float64 from the box values, whatever the feature and box dtypes; on
 the per-axis weights are rounded to the accumulation dtype. Boxes may have any
 floating dtype, independent of the input's; their gradient comes back in their dtype.
 
-Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool``
-(output in contiguous NCHW).
+Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool`` /
+``ps_roi_align`` / ``ps_roi_pool`` (output in contiguous NCHW). The position-sensitive
+ops are stated as their plain op pooling every channel in every bin, after which bin
+``(ph, pw)`` keeps channel ``c * PH * PW + ph * PW + pw`` as output channel ``c``.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
     return out.to(input.dtype)
 
 
-def _pool(input, rois, output_size, spatial_scale, mode):
+def _pool(input, rois, output_size, spatial_scale, mode, position_sensitive=False):
     acc = _acc_dtype(input.dtype)
     x = input.to(acc)
     N, C, H, W = x.shape
@@ -196,10 +198,13 @@ def _pool(input, rois, output_size, spatial_scale, mode):
     c = torch.where(finite[:, None], c, torch.zeros_like(c))
 
     def bins(start, end, pooled, size):
-        extent = (end - start + 1).clamp(min=1)[:, None]
+        # roi_pool: extent end - start + 1, bins clipped to [0, size]; ps_roi_pool
+        # (torchvision's): extent end - start, bins clipped to [0, size - 1].
+        extent = (end - start + (0 if position_sensitive else 1)).clamp(min=1)[:, None]
+        limit = size - 1 if position_sensitive else size
         p = torch.arange(pooled, device=c.device, dtype=torch.float64)[None, :]
-        b = (torch.floor(p * extent / pooled) + start[:, None]).clamp(0, size)
-        e = (torch.ceil((p + 1) * extent / pooled) + start[:, None]).clamp(0, size)
+        b = (torch.floor(p * extent / pooled) + start[:, None]).clamp(0, limit)
+        e = (torch.ceil((p + 1) * extent / pooled) + start[:, None]).clamp(0, limit)
         b = torch.where(finite[:, None], b, torch.zeros_like(b))
         e = torch.where(finite[:, None], e, torch.zeros_like(e))
         idx = torch.arange(size, device=c.device)[None, None, :]
@@ -242,6 +247,36 @@ def roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
     rois = v.rois_from_boxes("reference.roi_pool", input, boxes)
     return _pool(input, rois, v.output_size_pair("reference.roi_pool", output_size),
                  spatial_scale, mode)
+
+
+def _position_sensitive(full: Tensor) -> Tensor:
+    """Output channel c of bin b = ph * PW + pw is channel c * PH * PW + b of ``full``,
+    the plain op's ``[K, C, PH, PW]`` over every channel: ``[K, C / (PH * PW), PH, PW]``."""
+    K, C, PH, PW = full.shape
+    bins = PH * PW
+    per_bin = full.reshape(K, C // bins, bins, bins)  # [k, c, channel's bin, pooled bin]
+    return per_bin.diagonal(dim1=2, dim2=3).reshape(K, C // bins, PH, PW)
+
+
+def ps_roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
+                 spatial_scale: float = 1.0, sampling_ratio: int = -1) -> Tensor:
+    """Reference ps_roi_align; see roiops.ps_roi_align: roi_align with aligned=True,
+    avg, bilinear, then each bin's own channels."""
+    rois = v.rois_from_boxes("reference.ps_roi_align", input, boxes)
+    ph, pw = v.output_size_pair("reference.ps_roi_align", output_size)
+    v.check_position_sensitive("reference.ps_roi_align", input, ph, pw)
+    full = _sampled(input, rois, (ph, pw), spatial_scale, sampling_ratio, True, False, "avg", "bilinear")
+    return _position_sensitive(full)
+
+
+def ps_roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
+                spatial_scale: float = 1.0) -> Tensor:
+    """Reference ps_roi_pool; see roiops.ps_roi_pool: torchvision's PS bins, avg, then
+    each bin's own channels."""
+    rois = v.rois_from_boxes("reference.ps_roi_pool", input, boxes)
+    ph, pw = v.output_size_pair("reference.ps_roi_pool", output_size)
+    v.check_position_sensitive("reference.ps_roi_pool", input, ph, pw)
+    return _position_sensitive(_pool(input, rois, (ph, pw), spatial_scale, "avg", position_sensitive=True))
 
 
 def multilevel(op: str, features: Sequence[Tensor], rois: Tensor, levels: Tensor,

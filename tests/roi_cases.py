@@ -12,6 +12,10 @@ from roiops import reference
 from roiops.check import DTYPES, TOLERANCE  # noqa: F401  (re-exported to the tests)
 
 OPS = ("roi_align", "roi_warp", "roi_pool")
+# The position-sensitive ops: CPU only for now (no CUDA or emulated kernels), so `cases`
+# draws them only where a test asks.
+PS_OPS = ("ps_roi_align", "ps_roi_pool")
+ALL_OPS = OPS + PS_OPS
 
 
 @dataclasses.dataclass
@@ -26,12 +30,26 @@ class Case:
         return fn(self.input if input is None else input,
                   self.rois if rois is None else rois, **self.kwargs)
 
+    @property
+    def output_channels(self) -> int:
+        """C, or C / (PH * PW) for the position-sensitive ops."""
+        C = self.input.shape[1]
+        if self.op not in PS_OPS:
+            return C
+        ph, pw = roiops._validation.output_size_pair("test", self.kwargs["output_size"])
+        return C // (ph * pw)
+
     def __repr__(self):
         return (f"Case({self.op}, input={tuple(self.input.shape)} {self.input.dtype}, "
                 f"rois={self.rois.tolist()}, {self.kwargs})")
 
 
 def op_kwargs(op: str, output_size, scale, sampling_ratio, aligned, mode, sampling):
+    if op in PS_OPS:  # avg only; ps_roi_align is bilinear and aligned
+        kw = dict(output_size=output_size, spatial_scale=scale)
+        if op == "ps_roi_align":
+            kw.update(sampling_ratio=sampling_ratio)
+        return kw
     kw = dict(output_size=output_size, spatial_scale=scale, mode=mode)
     if op != "roi_pool":
         kw.update(sampling_ratio=sampling_ratio, sampling=sampling)
@@ -58,9 +76,15 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
     dtype = draw(st.sampled_from(DTYPES) if dtype is None else dtype)
     box_dtype = draw(st.sampled_from(DTYPES) if box_dtype is None else box_dtype)
     N = draw(st.integers(1, 2))
+    ph = draw(st.integers(1, 4))
+    pw = draw(st.integers(1, 4))
     # Mostly 1-4 channels; one case in four takes 8, 16 or 24, which reach the CUDA
     # kernels' 16-channel groups and one-pack paths (gpu_launch.h: dispatch_channels).
-    C = draw(st.integers(1, 4)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 16, 24]))
+    # The position-sensitive ops take 1-3 (sometimes 8 or 17) channels per bin.
+    if op in PS_OPS:
+        C = ph * pw * (draw(st.integers(1, 3)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 17])))
+    else:
+        C = draw(st.integers(1, 4)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 16, 24]))
     H = draw(st.integers(1, 10))
     W = draw(st.integers(1, 10))
     K = draw(st.integers(0, 5))
@@ -73,8 +97,6 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
             x1, x2 = min(x1, x2), max(x1, x2)
             y1, y2 = min(y1, y2), max(y1, y2)
         rows.append([b, x1, y1, x2, y2])
-    ph = draw(st.integers(1, 4))
-    pw = draw(st.integers(1, 4))
     kwargs = op_kwargs(
         op,
         (ph, pw) if ph != pw else ph,

@@ -27,9 +27,7 @@ def op(request):
     return request.param[1]
 
 
-@pytest.mark.parametrize(
-    "x,rois,kw,exc,match",
-    [
+BAD_ARGUMENTS = [
         (X[0], ROIS, {}, ValueError, r"input must be \[N, C, H, W\]"),
         (X.long(), ROIS.long(), {}, TypeError, "input must be float16"),
         ("x", ROIS, {}, TypeError, "input must be a Tensor"),
@@ -49,8 +47,10 @@ def op(request):
         (X, ROIS, {"scale": math.nan}, ValueError, "spatial_scale must be positive"),
         (X, ROIS, {"scale": math.inf}, ValueError, "spatial_scale must be positive"),
         (X, ROIS, {"mode": "mean"}, ValueError, "mode must be one of"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("x,rois,kw,exc,match", BAD_ARGUMENTS)
 def test_bad_arguments_raise_clear_errors(op, x, rois, kw, exc, match):
     with pytest.raises(exc, match=match):
         op(x, rois, **kw)
@@ -363,3 +363,109 @@ def test_multilevel_maps_of_different_dtypes_are_refused():
     with pytest.raises(TypeError, match="every level must have the same dtype"):
         ops.roi_align_multilevel(feats, torch.tensor([[0, 1.0, 1.0, 5.0, 5.0]]), torch.tensor([1]), [1.0, 0.5], 2, 2,
                                  2, True, "avg", "bilinear", True)
+
+
+# The position-sensitive ops: the same rules, plus C a multiple of PH * PW. X_PS has 2
+# channels for each bin of the default 2 x 2 output.
+X_PS = torch.randn(2, 8, 8, 9)
+PS_PUBLIC = [
+    ("ps_roi_align", lambda x, r, **kw: roiops.ps_roi_align(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
+    ("ps_roi_pool", lambda x, r, **kw: roiops.ps_roi_pool(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
+]
+ps_ids = [p[0] for p in PS_PUBLIC]
+
+
+@pytest.fixture(params=PS_PUBLIC, ids=ps_ids)
+def ps_op(request):
+    return request.param[1]
+
+
+@pytest.mark.parametrize("x,rois,kw,exc,match", [a for a in BAD_ARGUMENTS if "mode" not in a[2]])
+def test_position_sensitive_bad_arguments_raise_clear_errors(ps_op, x, rois, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        ps_op(x, rois, **kw)
+
+
+@pytest.mark.parametrize("channels,size", [(3, 2), (6, 2), (8, (2, 3)), (1, (1, 2))])
+def test_position_sensitive_channels_must_be_a_multiple_of_the_bins(ps_op, channels, size):
+    x = torch.randn(2, channels, 8, 9)
+    with pytest.raises(ValueError, match=r"input channels \(\d+\) must be a multiple of output_size"):
+        ps_op(x, ROIS, size=size)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda o: o.ps_roi_align(X, ROIS, 1.0, 2, 2, -1), r"input channels \(3\) must be a multiple of .* = 4"),
+        (lambda o: o.ps_roi_pool(X, ROIS, 1.0, 2, 2), r"input channels \(3\) must be a multiple of .* = 4"),
+        (lambda o: o._ps_roi_pool_jvp(X, EMPTY, ROIS, 1.0, 2, 2), r"must be a multiple of"),
+        (lambda o: o._ps_roi_align_backward(torch.ones(2, 8, 2, 2), X_PS, EMPTY, ROIS, 1.0, 2, 2, -1),
+         r"grad must be \[2, 2, 2, 2\]"),
+        (lambda o: o._ps_roi_pool_backward(torch.ones(2, 2, 2, 2), X, EMPTY, ROIS, 1.0, 2, 2), r"must be a multiple"),
+        (lambda o: o.ps_roi_align(X_PS, ROIS, 1.0, 2, 2, 1025), "sampling_ratio must be at most 1024"),
+        (lambda o: o.ps_roi_pool(X_PS, ROIS[:, :3], 1.0, 2, 2), r"boxes must be \[K, 5\]"),
+        (lambda o: o.ps_roi_pool(X_PS.to("meta"), ROIS.to("meta"), 1.0, 2, 3), "must be a multiple of"),
+    ],
+)
+def test_position_sensitive_direct_op_calls_are_checked(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.ops.roiops)
+
+
+@pytest.mark.parametrize("batch", [2.0, -1.0, 0.5, math.nan])
+def test_position_sensitive_bad_batch_index_is_refused(ps_op, batch):
+    rois = ROIS.clone()
+    rois[1, 0] = batch
+    with pytest.raises(ValueError, match=r"boxes\[1, 0\] \(batch index\) must be an integer in \[0, 2\)"):
+        ps_op(X_PS, rois)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_position_sensitive_non_finite_box_pools_to_zero(ps_op, bad):
+    rois = ROIS.clone()
+    rois[0, 3] = bad
+    x = X_PS.clone().requires_grad_()
+    r = rois.clone().requires_grad_()
+    out = ps_op(x, r)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    torch.testing.assert_close(out[1], ps_op(X_PS, ROIS[1:])[0])
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(r.grad).all()
+    assert torch.equal(r.grad[0], torch.zeros(5))
+
+
+@pytest.mark.parametrize("coord", [1e6, 1e12, 3e38])
+def test_position_sensitive_huge_boxes_finish_with_finite_output(ps_op, coord):
+    rois = torch.tensor([[0, -coord, -coord, coord, coord], [1, 0.0, 0.0, coord, 3.0]])
+    x = torch.randn(2, 49, 8, 9, requires_grad=True)
+    out = ps_op(x, rois, size=7)
+    assert out.shape == (2, 1, 7, 7) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("shape,K", [((2, 6, 8, 9), 0), ((2, 0, 8, 9), 2), ((0, 6, 8, 9), 0),
+                                     ((2, 6, 0, 9), 2), ((2, 6, 8, 0), 2)])
+def test_position_sensitive_empty_inputs_give_empty_or_zero_outputs(ps_op, shape, K):
+    x = torch.randn(shape, requires_grad=True)
+    rois = ROIS[:K].clone().requires_grad_()
+    out = ps_op(x, rois, size=(2, 3))
+    assert out.shape == (K, shape[1] // 6, 2, 3)
+    assert torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert x.grad.shape == x.shape and rois.grad.shape == rois.shape
+
+
+def test_position_sensitive_degenerate_and_inverted_boxes_are_defined():
+    """Inverted boxes pool to 0 in ps_roi_align (no samples: aligned=True has no minimum
+    size) and read one pixel per bin in ps_roi_pool (its size is at least 1), as the
+    reference states."""
+    from roiops import reference
+
+    rois = torch.tensor([[0, 3.0, 3.0, 3.0, 3.0], [0, 6.0, 5.0, 2.0, 1.0], [1, 4.2, 4.2, 4.3, 4.3]])
+    for name, fn in PS_PUBLIC:
+        out = fn(X_PS, rois)
+        assert torch.isfinite(out).all(), name
+        torch.testing.assert_close(out, getattr(reference, name)(X_PS, rois, 2), atol=1e-6, rtol=1e-6)
+    assert torch.equal(roiops.ps_roi_align(X_PS, rois[1:2], 2), torch.zeros(1, 2, 2, 2))
+    assert (roiops.ps_roi_pool(X_PS, rois[1:2], 2) != 0).all()

@@ -18,6 +18,12 @@ CALLS = {
     "roi_warp": lambda x, r: roiops.roi_warp(x, r, 7, 1 / 8, 2, mode="avg"),
     "roi_pool": lambda x, r: roiops.roi_pool(x, r, 7, 1 / 8),
 }
+# The position-sensitive ops on the same 80 channels: 5 per bin of 4 x 4, 8 per bin of 2 x 5.
+PS_CALLS = {
+    "ps_roi_align": lambda x, r: roiops.ps_roi_align(x, r, 4, 1 / 8, 2),
+    "ps_roi_pool": lambda x, r: roiops.ps_roi_pool(x, r, (2, 5), 1 / 8),
+}
+EVERY_CALL = {**CALLS, **PS_CALLS}
 
 
 def grads(fn, channels_last, dtype=torch.float32):
@@ -33,9 +39,9 @@ def grads(fn, channels_last, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(EVERY_CALL))
 def test_bitwise_identical_across_runs_and_thread_counts(name, channels_last):
-    fn = CALLS[name]
+    fn = EVERY_CALL[name]
     threads = torch.get_num_threads()
     try:
         runs = []
@@ -50,9 +56,9 @@ def test_bitwise_identical_across_runs_and_thread_counts(name, channels_last):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", list(EVERY_CALL))
 def test_deterministic_mode_is_supported(name, dtype):
-    fn = CALLS[name]
+    fn = EVERY_CALL[name]
     free = grads(fn, True, dtype)
     torch.use_deterministic_algorithms(True)
     try:
@@ -96,6 +102,35 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
         out.backward(go)
         got.append((out.detach(), xg.grad))
     assert got[0][1].is_contiguous() and got[1][1].is_contiguous(memory_format=torch.channels_last)
+    assert got[0][1].abs().sum() > 0
+    for a, b in zip(got[0], got[1], strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", list(WINDOW_SPLITS.values()), ids=list(WINDOW_SPLITS))
+@pytest.mark.parametrize("name", list(PS_CALLS))
+def test_position_sensitive_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
+    """The planar scratch holds each bin's channels as one run and is written out bin
+    by bin to planes PH * PW apart; channels-last gradients add at that stride in
+    place. Both sum in the same order, however the scratch is split. 280 channels at 2 x
+    2 bins: 70 output channels, a full block and a partial one."""
+    h, w = size
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 280, h, w, generator=gen, dtype=dtype)
+    xy = torch.rand(30, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    wh = torch.rand(30, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
+    rois = torch.cat([torch.randint(0, 2, (30, 1), generator=gen).float(), xy, xy + wh], 1)
+    go = torch.randn(30, 70, 2, 2, generator=gen, dtype=dtype)
+    fn = {"ps_roi_align": lambda x, r: roiops.ps_roi_align(x, r, 2, 1 / 8, 2),
+          "ps_roi_pool": lambda x, r: roiops.ps_roi_pool(x, r, 2, 1 / 8)}[name]
+    got = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xg = x.clone(memory_format=memory_format).requires_grad_()
+        out = fn(xg, rois.to(dtype))
+        out.backward(go)
+        got.append((out.detach(), xg.grad))
+    assert got[1][1].is_contiguous(memory_format=torch.channels_last)
     assert got[0][1].abs().sum() > 0
     for a, b in zip(got[0], got[1], strict=True):
         assert torch.equal(a, b)
@@ -253,3 +288,31 @@ def test_outputs_written_around_the_cache_match_small_calls(name, channels_last)
     for i, got in enumerate(whole):
         if got.dim() == 4:  # avg mode's argmax is empty
             assert torch.equal(got, torch.cat([p[i] for p in parts]))
+
+
+# Position-sensitive planar forwards copy a block's n * PH * PW planes bin-major (each
+# bin's n channels one run) when the image's RoIs would read more pixels than the
+# planes hold, and otherwise read the map in place (no per-RoI tiles).
+# Plane blocks are 64 or 16 channels wide, whichever fits (float64 planes take 16 here).
+PS_PLANE_TIERS = {"plane_copies": (("plane_blocks", "narrow_plane_blocks"), (40, 50), 60),
+                  "planar_in_place": (("planar_in_place",), (100, 120), 10)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tier", list(PS_PLANE_TIERS))
+@pytest.mark.parametrize("name", list(PS_CALLS))
+def test_position_sensitive_planar_forward_gives_channels_last_bits(name, tier, dtype):
+    counters, (h, w), k = PS_PLANE_TIERS[tier]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 80, h, w, generator=gen, dtype=dtype)  # 80 = 5 x 16 = 8 x 10 channels
+    xy = torch.rand(k, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    wh = torch.rand(k, 2, generator=gen) ** 2 * torch.tensor([w * 8.0, h * 8.0]) + 1
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=gen).float(), xy, xy + wh], 1).to(dtype)
+    got = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        with tier_counts() as counts:
+            got.append(PS_CALLS[name](x.clone(memory_format=memory_format), rois))
+        reached = sum(counts.get(c, 0) for c in counters) > 0
+        assert reached == (memory_format == torch.contiguous_format), counts
+    assert got[0].abs().sum() > 0
+    assert torch.equal(got[0], got[1])

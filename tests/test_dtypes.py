@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from roi_cases import DTYPES, OPS, cases
+from roi_cases import ALL_OPS, DTYPES, OPS, PS_OPS, cases
 
 import roiops
 
@@ -95,17 +95,21 @@ VARIANTS = [
     ("roi_align", dict(sampling_ratio=-1, aligned=False, mode="max")),
     ("roi_warp", dict(sampling_ratio=2, mode="max")),
     ("roi_pool", dict(mode="avg")),
+    ("ps_roi_align", dict(sampling_ratio=2)),
+    ("ps_roi_pool", {}),
 ]
 
 
-@pytest.mark.parametrize("op,kw", VARIANTS, ids=[f"{v[0]}-{v[1]['mode']}" for v in VARIANTS])
+@pytest.mark.parametrize("op,kw", VARIANTS, ids=[f"{v[0]}-{v[1].get('mode', 'avg')}" for v in VARIANTS])
 @pytest.mark.parametrize("feature_dtype,box_dtype", list(itertools.product(DTYPES, DTYPES)))
 def test_any_box_dtype_with_any_feature_dtype(op, kw, feature_dtype, box_dtype):
     """Box values that every dtype holds exactly give the same output in every box
     dtype (bitwise); the box gradient comes back in the boxes' dtype, equal to the
     float64-box gradient rounded to it, and the input gradient in the input's."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 12, 14, generator=gen, dtype=torch.float64).to(feature_dtype)
+    # The position-sensitive ops read 2 channels for each of the 3 x 2 bins.
+    channels = 12 if op in PS_OPS else 3
+    x = torch.randn(2, channels, 12, 14, generator=gen, dtype=torch.float64).to(feature_dtype)
     # Multiples of 1/4 with at most 8 significant bits: exact in bfloat16 too.
     rois64 = torch.tensor([[0, 1.25, 2.5, 20.75, 17.0], [1, -3.5, 4.25, 30.0, 18.5], [1, 9.75, 1.0, 21.5, 17.25]],
                           dtype=torch.float64)
@@ -121,7 +125,7 @@ def test_any_box_dtype_with_any_feature_dtype(op, kw, feature_dtype, box_dtype):
     (o64, x64, r64), (o, xg, rg) = grads[torch.float64], grads[box_dtype]
     assert torch.equal(o, o64) and torch.equal(xg, x64)
     assert torch.equal(rg, r64.to(box_dtype))
-    assert bool(r64.abs().sum() > 0) == (op == "roi_align")
+    assert bool(r64.abs().sum() > 0) == (op in ("roi_align", "ps_roi_align"))
 
 
 def test_float32_boxes_keep_their_precision_with_bfloat16_features():
@@ -174,7 +178,7 @@ def test_multilevel_ops_and_pooler_take_any_box_dtype(op):
         assert r.grad.dtype == box_dtype and all(f.grad.dtype == torch.bfloat16 for f in fs)
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", ALL_OPS)
 def test_autocast_bfloat16_around_conv_and_roi_op(op):
     """Under torch.autocast the conv's output is bfloat16 while boxes stay float32:
     the op runs on the bfloat16 map as it is and gradients flow to both."""
@@ -183,11 +187,12 @@ def test_autocast_bfloat16_around_conv_and_roi_op(op):
     image = torch.randn(2, 3, 24, 24, generator=gen)
     rois = torch.tensor([[0, 1.5, 2.25, 40.0, 33.0], [1, 10.0, 4.0, 44.5, 47.0]], requires_grad=True)
     fn = getattr(roiops, op)
+    size = 2 if op in PS_OPS else 4  # the position-sensitive ops: 2 channels per bin
     with torch.autocast("cpu", dtype=torch.bfloat16):
         features = conv(image)
-        out = fn(features, rois, 4, 0.5)
+        out = fn(features, rois, size, 0.5)
     assert features.dtype == out.dtype == torch.bfloat16
-    want = fn(features.detach().float(), rois.detach(), 4, 0.5)
+    want = fn(features.detach().float(), rois.detach(), size, 0.5)
     torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=1e-2)
     out.float().sum().backward()
     assert conv.weight.grad is not None and rois.grad.dtype == torch.float32

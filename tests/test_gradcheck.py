@@ -1,5 +1,6 @@
-"""gradcheck / gradgradcheck in float64: input gradients to second order for every op,
-mode and sampling, and box-coordinate gradients for bilinear roi_align."""
+"""gradcheck / gradgradcheck in float64: input gradients to second order for every op
+(the position-sensitive ones included), mode and sampling, and box-coordinate gradients
+for bilinear roi_align and ps_roi_align."""
 
 import itertools
 
@@ -10,6 +11,8 @@ import roiops
 
 torch.manual_seed(0)
 X = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+# The position-sensitive ops' map: 2 channels for each of the 3 x 2 bins.
+X_PS = torch.randn(2, 12, 9, 11, dtype=torch.float64)
 # Away from rounding ties and pixel borders, where the ops are not differentiable.
 ROIS = torch.tensor(
     [
@@ -28,11 +31,17 @@ VARIANTS = [
 ] + [
     ("roi_warp", dict(sampling_ratio=sr, mode=m, sampling=s))
     for sr, m, s in itertools.product([2, -1], ["avg", "max"], ["bilinear", "nearest"])
-] + [("roi_pool", dict(mode=m)) for m in ["avg", "max"]]
+] + [("roi_pool", dict(mode=m)) for m in ["avg", "max"]] + [
+    ("ps_roi_align", dict(sampling_ratio=sr)) for sr in [2, -1]
+] + [("ps_roi_pool", {})]
 
 
 def ids(v):
     return v[0] + "-" + "-".join(str(x) for x in v[1].values())
+
+
+def input_for(op):
+    return X_PS if op.startswith("ps_") else X
 
 
 def call(op, kwargs, x, coords):
@@ -43,7 +52,7 @@ def call(op, kwargs, x, coords):
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_input_gradcheck_and_gradgradcheck(variant):
     op, kwargs = variant
-    x = X.clone().requires_grad_()
+    x = input_for(op).clone().requires_grad_()
     f = lambda x: call(op, kwargs, x, ROIS[:, 1:])  # noqa: E731
     assert torch.autograd.gradcheck(f, (x,))
     assert torch.autograd.gradgradcheck(f, (x,))
@@ -51,13 +60,13 @@ def test_input_gradcheck_and_gradgradcheck(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_box_gradcheck(variant):
-    """Analytic box gradients for bilinear roi_align; exactly zero elsewhere."""
+    """Analytic box gradients for bilinear roi_align and ps_roi_align; exactly zero elsewhere."""
     op, kwargs = variant
     coords = ROIS[:, 1:].clone().requires_grad_()
-    x = X.clone().requires_grad_()
+    x = input_for(op).clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, c: call(op, kwargs, x, c), (x, coords))
-    (g,) = torch.autograd.grad(call(op, kwargs, X, coords).sum(), coords)
-    differentiable = op == "roi_align" and kwargs["sampling"] == "bilinear"
+    (g,) = torch.autograd.grad(call(op, kwargs, input_for(op), coords).sum(), coords)
+    differentiable = op == "ps_roi_align" or (op == "roi_align" and kwargs["sampling"] == "bilinear")
     assert bool(g.abs().sum() > 0) == differentiable
 
 
@@ -89,7 +98,7 @@ def test_a_node_reached_without_a_gradient_passes_none_on(variant):
     returns no gradient gets None, and contributes nothing."""
     op, kwargs = variant
     coords = ROIS[:, 1:].clone().requires_grad_()
-    x = X.clone().requires_grad_()
+    x = input_for(op).clone().requires_grad_()
     loss = _Cut.apply(call(op, kwargs, x, coords)).sum() + x.sum() + coords.sum()
     loss.backward()
     assert torch.equal(x.grad, torch.ones_like(x)) and torch.equal(coords.grad, torch.ones_like(coords))

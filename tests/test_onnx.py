@@ -123,6 +123,19 @@ def test_adaptive_max_is_a_clear_error(exporter):
                for m in chain), chain
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", ["ps_roi_align", "ps_roi_pool"])
+def test_position_sensitive_ops_are_a_clear_error(name, exporter):
+    fn = lambda x, r: getattr(roiops, name)(x, r, (1, 3), 0.5)  # noqa: E731  (X's 3 channels: one per bin)
+    with pytest.raises(Exception) as info:
+        export(Call(fn), (X, EXPORT_ROIS), exporter)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any(f"roiops.onnx: {name} has no ONNX translation" in m for m in chain), chain
+
+
 POOLERS = {
     "align": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], sampling_ratio=2, canonical_size=16),
     "warp-max": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),

@@ -15,13 +15,18 @@ import roiops
 from roiops import _registration
 from roiops.ops import poolers
 
-MODULES = {"roi_align": roiops.RoIAlign, "roi_warp": roiops.RoIWarp, "roi_pool": roiops.RoIPool}
+MODULES = {"roi_align": roiops.RoIAlign, "roi_warp": roiops.RoIWarp, "roi_pool": roiops.RoIPool,
+           "ps_roi_align": roiops.PSRoIAlign, "ps_roi_pool": roiops.PSRoIPool}
+# The families with a fused multilevel form and a pooler: all but the position-sensitive
+# ops, which pool one map (docs/SEMANTICS.md).
+POOLED = sorted(name for name in MODULES if not name.startswith("ps_"))
 # Two valid values of each parameter: a test passes the one that is not the default, so a
 # value that arrives under another parameter's name is seen. A new parameter needs a pair.
 VALUES = {"sampling_ratio": (2, 3), "aligned": (False, True), "mode": ("avg", "max"),
           "sampling": ("bilinear", "nearest")}
 
 X = torch.randn(1, 2, 8, 8)
+X_PS = torch.randn(1, 12, 8, 8)  # 2 channels for each bin of a 2 x 3 output
 ROIS = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]])
 
 
@@ -63,14 +68,16 @@ def op_arguments(fn, *args, **kwargs) -> dict:
 
 def test_every_op_family_has_its_functions():
     families = [name for name in _registration.FORWARD_OPS if not name.endswith("_multilevel")]
-    assert sorted(MODULES) == families == sorted(poolers._OPS)
-    assert _registration.FORWARD_OPS == sorted(families + [f"{name}_multilevel" for name in families])
+    assert sorted(MODULES) == families
+    assert POOLED == sorted(poolers._OPS)
+    assert _registration.FORWARD_OPS == sorted(families + [f"{name}_multilevel" for name in POOLED])
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_functions_and_modules_take_the_schema_parameters(name):
     params = schema_params(name)
-    assert schema_params(f"{name}_multilevel") == params
+    if name in POOLED:
+        assert schema_params(f"{name}_multilevel") == params
     assert params_between(getattr(roiops, name), "spatial_scale") == params
     assert params_between(MODULES[name].__init__, "spatial_scale") == params
 
@@ -84,18 +91,19 @@ def test_functions_pass_each_parameter_to_the_op_by_its_name(name, scripted):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch itself
             fn = torch.jit.script(fn)
-    arguments = op_arguments(fn, X, ROIS, (2, 3), spatial_scale=0.5, **values)[name]
+    x = X_PS if name.startswith("ps_") else X
+    arguments = op_arguments(fn, x, ROIS, (2, 3), spatial_scale=0.5, **values)[name]
     assert arguments["spatial_scale"] == 0.5 and (arguments["pooled_height"], arguments["pooled_width"]) == (2, 3)
     assert {n: arguments[n] for n in values} == values
 
 
 def test_poolers_take_every_schema_parameter():
-    every = list(dict.fromkeys(n for name in MODULES for n in schema_params(name)))
+    every = list(dict.fromkeys(n for name in POOLED for n in schema_params(name)))
     assert sorted(params_between(poolers._pool_levels, "op", "canonical_size")) == sorted(every)
     assert sorted(params_between(roiops.MultiScaleRoIPooler.__init__, "op", "canonical_size")) == sorted(every)
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
+@pytest.mark.parametrize("name", POOLED)
 def test_poolers_pass_each_parameter_to_the_op_by_its_name(name):
     values = not_default(roiops.MultiScaleRoIPooler.__init__, schema_params(name))
     pooler = roiops.MultiScaleRoIPooler(2, [1.0, 0.5], name, **values, canonical_size=4)

@@ -17,11 +17,13 @@ PARAMS = {
                   itertools.product([2, -1], [True, False], ["avg", "max"], ["bilinear", "nearest"])],
     "roi_warp": [(0.5, 3, 2, 2, m, s) for m, s in itertools.product(["avg", "max"], ["bilinear", "nearest"])],
     "roi_pool": [(0.5, 3, 2, m) for m in ["avg", "max"]],
+    "ps_roi_align": [(0.5, 3, 2, sr) for sr in [2, -1]],
+    "ps_roi_pool": [(0.5, 3, 2)],
 }
 
 
-def inputs(dtype=torch.float64, channels_last=False):
-    x = torch.randn(2, 3, 9, 11, dtype=dtype)
+def inputs(dtype=torch.float64, channels_last=False, channels=3):
+    x = torch.randn(2, channels, 9, 11, dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, ROIS.to(dtype)
@@ -36,15 +38,16 @@ def opcheck_cases():
 @pytest.mark.parametrize("name,params,channels_last", list(opcheck_cases()))
 def test_opcheck_every_op(name, params, channels_last):
     ops = torch.ops.roiops
-    x, rois = inputs(channels_last=channels_last)
+    # The position-sensitive ops read 2 channels for each of the 3 x 2 bins.
+    x, rois = inputs(channels_last=channels_last, channels=12 if name.startswith("ps_") else 3)
     out, argmax = getattr(ops, name)(x, rois, *params)
     grad = torch.randn_like(out)
     torch.library.opcheck(getattr(ops, name), (x.requires_grad_(), rois, *params))
     x = x.detach()
     torch.library.opcheck(getattr(ops, f"_{name}_backward"), (grad, x, argmax, rois, *params))
     torch.library.opcheck(getattr(ops, f"_{name}_jvp"), (torch.randn_like(x), argmax, rois, *params))
-    if name == "roi_align":
-        torch.library.opcheck(ops._roi_align_backward_rois, (grad, x, argmax, rois, *params))
+    if hasattr(ops, f"_{name}_backward_rois"):  # roi_align, ps_roi_align
+        torch.library.opcheck(getattr(ops, f"_{name}_backward_rois"), (grad, x, argmax, rois, *params))
 
 
 FUNCS = [
@@ -52,6 +55,9 @@ FUNCS = [
     ("roi_align_max", lambda x, r: roiops.roi_align(x, r, 3, 0.5, 2, True, mode="max")),
     ("roi_warp", lambda x, r: roiops.roi_warp(x, r, 3, 0.5, 2)),
     ("roi_pool", lambda x, r: roiops.roi_pool(x, r, (3, 2), 0.5, mode="avg")),
+    # The maps' 3 channels are one per bin of a 1 x 3 or 3 x 1 output.
+    ("ps_roi_align", lambda x, r: roiops.ps_roi_align(x, r, (1, 3), 0.5, 2)),
+    ("ps_roi_pool", lambda x, r: roiops.ps_roi_pool(x, r, (3, 1), 0.5)),
 ]
 
 
@@ -77,9 +83,13 @@ class Head(torch.nn.Module):
         self.align = roiops.RoIAlign(3, 0.5, 2, True)
         self.warp = roiops.RoIWarp(3, 0.5, 2)
         self.pool = roiops.RoIPool(3, 0.5)
+        self.ps_align = roiops.PSRoIAlign((3, 1), 0.5, 2)
+        self.ps_pool = roiops.PSRoIPool((3, 1), 0.5)
 
     def forward(self, x, rois):
-        return self.align(x, rois) + self.warp(x, rois) + self.pool(x, rois)
+        # [K, 3, 3, 3] and, from the position-sensitive ops, [K, 1, 3, 1]: broadcast.
+        return self.align(x, rois) + self.warp(x, rois) + self.pool(x, rois) + self.ps_align(x, rois) * self.ps_pool(
+            x, rois)
 
 
 def test_export_module_using_every_op():
@@ -87,6 +97,7 @@ def test_export_module_using_every_op():
     m = Head()
     ep = torch.export.export(m, (x, rois))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    assert {"roiops.roi_align.default", "roiops.roi_warp.default", "roiops.roi_pool.default"} <= targets
+    assert {"roiops.roi_align.default", "roiops.roi_warp.default", "roiops.roi_pool.default",
+            "roiops.ps_roi_align.default", "roiops.ps_roi_pool.default"} <= targets
     x2, _ = inputs(torch.float32)
     torch.testing.assert_close(ep.module()(x2, rois), m(x2, rois))

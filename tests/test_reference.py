@@ -151,3 +151,41 @@ def test_float64_boxes_keep_their_precision_on_float16_features():
     out32 = reference._sampled(x.float(), r32, *args, "bilinear")
     torch.testing.assert_close(out.float(), out32.to(torch.float16).float(), atol=0, rtol=0)
     torch.testing.assert_close(gr, grads(out32, r32)[0], atol=0, rtol=0)
+
+
+def channel_ramps(C, H, W):
+    """Map [1, C, H, W] with pixel (c, y, x) = 100 c + 10 y + x: says which channel and pixel was read."""
+    return ramp(H, W, torch.float64) + 100 * torch.arange(C, dtype=torch.float64)[None, :, None, None]
+
+
+def test_ps_roi_pool_bins_are_torchvisions():
+    """Box [0, 0, 3, 3]: size 3 (no +1), bins [0, 2) and [1, 3); bin (ph, pw) reads channel
+    2 ph + pw. Box [0, 0, 4, 4] on a 4 x 4 map: bins [0, 2) and [2, 4) clipped to [2, 3), so
+    the last row and column are never read."""
+    x = channel_ramps(4, 4, 4)
+    out = reference.ps_roi_pool(x, torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]], dtype=torch.float64), 2)
+    torch.testing.assert_close(out, torch.tensor([[[[5.5, 106.5], [215.5, 316.5]]]], dtype=torch.float64))
+    out = reference.ps_roi_pool(x, torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]], dtype=torch.float64), 2)
+    torch.testing.assert_close(out, torch.tensor([[[[5.5, 107.0], [220.5, 322.0]]]], dtype=torch.float64))
+
+
+def test_ps_roi_align_reads_each_bins_channel_with_aligned_geometry():
+    """Box [0.5, 0.5, 2.5, 2.5] is [0, 2] in map coordinates (aligned); one sample at the
+    centre of each 1 x 1 bin. Output channel c of bin b reads channel 4 c + b."""
+    x = channel_ramps(8, 4, 4)
+    out = reference.ps_roi_align(x, torch.tensor([[0, 0.5, 0.5, 2.5, 2.5]], dtype=torch.float64), 2,
+                                 sampling_ratio=1)
+    want = torch.tensor([[[5.5, 106.5], [215.5, 316.5]], [[405.5, 506.5], [615.5, 716.5]]], dtype=torch.float64)
+    torch.testing.assert_close(out, want[None])
+
+
+@pytest.mark.parametrize("op", ["ps_roi_align", "ps_roi_pool"])
+@pytest.mark.parametrize("shape,K", [((1, 4, 0, 5), 2), ((1, 4, 4, 0), 2), ((1, 0, 4, 5), 2), ((1, 4, 4, 5), 0)],
+                         ids=["H=0", "W=0", "C=0", "K=0"])
+def test_ps_empty_map_or_no_roi_gives_zeros(op, shape, K):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 1.0, 3.0, 2.5]] * K, dtype=torch.float64).reshape(K, 5)
+    out = getattr(reference, op)(x, rois, (2, 2))
+    torch.testing.assert_close(out, torch.zeros(K, shape[1] // 4, 2, 2, dtype=torch.float64), atol=0, rtol=0)
+    (gx,) = grads(out, x)
+    assert gx.shape == x.shape and not gx.any()

@@ -42,6 +42,9 @@ FUNCTIONS = {
     "roi_align": (roiops.roi_align, [((3, 2), 0.5, 2, True, "max", "nearest"), (3,)]),
     "roi_warp": (roiops.roi_warp, [(3, 0.5, -1, "avg", "bilinear"), ((2, 3),)]),
     "roi_pool": (roiops.roi_pool, [(3, 0.5, "avg"), ((3, 2), 0.5)]),
+    # X's 3 channels are one per bin of a 1 x 3 or 3 x 1 output.
+    "ps_roi_align": (roiops.ps_roi_align, [((1, 3), 0.5, 2), ((3, 1),)]),
+    "ps_roi_pool": (roiops.ps_roi_pool, [((3, 1), 0.5), ((1, 3),)]),
 }
 
 
@@ -70,6 +73,8 @@ MODULES = {
     "RoIAlign": (lambda: roiops.RoIAlign(3, 0.5, 2, True, "max"), lambda m, r: m(X, r)),
     "RoIWarp": (lambda: roiops.RoIWarp((2, 3), 0.5, 2, "avg", "nearest"), lambda m, r: m(X, r)),
     "RoIPool": (lambda: roiops.RoIPool(3, 0.5), lambda m, r: m(X, as_list(r))),
+    "PSRoIAlign": (lambda: roiops.PSRoIAlign((1, 3), 0.5, 2), lambda m, r: m(X, r)),
+    "PSRoIPool": (lambda: roiops.PSRoIPool((3, 1), 0.5), lambda m, r: m(X, as_list(r))),
     "MultiScaleRoIPooler": (lambda: roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),
                             lambda m, r: m(LEVELS, r)),
     "MultiScaleRoIAlign": (multiscale_align,
@@ -111,6 +116,7 @@ TRACED = {
     "roi_align": (lambda x, r: roiops.roi_align(x, r, 3, 0.5, 2, True), lambda r: (X, r)),
     "roi_pool_list": (lambda x, r0, r1: roiops.roi_pool(x, [r0, r1], 2, 0.5), lambda r: (X, *as_list(r))),
     "RoIWarp": (roiops.RoIWarp(3, 0.5, 2), lambda r: (X, r)),
+    "ps_roi_align": (lambda x, r: roiops.ps_roi_align(x, r, (3, 1), 0.5, 2), lambda r: (X, r)),
     "MultiScaleRoIPooler": (roiops.MultiScaleRoIPooler(3, [0.5, 0.25], canonical_size=16), lambda r: (LEVELS, r)),
     "MultiScaleRoIAlign": (FixedImages(), lambda r: (*LEVELS, *as_list(r))),
 }

@@ -57,8 +57,9 @@ at::Tensor advise_huge_pages(at::Tensor t) {
 
 }  // namespace
 
-at::Tensor empty_cpu_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w) {
-  return advise_huge_pages(empty_output(maps, K, pooled_h, pooled_w));
+at::Tensor empty_cpu_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w,
+                            int64_t group) {
+  return advise_huge_pages(empty_output(maps, K, pooled_h, pooled_w, group));
 }
 
 at::Tensor empty_cpu_argmax(const at::Tensor& output, Mode mode, bool keep) {

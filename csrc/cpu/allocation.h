@@ -20,7 +20,8 @@ int64_t streamed_output_bytes();
 
 // The forward / jvp output and the forward's argmax (../op_common.h: empty_output,
 // empty_argmax), large ones backed by huge pages.
-at::Tensor empty_cpu_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w);
+at::Tensor empty_cpu_output(at::TensorList maps, int64_t K, int64_t pooled_h, int64_t pooled_w,
+                            int64_t group = 1);
 at::Tensor empty_cpu_argmax(const at::Tensor& output, Mode mode, bool keep);
 
 // Input-gradient accumulators: one uninitialized tensor per map, in the map's memory

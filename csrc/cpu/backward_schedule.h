@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../op_common.h"
 #include "channel_loops.h"
 #include "maps.h"
 #include "parallel.h"
@@ -30,6 +31,8 @@ constexpr bool kScatterAdds =
 // channels. That is the gradient itself when the map is channels-last, and a
 // channels-last scratch copied out to the planes at the end of the task when it is
 // planar (for_each_backward_task), so both layouts scatter whole channel vectors.
+// A position-sensitive task's window holds n * PH * PW input channels per pixel;
+// for_bin(b) is the window of bin b's n channels (channel stride cs).
 template <typename acc_t>
 struct GradWindow {
   acc_t* data;      // channel 0 of pixel (y0, x0)
@@ -43,6 +46,14 @@ struct GradWindow {
   bool whole_rows = x0 == 0 && x1 == width && rs == width * ps;
   // Whether pixel offsets within the window fit int32 lanes (add_at).
   bool int32_offsets = whole_rows && y0 * width <= INT32_MAX && (y1 - y0) * rs <= INT32_MAX;
+  int64_t cs = 1;        // between the channels a bin's gradient adds into
+  int64_t bin_step = 0;  // from bin b's channel 0 to bin b + 1's (0: every bin adds to the same)
+
+  GradWindow for_bin(int64_t b) const {
+    GradWindow w = *this;
+    w.data += b * bin_step;
+    return w;
+  }
 
   bool has_row(int64_t y) const { return y >= y0 && y < y1; }
   bool has_col(int64_t x) const { return x >= x0 && x < x1; }
@@ -57,10 +68,14 @@ struct GradWindow {
   void add(int64_t y, int64_t x, acc_t w, const acc_t* g, int64_t n) const {
     if (has_row(y) && has_col(x)) axpy(at(y, x), w, g, n);
   }
-  // d[c] += w * g[c] for c in [0, n): the adjoint of one tap of accumulate_taps,
+  // d[c * cs] += w * g[c] for c in [0, n): the adjoint of one tap of accumulate_taps,
   // rounded the same way (product, then sum).
-  static void axpy(acc_t* d, acc_t w, const acc_t* g, int64_t n) {
+  void axpy(acc_t* d, acc_t w, const acc_t* g, int64_t n) const {
     using Vec = at::vec::Vectorized<acc_t>;
+    if (cs != 1) {
+      for (int64_t c = 0; c < n; ++c) d[c * cs] += w * g[c];
+      return;
+    }
     int64_t c = 0;
     for (; c + Vec::size() <= n; c += Vec::size())
       (Vec::loadu(d + c) + Vec(w) * Vec::loadu(g + c)).store(d + c);
@@ -148,7 +163,10 @@ struct Windows {
 // it first would write a planar gradient twice.
 // `build(geometry, k)` fills RoI k's geometry (with its Footprint); each thread keeps
 // the geometries of its current group (up to kGeometryCacheBytes) for all its tasks.
-// `gi` holds one accumulator per level in that level's memory format.
+// `gi` holds one accumulator per level in that level's memory format. Channel blocks
+// are blocks of output channels; `cm` gives the input channels each one's gradient
+// adds into (a run of n * PH * PW for the position-sensitive ops, whose planar scratch
+// holds each bin's n channels as one run, so their adds are vectorized too).
 //
 // Planar input gradients are accumulated kChannelBlock channels at a time, as
 // channels-last ones are, in a channels-last scratch of at most kScratchBytes (a 50 x 84
@@ -157,13 +175,17 @@ struct Windows {
 // visit pays the per-bin work (argmax decode, bounds, loads, prefetches) once for all 64
 // channels (docs/performance-notes.md).
 template <typename Geometry, typename acc_t, typename Build, typename Body>
-void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, const Build& build,
-                            const Body& body) {
-  const int64_t N = gi.batch, C = gi.channels, L = gi.count();
+void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, const ChannelMap& cm,
+                            const Build& build, const Body& body) {
+  const int64_t N = gi.batch, C = cm.output_channels(gi.channels), L = gi.count();
   const bool planar = !gi.channels_contiguous();
   const int64_t block = kChannelBlock;
   const int64_t blocks = (C + block - 1) / block;
-  const int64_t scratch_pixels = kScratchBytes / int64_t(block * sizeof(acc_t));
+  // A position-sensitive block accumulates n * PH * PW channels per pixel: the scratch
+  // holds as many pixels of the widest block there is (R-FCN has fewer than 64 output
+  // channels), and at least one.
+  const int64_t widest = cm.per_bin ? std::max<int64_t>(1, std::min(block, C)) : block;
+  const int64_t scratch_pixels = std::max<int64_t>(1, kScratchBytes / int64_t(widest * cm.group * sizeof(acc_t)));
   std::vector<Windows> split(L);
   for (int64_t l = 0; l < L; ++l)
     split[l] = planar ? Windows::of(gi.heights[l], gi.widths[l], scratch_pixels)
@@ -179,7 +201,7 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
   // static split of a fused pyramid's tasks gives one thread the P2 and P3 levels and
   // the other the rest.
   parallel_dynamic(first[groups], 1, [&](auto& claim) {
-    std::vector<acc_t> scratch(planar ? scratch_pixels * block : 0);
+    std::vector<acc_t> scratch(planar ? scratch_pixels * widest * cm.group : 0);
     std::vector<Geometry> cache;
     Geometry spare;
     int64_t cached_group = -1, cached = 0, t0, t1;
@@ -193,7 +215,8 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
       const int64_t y1 = std::min(y0 + s.rows, gi.heights[level]);
       const int64_t x1 = std::min(x0 + s.cols, gi.widths[level]);
       const View4<acc_t>& g = gi.views[level];
-      acc_t* plane = g.data + image * g.s0 + c0 * g.s1;
+      acc_t* plane = g.data + image * g.s0 + cm.input_channel(c0, 0) * g.s1;
+      const int64_t run = n * cm.group;  // accumulated channels per pixel
       const int64_t W = gi.widths[level];
       count_tier(!planar        ? &TierCounts::channels_last_windows
                  : s.across > 1 ? &TierCounts::column_windows
@@ -201,11 +224,14 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
                                 : &TierCounts::plane_windows);
       GradWindow<acc_t> w{plane + y0 * g.s2 + x0 * g.s3, g.s2, g.s3, y0, y1, x0, x1, W};
       if (planar) {
-        w = {scratch.data(), (x1 - x0) * n, n, y0, y1, x0, x1, W};
-        std::fill_n(scratch.data(), (y1 - y0) * (x1 - x0) * n, acc_t(0));
+        w = {scratch.data(), (x1 - x0) * run, run, y0, y1, x0, x1, W};
+        w.bin_step = cm.per_bin * n;
+        std::fill_n(scratch.data(), (y1 - y0) * (x1 - x0) * run, acc_t(0));
       } else {
+        w.cs = cm.group;
+        w.bin_step = cm.per_bin;
         for (int64_t y = y0; y < y1; ++y)
-          for (int64_t x = x0; x < x1; ++x) fill_channels(w.at(y, x), acc_t(0), n);
+          for (int64_t x = x0; x < x1; ++x) fill_channels(w.at(y, x), acc_t(0), run);
       }
       const int64_t begin = buckets.start[group], end = buckets.start[group + 1];
       if (group != cached_group) {
@@ -228,8 +254,10 @@ void for_each_backward_task(const Maps<acc_t>& gi, const RoiBuckets& buckets, co
         if (w.overlaps(r.footprint)) body(k, c0, n, r, w);
       }
       if (!planar) continue;
-      for (int64_t y = y0; y < y1; ++y)
-        store_planes(plane + y * g.s2 + x0 * g.s3, g.s1, g.s3, w.at(y, x0), x1 - x0, n);
+      for (int64_t b = 0; b < cm.group; ++b)
+        for (int64_t y = y0; y < y1; ++y)
+          store_planes(plane + cm.input_channel(0, b) * g.s1 + y * g.s2 + x0 * g.s3, cm.group * g.s1, g.s3,
+                       w.at(y, x0) + b * n, x1 - x0, n, run);
     }
   });
 }

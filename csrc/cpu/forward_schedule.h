@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "../op_common.h"
 #include "maps.h"
 #include "parallel.h"
 #include "tier_counts.h"
@@ -20,10 +21,13 @@
 
 namespace roiops::cpu {
 
-// One forward task: pool channels [c0, c0 + n) of RoI k, reading `src` through `view`
-// and `geometry`, which address a channels-last copy of the pixels for planar maps (so
-// the vectorized loops apply to them too) and the map itself otherwise; `at` is the
-// same RoI in map coordinates.
+// One forward task: pool output channels [c0, c0 + n) of RoI k, reading `src` through
+// `view` and `geometry`, which address a channels-last copy of the pixels for planar
+// maps (so the vectorized loops apply to them too) and the map itself otherwise; `at`
+// is the same RoI in map coordinates. view.s1 is the stride between output channels'
+// inputs. Bin b reads from bin_src(b): the same channels in every bin for the plain
+// ops (bin_step 0), channel c * PH * PW + b for the position-sensitive ones
+// (ChannelMap), whose copies hold each bin's n channels as one run.
 template <typename scalar_t, typename Geometry>
 struct ForwardTask {
   int64_t k, c0, n;
@@ -31,6 +35,8 @@ struct ForwardTask {
   const Geometry& geometry;
   const View4<const scalar_t>& view;
   const scalar_t* src;
+  int64_t bin_step = 0;
+  const scalar_t* bin_src(int64_t bin) const { return src + bin * bin_step; }
 };
 
 // The RoIs grouped by (level, image), each group in the order the forward pools it: top
@@ -66,7 +72,8 @@ RoiBuckets rois_top_to_bottom(const double* rois, int64_t K, const Maps<T>& in) 
 // every thread has work and the threads end together; a thread that takes consecutive
 // parts of one block transposes it once. (Not one block at a time shared by all
 // threads in two parallel steps: on a loaded machine every step waits for a
-// descheduled thread.) Measurements: docs/performance-notes.md.
+// descheduled thread.) Measurements: docs/performance-notes.md. A position-sensitive
+// block of n output channels copies their n * PH * PW input planes.
 struct PlaneTask {
   int64_t group, c0, n;  // channels [c0, c0 + n) of group `group`'s plane
   int64_t begin, end;    // its RoIs order[begin, end)
@@ -78,21 +85,22 @@ struct PlanePlan {
 };
 
 template <typename scalar_t>
-PlanePlan plan_planes(const Maps<const scalar_t>& in, const RoiBuckets& buckets, int64_t K, int64_t C) {
+PlanePlan plan_planes(const Maps<const scalar_t>& in, const RoiBuckets& buckets, int64_t K, int64_t C,
+                      const ChannelMap& cm) {
   PlanePlan plan;
   plan.pooled.assign(K, 0);
   std::vector<PlaneTask> blocks;
   for (int64_t g = 0; g + 1 < int64_t(buckets.start.size()); ++g) {
     const int64_t level = g / in.batch, begin = buckets.start[g], end = buckets.start[g + 1];
     const int64_t pixels = in.heights[level] * in.widths[level];
-    const int64_t bytes = pixels * int64_t(sizeof(scalar_t));
+    const int64_t bytes = pixels * int64_t(sizeof(scalar_t)) * cm.group;
     const int64_t width = bytes * kChannelBlock <= kPlaneBytes ? kChannelBlock : kPlanarBlock;
     if (pixels == 0 || bytes * width > kPlaneBytes || (end - begin) * kPlaneRoiPixels < pixels)
       continue;
     for (int64_t c0 = 0; c0 < C; c0 += width) blocks.push_back({g, c0, std::min(width, C - c0), begin, end});
     count_tier(width == kChannelBlock ? &TierCounts::plane_blocks : &TierCounts::narrow_plane_blocks,
                (C + width - 1) / width);
-    plan.elems = std::max(plan.elems, pixels * width);
+    plan.elems = std::max(plan.elems, pixels * width * cm.group);
     for (int64_t i = begin; i < end; ++i) plan.pooled[buckets.order[i]] = 1;
   }
   const int64_t want = kPlanePartsPerThread * at::get_num_threads();
@@ -108,10 +116,12 @@ PlanePlan plan_planes(const Maps<const scalar_t>& in, const RoiBuckets& buckets,
 }
 
 // Runs the plane tasks, each thread transposing a plane block when its task's block
-// differs from its previous one's.
+// differs from its previous one's. A position-sensitive block is copied bin-major per
+// pixel: bin b's n channels (input channels c * PH * PW + b) form one run, read with
+// channel stride 1.
 template <typename scalar_t, typename Geometry, typename Build, typename Body>
 void run_plane_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, const PlanePlan& plan,
-                     const Build& build, const Body& body) {
+                     const ChannelMap& cm, const Build& build, const Body& body) {
   const std::vector<PlaneTask>& tasks = plan.tasks;
   parallel_dynamic(int64_t(tasks.size()), 1, [&](auto& claim) {
     Geometry r;
@@ -129,14 +139,17 @@ void run_plane_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, 
         whole.cols.resize(in.widths[level]);
         std::iota(whole.rows.begin(), whole.rows.end(), 0);
         std::iota(whole.cols.begin(), whole.cols.end(), 0);
-        v = gather_tile(plane.get(), lev.data + (g % in.batch) * lev.s0 + c0 * lev.s1, lev.s1,
-                        lev.s2, lev.s3, whole, n);
+        const scalar_t* image = lev.data + (g % in.batch) * lev.s0;
+        for (int64_t b = 0; b < cm.group; ++b)
+          v = gather_tile(plane.get() + b * n, image + cm.input_channel(c0, b) * lev.s1,
+                          cm.group * lev.s1, lev.s2, lev.s3, whole, n, n * cm.group);
+        v.data = plane.get();
       }
       have = t0;
       for (int64_t i = begin; i < end; ++i) {
         const int64_t k = buckets.order[i];
         build(r, k);
-        body(ForwardTask<scalar_t, Geometry>{k, c0, n, r, r, v, v.data});
+        body(ForwardTask<scalar_t, Geometry>{k, c0, n, r, r, v, v.data, cm.per_bin * n});
       }
     }
   });
@@ -148,10 +161,12 @@ void run_plane_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, 
 // fused pyramid's RoIs interleave levels). Planar maps: block-major (a pyramid of
 // planes is far larger than the caches; this keeps one block of planes hot across all
 // RoIs), each task reading a channels-last tile of the RoI's footprint when it fits
-// (Geometry::to_tile).
+// (Geometry::to_tile). Position-sensitive RoIs read in place: each reads an input
+// channel inside one bin only, so a tile of its footprint would copy PH * PW times what
+// it reads.
 template <typename scalar_t, typename Geometry, typename Build, typename Body>
 void run_roi_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, const PlanePlan& plan,
-                   int64_t K, int64_t C, const Build& build, const Body& body) {
+                   int64_t K, int64_t C, const ChannelMap& cm, const Build& build, const Body& body) {
   const bool planar = !in.channels_contiguous();
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   parallel_dynamic(blocks * K, kRoiChunk, [&](auto& claim) {
@@ -166,29 +181,31 @@ void run_roi_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, co
       if (planar && plan.pooled[k]) continue;
       if (k != built) build(r, k), built = k;
       const View4<const scalar_t>& lev = in.views[r.level];
-      const scalar_t* src = lev.data + r.image * lev.s0 + c0 * lev.s1;
-      if (planar && r.to_tile(tiled, index)) {
+      const scalar_t* src = lev.data + r.image * lev.s0 + cm.input_channel(c0, 0) * lev.s1;
+      if (planar && cm.per_bin == 0 && r.to_tile(tiled, index)) {
         count_tier(&TierCounts::roi_tiles);
         const View4<const scalar_t> v = gather_tile(tile.get(), src, lev.s1, lev.s2, lev.s3, index, n);
         body(ForwardTask<scalar_t, Geometry>{k, c0, n, r, tiled, v, v.data});
       } else {
         count_tier(planar ? &TierCounts::planar_in_place : &TierCounts::channels_last_tasks);
-        body(ForwardTask<scalar_t, Geometry>{k, c0, n, r, r, lev, src});
+        const View4<const scalar_t> v(lev.data, lev.s0, cm.group * lev.s1, lev.s2, lev.s3);
+        body(ForwardTask<scalar_t, Geometry>{k, c0, n, r, r, v, src, cm.per_bin * lev.s1});
       }
     }
   });
 }
 
-// Pools every (RoI, channel block) of a forward once: `build(geometry, k)` fills RoI
-// k's geometry and `body(task)` pools one ForwardTask. Planar maps run their plane
+// Pools every (RoI, output channel block) of a forward once: `build(geometry, k)`
+// fills RoI k's geometry and `body(task)` pools one ForwardTask. C is the output's
+// channels; `cm` says which input channels they read. Planar maps run their plane
 // tasks (plan_planes) first, then the other RoIs' tasks (run_roi_tasks).
 template <typename scalar_t, typename Geometry, typename Build, typename Body>
 void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, int64_t K,
-                           int64_t C, const Build& build, const Body& body) {
+                           int64_t C, const ChannelMap& cm, const Build& build, const Body& body) {
   const RoiBuckets buckets = rois_top_to_bottom(rois, K, in);
-  const PlanePlan plan = in.channels_contiguous() ? PlanePlan{} : plan_planes(in, buckets, K, C);
-  run_plane_tasks<scalar_t, Geometry>(in, buckets, plan, build, body);
-  run_roi_tasks<scalar_t, Geometry>(in, buckets, plan, K, C, build, body);
+  const PlanePlan plan = in.channels_contiguous() ? PlanePlan{} : plan_planes(in, buckets, K, C, cm);
+  run_plane_tasks<scalar_t, Geometry>(in, buckets, plan, cm, build, body);
+  run_roi_tasks<scalar_t, Geometry>(in, buckets, plan, K, C, cm, build, body);
 }
 
 }  // namespace roiops::cpu

@@ -1,6 +1,8 @@
 // roi_pool on the CPU (Fast R-CNN): integer bins over a rounded box, max or mean over
 // exactly the bin's pixels; on one map or fused over a pyramid. Same parallel /
-// deterministic structure as the sampled ops (sampled_roi_cpu.h).
+// deterministic structure as the sampled ops (sampled_roi_cpu.h). ps_roi_pool is the
+// avg mode with torchvision's PS bins (PoolArgs::rule) and per-bin input channels
+// (PoolArgs::channels), which the schedulers address.
 #include "roi_pool_cpu.h"
 
 #include "allocation.h"
@@ -28,8 +30,8 @@ struct RoiBins {
     level = maps.level_of(k);
     const int64_t H = maps.heights[level], W = maps.widths[level];
     const double scale = maps.scales[level];
-    const PoolAxis y = pool_axis(roi[2], roi[4], scale);
-    const PoolAxis x = pool_axis(roi[1], roi[3], scale);
+    const PoolAxis y = pool_axis(roi[2], roi[4], scale, a.rule);
+    const PoolAxis x = pool_axis(roi[1], roi[3], scale, a.rule);
     h0.resize(a.pooled_h), h1.resize(a.pooled_h), w0.resize(a.pooled_w), w1.resize(a.pooled_w);
     for (int p = 0; p < a.pooled_h; ++p) pool_bin(y, p, int(a.pooled_h), int(H), &h0[p], &h1[p]);
     for (int p = 0; p < a.pooled_w; ++p) pool_bin(x, p, int(a.pooled_w), int(W), &w0[p], &w1[p]);
@@ -181,7 +183,8 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, RoiBins>(
-      in, rp, rois.size(0), out.size(1), [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
+      in, rp, rois.size(0), out.size(1), a.channels,
+      [&](RoiBins& r, int64_t k) { r.build(rp, k, in, a); },
       [&](const ForwardTask<scalar_t, RoiBins>& t) {
         const RoiBins& r = t.geometry;
         const int64_t n = t.n;
@@ -192,13 +195,14 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
+            const scalar_t* src = t.bin_src(ph * a.pooled_w + pw);
             if (count == 0) {
               fill_channels(acc, acc_t(0), n);
               fill_channels(pixel, int32_t(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_mean(acc, r, ph, pw, count, t.view, t.src, n);
+              bin_mean(acc, r, ph, pw, count, t.view, src, n);
             } else {
-              bin_argmax(acc, pixel, r, t.at, ph, pw, t.view, t.src, n, W);
+              bin_argmax(acc, pixel, r, t.at, ph, pw, t.view, src, n, W);
             }
             block.put(ph, pw, acc, M == Mode::Max ? pixel : nullptr);
           }
@@ -249,16 +253,19 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
   const double* rp = rois.data_ptr<double>();
 
   for_each_backward_task<RoiBins>(
-      gi, bucket_rois(rp, K, shape.batch, shape),
+      gi, bucket_rois(rp, K, shape.batch, shape), a.channels,
       [&](RoiBins& r, int64_t k) { r.build(rp, k, shape, a); },
-      [&](int64_t k, int64_t c0, int64_t n, const RoiBins& r, const GradWindow<acc_t>& w) {
+      [&](int64_t k, int64_t c0, int64_t n, const RoiBins& r, const GradWindow<acc_t>& whole) {
         BinCursor<acc_t, scalar_t> grads(go, k, c0, n);
         BinCursor<int32_t, int32_t> args(am, k, c0, n);
+        GradWindow<acc_t> bin_window = whole;
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const int64_t count = r.count(ph, pw);
             if (count == 0) continue;
             const acc_t* g = grads(ph, pw);
+            const GradWindow<acc_t>& w =
+                a.channels.per_bin ? (bin_window = whole.for_bin(ph * a.pooled_w + pw)) : whole;
             if constexpr (M == Mode::Avg) {
               acc_t gout[kChannelBlock];
               for (int64_t c = 0; c < n; ++c) gout[c] = g[c] / acc_t(count);
@@ -285,7 +292,7 @@ std::tuple<at::Tensor, at::Tensor> pool_forward_op(at::TensorList inputs, const 
                                               const PoolArgs& a, bool keep_argmax) {
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_cpu_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_cpu_output(inputs, rois.size(0), a.pooled_h, a.pooled_w, a.channels.group);
   at::Tensor argmax = empty_cpu_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool", [&] {
@@ -303,7 +310,7 @@ at::Tensor pool_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const 
   if (a.mode == Mode::Avg) return std::get<0>(pool_forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_cpu_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_cpu_output(tangents, rois.size(0), a.pooled_h, a.pooled_w, a.channels.group);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_roi_pool_jvp", [&] {
     pool_gather<scalar_t>(Maps<const scalar_t>(tangents, scales, levels.data), argmax, rois, out, a);

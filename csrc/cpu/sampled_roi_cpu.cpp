@@ -10,7 +10,7 @@ std::tuple<at::Tensor, at::Tensor> sampled_forward_op(at::TensorList inputs, con
                                                       const SampledArgs& a, bool keep_argmax) {
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_cpu_output(inputs, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_cpu_output(inputs, rois.size(0), a.pooled_h, a.pooled_w, a.channels.group);
   at::Tensor argmax = empty_cpu_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
@@ -30,7 +30,7 @@ at::Tensor sampled_jvp_op(at::TensorList tangents, const at::Tensor& argmax, con
     return std::get<0>(sampled_forward_op(tangents, rois_in, levels_in, scales, a, false));
   const at::Tensor rois = rois_as_double(rois_in);
   const RoiLevels levels(levels_in);
-  at::Tensor out = empty_cpu_output(tangents, rois.size(0), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_cpu_output(tangents, rois.size(0), a.pooled_h, a.pooled_w, a.channels.group);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(),
                                   "roiops_sampled_jvp", [&] {

@@ -232,7 +232,8 @@ inline acc_t sample_value(const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, in
 // Forward: the pooled output and, in max mode, each bin's argmax sample (-1 for a
 // bin without samples), which the backward and the double backward reuse. Also the
 // avg-mode Jacobian-vector product (the forward is linear there), run on a tangent.
-// Scheduling and planar tiles: for_each_forward_task (forward_schedule.h).
+// Scheduling and planar tiles: for_each_forward_task (forward_schedule.h), which also
+// gives each bin its input channels (a.channels: ps_roi_align's per-bin channels).
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Tensor& out,
                      at::Tensor& argmax, const SampledArgs& a) {
@@ -244,7 +245,8 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   const double* rp = rois.data_ptr<double>();
 
   for_each_forward_task<scalar_t, Roi>(
-      in, rp, rois.size(0), out.size(1), [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
+      in, rp, rois.size(0), out.size(1), a.channels,
+      [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
       [&](const ForwardTask<scalar_t, Roi>& t) {
         const Roi& r = t.geometry;
         const int64_t n = t.n;
@@ -253,13 +255,14 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
         OutputBlock<scalar_t> block(o, am, t.k, t.c0, n, a.pooled_h, a.pooled_w, around_caches);
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+            const scalar_t* src = t.bin_src(ph * a.pooled_w + pw);
             if (r.count() == 0) {
               fill_channels(acc, acc_t(0), n);
               fill_channels(arg, index_of<acc_t>(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_mean<S>(acc, r, ph, pw, t.view, t.src, n);
+              bin_mean<S>(acc, r, ph, pw, t.view, src, n);
             } else {
-              bin_argmax<S>(acc, arg, scratch, r, ph, pw, t.view, t.src, n);
+              bin_argmax<S>(acc, arg, scratch, r, ph, pw, t.view, src, n);
             }
             block.put(ph, pw, acc, M == Mode::Max ? arg : nullptr);
           }
@@ -358,7 +361,8 @@ inline void add_bin_argmax_grad(const GradWindow<acc_t>& w, const RoiSamples<acc
 // Input gradient: the exact adjoint of sampled_forward. `gi` views one acc_t tensor
 // per level, in that level's memory format, zero on entry; `shape` gives the levels'
 // sizes (their values are not read: max mode uses the forward's argmax). Scheduling,
-// windows and determinism: for_each_backward_task (backward_schedule.h).
+// windows and determinism: for_each_backward_task (backward_schedule.h), whose
+// GradWindow::for_bin gives ps_roi_align's bins their own channels.
 template <typename scalar_t, Mode M, Sampling S>
 void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
                             const Maps<const scalar_t>& shape, const at::Tensor& rois,
@@ -371,18 +375,21 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   const double* rp = rois.data_ptr<double>();
 
   for_each_backward_task<Roi>(
-      gi, bucket_rois(rp, K, shape.batch, shape),
+      gi, bucket_rois(rp, K, shape.batch, shape), a.channels,
       [&](Roi& r, int64_t k) { r.template build<S>(rp, k, shape, a); },
-      [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& w) {
+      [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& whole) {
         if (r.count() == 0) return;
+        GradWindow<acc_t> bin_window = whole;
         // Whether every tap of this RoI lands in the window (always with channels-last maps).
-        const bool covered = w.covers(r.footprint);
+        const bool covered = whole.covers(r.footprint);
         BinCursor<acc_t, scalar_t> grads(go, k, c0, n);
         BinCursor<int32_t, int32_t> args(am, k, c0, n);
         acc_t gout[kChannelBlock];
         for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
           for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
             const acc_t* g = grads(ph, pw);
+            const GradWindow<acc_t>& w =
+                a.channels.per_bin ? (bin_window = whole.for_bin(ph * a.pooled_w + pw)) : whole;
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(r.count());
               for (int64_t c = 0; c < n; ++c) gout[c] = g[c] * inv;
@@ -426,20 +433,25 @@ inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t p
 }
 
 // d(loss)/d(y1, y2, x1, x2) of RoI k's scaled box into d, accumulated in a fixed order:
-// channel blocks, bins, then samples (avg) or channels (max, each through its own
-// argmax sample only).
+// output channel blocks, bins, then samples (avg) or channels (max, each through its
+// own argmax sample only). Each bin reads its input channels through a.channels (the
+// map's C input channels; ps_roi_align's bins read their own).
 template <Mode M, typename scalar_t, typename acc_t>
-void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<const scalar_t>& v,
+void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<const scalar_t>& map,
                   int64_t C, const View4<const scalar_t>& go, const View4<const int32_t>& am,
                   const SampledArgs& a) {
   const int count = r.count();
+  const ChannelMap& cm = a.channels;
+  // s1: from one output channel's input to the next one's.
+  const View4<const scalar_t> v(map.data, map.s0, cm.group * map.s1, map.s2, map.s3);
+  const int64_t outputs = cm.output_channels(C);
   acc_t gout[kChannelBlock];
   int32_t arg[kChannelBlock];
-  for (int64_t c0 = 0; count > 0 && c0 < C; c0 += kChannelBlock) {
-    const int64_t n = std::min(kChannelBlock, C - c0);
-    const scalar_t* src = v.data + r.image * v.s0 + c0 * v.s1;
+  for (int64_t c0 = 0; count > 0 && c0 < outputs; c0 += kChannelBlock) {
+    const int64_t n = std::min(kChannelBlock, outputs - c0);
     for (int64_t ph = 0; ph < a.pooled_h; ++ph) {
       for (int64_t pw = 0; pw < a.pooled_w; ++pw) {
+        const scalar_t* src = map.data + r.image * map.s0 + cm.input_channel(c0, ph * a.pooled_w + pw) * map.s1;
         load_channels(gout, go.data + k * go.s0 + c0 * go.s1 + ph * go.s2 + pw * go.s3, go.s1, n);
         if constexpr (M == Mode::Avg) {
           for (int64_t c = 0; c < n; ++c) gout[c] /= acc_t(count);

@@ -72,17 +72,20 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t row
     for (int64_t j = 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
 }
 
-// out[c * cs + j * ps] = in[j * n + c] for pixels (or bins) j < np and channels c < n:
-// np channel runs written out to n planes, or (cs == 1) to np channel runs ps apart.
+// out[c * cs + j * ps] = in[j * in_ps + c] for pixels (or bins) j < np and channels
+// c < n (in_ps = n when 0): np channel runs written out to n planes, or (cs == 1) to np
+// channel runs ps apart.
 template <typename T>
-void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64_t n) {
+void store_planes(T* out, int64_t cs, int64_t ps, const T* in, int64_t np, int64_t n,
+                  int64_t in_ps = 0) {
+  if (in_ps <= 0) in_ps = n;
   if (cs == 1) {
-    for (int64_t j = 0; j < np; ++j) copy_channels(out + j * ps, in + j * n, n);
+    for (int64_t j = 0; j < np; ++j) copy_channels(out + j * ps, in + j * in_ps, n);
   } else if (ps == 1) {
-    transpose(in, n, out, cs, np, n);
+    transpose(in, in_ps, out, cs, np, n);
   } else {
     for (int64_t j = 0; j < np; ++j)
-      for (int64_t c = 0; c < n; ++c) out[c * cs + j * ps] = in[j * n + c];
+      for (int64_t c = 0; c < n; ++c) out[c * cs + j * ps] = in[j * in_ps + c];
   }
 }
 
