@@ -81,24 +81,21 @@ WINDOW_SPLITS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("size", list(WINDOW_SPLITS.values()), ids=list(WINDOW_SPLITS))
-@pytest.mark.parametrize("name", list(CALLS))
-def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
-    """Both layouts sum every pixel's contributions in the same order (RoI, bin,
-    sample, tap), however the planar scratch is split."""
+def assert_layouts_agree(fn, size, dtype, channels, rois, out_channels, pooled):
+    """fn's output and input gradient are the same bits from an NCHW map and from a
+    channels_last one (the gradient in each map's layout), on `rois` boxes drawn over
+    a map of `size` at stride 8 on two images."""
     h, w = size
     gen = torch.Generator().manual_seed(2)
-    # 70 channels: a full block and a partial one (8-channel runs, then 6 left)
-    x = torch.randn(2, 70, h, w, generator=gen, dtype=dtype)
-    xy = torch.rand(60, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
-    wh = torch.rand(60, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
-    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=gen).float(), xy, xy + wh], 1)
-    go = torch.randn(60, 70, 7, 7, generator=gen, dtype=dtype)
+    x = torch.randn(2, channels, h, w, generator=gen, dtype=dtype)
+    xy = torch.rand(rois, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
+    wh = torch.rand(rois, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
+    boxes = torch.cat([torch.randint(0, 2, (rois, 1), generator=gen).float(), xy, xy + wh], 1)
+    go = torch.randn(rois, out_channels, pooled, pooled, generator=gen, dtype=dtype)
     got = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         xg = x.clone(memory_format=memory_format).requires_grad_()
-        out = CALLS[name](xg, rois.to(dtype))
+        out = fn(xg, boxes.to(dtype))
         out.backward(go)
         got.append((out.detach(), xg.grad))
     assert got[0][1].is_contiguous() and got[1][1].is_contiguous(memory_format=torch.channels_last)
@@ -109,31 +106,25 @@ def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("size", list(WINDOW_SPLITS.values()), ids=list(WINDOW_SPLITS))
+@pytest.mark.parametrize("name", list(CALLS))
+def test_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
+    """Both layouts sum every pixel's contributions in the same order (RoI, bin,
+    sample, tap), however the planar scratch is split. 70 channels: a full block and a
+    partial one (8-channel runs, then 6 left)."""
+    assert_layouts_agree(CALLS[name], size, dtype, channels=70, rois=60, out_channels=70, pooled=7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", list(WINDOW_SPLITS.values()), ids=list(WINDOW_SPLITS))
 @pytest.mark.parametrize("name", list(PS_CALLS))
 def test_position_sensitive_nchw_and_channels_last_give_the_same_bits(name, size, dtype):
     """The planar scratch holds each bin's channels as one run and is written out bin
     by bin to planes PH * PW apart; channels-last gradients add at that stride in
     place. Both sum in the same order, however the scratch is split. 280 channels at 2 x
     2 bins: 70 output channels, a full block and a partial one."""
-    h, w = size
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 280, h, w, generator=gen, dtype=dtype)
-    xy = torch.rand(30, 2, generator=gen) * torch.tensor([w * 8.0, h * 8.0])
-    wh = torch.rand(30, 2, generator=gen) * torch.tensor([min(w, 200) * 8.0, h * 8.0]) + 1
-    rois = torch.cat([torch.randint(0, 2, (30, 1), generator=gen).float(), xy, xy + wh], 1)
-    go = torch.randn(30, 70, 2, 2, generator=gen, dtype=dtype)
     fn = {"ps_roi_align": lambda x, r: roiops.ps_roi_align(x, r, 2, 1 / 8, 2),
           "ps_roi_pool": lambda x, r: roiops.ps_roi_pool(x, r, 2, 1 / 8)}[name]
-    got = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        xg = x.clone(memory_format=memory_format).requires_grad_()
-        out = fn(xg, rois.to(dtype))
-        out.backward(go)
-        got.append((out.detach(), xg.grad))
-    assert got[1][1].is_contiguous(memory_format=torch.channels_last)
-    assert got[0][1].abs().sum() > 0
-    for a, b in zip(got[0], got[1], strict=True):
-        assert torch.equal(a, b)
+    assert_layouts_agree(fn, size, dtype, channels=280, rois=30, out_channels=70, pooled=2)
 
 
 # Planar forwards read a RoI's pixels from a channels-last copy: of a channel block's
