@@ -220,7 +220,10 @@ struct TileLists {
         std::min<int64_t>((K + kListChunk - 1) / kListChunk, tiles.capacity(K) / tiles.cells()), 1);
     at::Tensor counts = at::empty({tiles.cells() * chunks}, opts);
     entries = at::empty({std::max<int64_t>(tiles.capacity(K), 1)}, opts);  // one ListEntry (8 bytes) each
-    ListRoisArgs<Table> a{t, groups, tiles, counts.data_ptr<int64_t>(), nullptr, chunks, tiles.cells() * chunks};
+    // Together the chunks cover K RoIs, the most a group can hold.
+    const int64_t chunk_rois = std::max<int64_t>(kListChunk, (K + chunks - 1) / chunks);
+    ListRoisArgs<Table> a{t, groups, tiles, counts.data_ptr<int64_t>(), nullptr, chunks, chunk_rois,
+                          tiles.cells() * chunks};
     L::template launch<ListRois<Table, false>>(a);
     ends = at::cumsum(counts, 0);
     a.ends = ends.data_ptr<int64_t>();

@@ -483,8 +483,8 @@ struct ListRoisArgs {
   TileGrid tiles;
   int64_t* ends;  // [cells, chunks]; count pass: the lengths; fill pass: their inclusive prefix sums
   ListEntry* entries;
-  int64_t chunks;
-  int64_t n;  // cells * chunks
+  int64_t chunks, chunk_rois;  // chunks per cell, RoIs per chunk
+  int64_t n;                   // cells * chunks
 };
 template <typename Table, bool kFill>
 struct ListRois {
@@ -512,9 +512,9 @@ struct ListRois {
       group = int64_t(l) * g.N + n;
     }
     int64_t out = kFill ? (i == 0 ? 0 : a.ends[i - 1]) : 0;
-    const int64_t first = load_table(a.groups.start + group) + chunk * kListChunk;
+    const int64_t first = load_table(a.groups.start + group) + chunk * a.chunk_rois;
     const int64_t group_end = load_table(a.groups.start + group + 1);
-    const int64_t q_end = first + kListChunk < group_end ? first + kListChunk : group_end;
+    const int64_t q_end = first + a.chunk_rois < group_end ? first + a.chunk_rois : group_end;
     ROIOPS_COST_MAX(longest_walk, q_end - first);
     for (int64_t q = first; q < q_end; ++q) {
       const int64_t k = load_table(a.groups.order + q);
