@@ -211,4 +211,16 @@ C10_HOST_DEVICE inline void pool_bin(
   *end = static_cast<int>(e < 0.0 ? 0.0 : (e > limit ? limit : e));
 }
 
+// Which input channel output channel c of bin b = ph * PW + pw reads:
+// c * group + b * per_bin. The plain ops read channel c in every bin (group 1,
+// per_bin 0); the position-sensitive ops (ps_roi_align, ps_roi_pool) read channel
+// c * PH * PW + b (group PH * PW, per_bin 1), so their output has C / (PH * PW)
+// channels. Kernels address channels through this map, which makes the PS ops the
+// plain ones with another channel addressing rather than kernels of their own.
+struct ChannelMap {
+  int64_t group = 1, per_bin = 0;
+  C10_HOST_DEVICE int64_t input_channel(int64_t c, int64_t bin) const { return c * group + bin * per_bin; }
+  C10_HOST_DEVICE int64_t output_channels(int64_t input_channels) const { return input_channels / group; }
+};
+
 }  // namespace roiops

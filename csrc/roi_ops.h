@@ -8,8 +8,8 @@
 //   sampled_forward, sampled_backward_input, sampled_backward_rois, sampled_jvp  (align, warp)
 //   pool_forward, pool_backward, pool_jvp                                      (roi_pool)
 // `levels` is undefined for a single map. The PS ops reach the same functions with
-// args.channels a position-sensitive ChannelMap (op_common.h); a Backend that
-// registers them (register_position_sensitive) must honour it.
+// args.channels a position-sensitive ChannelMap (roi_geometry.h), which every Backend
+// honours.
 #pragma once
 
 #include <torch/library.h>
@@ -228,8 +228,9 @@ struct OpEntryPoints {
     }
   };
 
-  // The ops of the sampled family (roi_align, roi_warp) and of roi_pool, registered
-  // separately so that each device's files register what they implement.
+  // The ops of the sampled family (roi_align, roi_warp, ps_roi_align) and of roi_pool
+  // (with ps_roi_pool), registered separately so that each device's files register
+  // what they implement.
   static void register_sampled(torch::Library& m) {
     using A = Sampled<Align>;
     using W = Sampled<Warp>;
@@ -249,6 +250,12 @@ struct OpEntryPoints {
     m.impl("roi_warp_multilevel", &W::template ml_forward<I, I, I, Str, Str>);
     m.impl("_roi_warp_multilevel_backward", &W::template ml_backward<I, I, I, Str, Str>);
     m.impl("_roi_warp_multilevel_jvp", &W::template ml_jvp<I, I, I, Str, Str>);
+    // ps_roi_align: the same functions with a position-sensitive ChannelMap in its args.
+    using P = Sampled<PsAlign>;
+    m.impl("ps_roi_align", &P::template forward<I, I, I>);
+    m.impl("_ps_roi_align_backward", &P::template backward<I, I, I>);
+    m.impl("_ps_roi_align_backward_rois", &P::template backward_rois<I, I, I>);
+    m.impl("_ps_roi_align_jvp", &P::template jvp<I, I, I>);
   }
 
   static void register_pool(torch::Library& m) {
@@ -258,17 +265,6 @@ struct OpEntryPoints {
     m.impl("roi_pool_multilevel", &Pool::ml_forward);
     m.impl("_roi_pool_multilevel_backward", &Pool::ml_backward);
     m.impl("_roi_pool_multilevel_jvp", &Pool::ml_jvp);
-  }
-
-  // ps_roi_align and ps_roi_pool: the sampled and pool Backend functions with a
-  // position-sensitive ChannelMap in their args.
-  static void register_position_sensitive(torch::Library& m) {
-    using P = Sampled<PsAlign>;
-    using I = int64_t;
-    m.impl("ps_roi_align", &P::template forward<I, I, I>);
-    m.impl("_ps_roi_align_backward", &P::template backward<I, I, I>);
-    m.impl("_ps_roi_align_backward_rois", &P::template backward_rois<I, I, I>);
-    m.impl("_ps_roi_align_jvp", &P::template jvp<I, I, I>);
     m.impl("ps_roi_pool", &PsPool::forward);
     m.impl("_ps_roi_pool_backward", &PsPool::backward);
     m.impl("_ps_roi_pool_jvp", &PsPool::jvp);

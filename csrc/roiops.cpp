@@ -108,9 +108,7 @@ void def_family(torch::Library& m, const std::string& name, const std::string& p
   }
 }
 
-// position_sensitive: declare ps_roi_align and ps_roi_pool too (the CPU registers them;
-// the GPU backend and its emulator do not implement them yet, docs/cuda.md).
-void define_ops(torch::Library& m, bool position_sensitive) {
+void define_ops(torch::Library& m) {
   def_family(m, "roi_align",
              "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, str mode, "
              "str sampling",
@@ -120,7 +118,6 @@ void define_ops(torch::Library& m, bool position_sensitive) {
              /*box_gradient=*/false);
   def_family(m, "roi_pool", "int pooled_height, int pooled_width, str mode",
              /*box_gradient=*/false);
-  if (!position_sensitive) return;
   def_family(m, "ps_roi_align", "int pooled_height, int pooled_width, int sampling_ratio",
              /*box_gradient=*/true, /*with_multilevel=*/false);
   def_family(m, "ps_roi_pool", "int pooled_height, int pooled_width",
@@ -129,8 +126,8 @@ void define_ops(torch::Library& m, bool position_sensitive) {
 
 }  // namespace
 
-TORCH_LIBRARY(roiops, m) { define_ops(m, /*position_sensitive=*/true); }
+TORCH_LIBRARY(roiops, m) { define_ops(m); }
 
 // The same ops run by the CPU emulation of the CUDA kernels (csrc/emulator): the
 // tests compare them with the CPU kernels and the reference on CPU tensors.
-TORCH_LIBRARY(roiops_emulated, m) { define_ops(m, /*position_sensitive=*/false); }
+TORCH_LIBRARY(roiops_emulated, m) { define_ops(m); }

@@ -12,8 +12,8 @@ from roiops import reference
 from roiops.check import DTYPES, TOLERANCE  # noqa: F401  (re-exported to the tests)
 
 OPS = ("roi_align", "roi_warp", "roi_pool")
-# The position-sensitive ops: CPU only for now (no CUDA or emulated kernels), so `cases`
-# draws them only where a test asks.
+# The position-sensitive ops (torchvision's, one map only, avg): `cases` draws them only
+# where a test asks.
 PS_OPS = ("ps_roi_align", "ps_roi_pool")
 ALL_OPS = OPS + PS_OPS
 
@@ -80,9 +80,9 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
     pw = draw(st.integers(1, 4))
     # Mostly 1-4 channels; one case in four takes 8, 16 or 24, which reach the CUDA
     # kernels' 16-channel groups and one-pack paths (gpu_launch.h: dispatch_channels).
-    # The position-sensitive ops take 1-3 (sometimes 8 or 17) channels per bin.
+    # The position-sensitive ops take 1-3 (sometimes 8, 16 or 17) channels per bin.
     if op in PS_OPS:
-        C = ph * pw * (draw(st.integers(1, 3)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 17])))
+        C = ph * pw * (draw(st.integers(1, 3)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 16, 17])))
     else:
         C = draw(st.integers(1, 4)) if draw(st.integers(0, 3)) else draw(st.sampled_from([8, 16, 24]))
     H = draw(st.integers(1, 10))

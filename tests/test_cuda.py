@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from roi_cases import DTYPES, OPS, TOLERANCE, cases
+from roi_cases import ALL_OPS, DTYPES, OPS, PS_OPS, TOLERANCE, cases
 
 import roiops
 from roiops.testing import random_rois
@@ -66,7 +66,7 @@ def assert_box_grads_close(actual, expected, dtype, box_dtype, what=""):
 
 
 @settings(max_examples=200)
-@given(cases(specials=False), st.integers(0, 2**31 - 1))
+@given(cases(op=st.sampled_from(ALL_OPS), specials=False), st.integers(0, 2**31 - 1))
 def test_matches_cpu(case, seed):
     out, gx, gr, stride = run_with_grads(case, "cuda", seed)
     eout, egx, egr, estride = run_with_grads(case, "cpu", seed)
@@ -114,6 +114,30 @@ def test_detection_sizes_match_cpu(op, mode, dtype, layout):
     maps, rois = detection_pyramid(dtype, layout)
     assert set(roiops.MultiScaleRoIPooler(7, SCALES).levels(rois).tolist()) == {0, 1, 2, 3}
     check_multilevel_parity(op, mode, dtype, layout, maps, rois)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("op", PS_OPS)
+def test_position_sensitive_detection_sizes_match_cpu(op, dtype, layout):
+    """R-FCN's head at detection size: a 1/16 map of two 800 x 1024 images with 7 x 7 x 16
+    channels (16 per bin: 16 channels per thread, each its own load), 600 RoIs."""
+    x = seeded_randn((2, 7 * 7 * 16, 50, 64), 0, dtype).contiguous(memory_format=LAYOUTS[layout])
+    rois = random_rois(600, 2, (800.0, 1024.0), min_size=8, generator=torch.Generator().manual_seed(3))
+    kw = dict(output_size=7, spatial_scale=1 / 16, **({"sampling_ratio": 2} if op == "ps_roi_align" else {}))
+    fn = getattr(roiops, op)
+    xs = [x.clone().requires_grad_(), x.cuda().requires_grad_()]
+    rs = [rois.clone().requires_grad_(), rois.cuda().requires_grad_()]
+    outs = [fn(xi, ri, **kw) for xi, ri in zip(xs, rs, strict=True)]
+    grad = seeded_randn(outs[0].shape, 1, dtype)
+    grads = [torch.autograd.grad(o, (xi, ri), grad.to(o.device), allow_unused=True)
+             for o, xi, ri in zip(outs, xs, rs, strict=True)]
+    atol, rtol = TOLERANCE[dtype]
+    assert outs[1].stride() == outs[0].stride() and grads[1][0].stride() == grads[0][0].stride()
+    torch.testing.assert_close(outs[1].cpu(), outs[0].detach(), atol=atol, rtol=rtol)
+    torch.testing.assert_close(grads[1][0].cpu(), grads[0][0], atol=atol * 8, rtol=rtol)
+    if op == "ps_roi_align":
+        assert_box_grads_close(grads[1][1], grads[0][1], dtype, rois.dtype, f"of {op} {dtype} {layout}")
 
 
 @pytest.mark.parametrize("channels", [24, 5], ids=["pack", "one-channel"])

@@ -1,7 +1,7 @@
 """The CUDA kernels, run thread by thread over their whole launch grid by the CPU
 emulator (the roiops_emulated ops, csrc/emulator), agree with the CPU kernels and the
-reference: every op, mode, sampling, dtype and memory format, single-map and fused
-multilevel, forward and argmax, input gradient, JVP and box gradient. This checks
+reference: every op (the position-sensitive ones included), mode, sampling, dtype and
+memory format, single-map and fused multilevel, forward and argmax, input gradient, JVP and box gradient. This checks
 the CUDA kernels' indexing, bounds, layout and dtype logic without a GPU; nvcc may
 contract multiply-adds where the host compiler does not, so values are compared
 with the dtype's tolerance rather than bitwise."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from roi_cases import DTYPES, OPS, TOLERANCE, cases
+from roi_cases import ALL_OPS, DTYPES, OPS, TOLERANCE, cases
 
 from roiops import reference
 
@@ -27,6 +27,10 @@ def params(case):
     ph, pw = (size, size) if isinstance(size, int) else size
     if case.op == "roi_pool":
         return [ph, pw, kw["mode"]]
+    if case.op == "ps_roi_pool":
+        return [ph, pw]
+    if case.op == "ps_roi_align":
+        return [ph, pw, kw["sampling_ratio"]]
     extra = [kw["aligned"]] if case.op == "roi_align" else []
     return [ph, pw, kw["sampling_ratio"], *extra, kw["mode"], kw["sampling"]]
 
@@ -42,7 +46,7 @@ def random_like(t, seed):
     return torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
 
 
-@given(cases())
+@given(cases(op=st.sampled_from(ALL_OPS)))
 def test_forward_and_argmax(case):
     scale = case.kwargs["spatial_scale"]
     out, arg = getattr(EMULATED, case.op)(case.input, case.rois, scale, *params(case), True)
@@ -51,12 +55,12 @@ def test_forward_and_argmax(case):
     assert out.stride() == cpu_out.stride(), "output layout differs from the CPU kernels'"
     assert_close(out, cpu_out, case.input.dtype, "output", case)
     assert_close(out, case.run(reference), case.input.dtype, "output vs reference", case)
-    if case.kwargs["mode"] == "max" and torch.isfinite(case.input).all() and case.input.dtype == torch.float64:
+    if case.kwargs.get("mode") == "max" and torch.isfinite(case.input).all() and case.input.dtype == torch.float64:
         # float64 sample values are far from ties that rounding could flip
         assert torch.equal(arg, cpu_arg), f"argmax of {case}"
 
 
-@given(cases(), st.integers(0, 2**31 - 1))
+@given(cases(op=st.sampled_from(ALL_OPS)), st.integers(0, 2**31 - 1))
 def test_input_gradient_and_jvp(case, seed):
     scale, p = case.kwargs["spatial_scale"], params(case)
     out, arg = getattr(CPU, case.op)(case.input, case.rois, scale, *p, True)
@@ -72,13 +76,13 @@ def test_input_gradient_and_jvp(case, seed):
     assert_close(jvp, expected, case.input.dtype, "jvp", case)
 
 
-@given(cases(op=st.just("roi_align"), specials=False), st.integers(0, 2**31 - 1))
+@given(cases(op=st.sampled_from(["roi_align", "ps_roi_align"]), specials=False), st.integers(0, 2**31 - 1))
 def test_box_gradient(case, seed):
     scale, p = case.kwargs["spatial_scale"], params(case)
-    out, arg = CPU.roi_align(case.input, case.rois, scale, *p, True)
+    out, arg = getattr(CPU, case.op)(case.input, case.rois, scale, *p, True)
     grad = random_like(out, seed)
-    gr = EMULATED._roi_align_backward_rois(grad, case.input, arg, case.rois, scale, *p)
-    expected = CPU._roi_align_backward_rois(grad, case.input, arg, case.rois, scale, *p)
+    gr = getattr(EMULATED, f"_{case.op}_backward_rois")(grad, case.input, arg, case.rois, scale, *p)
+    expected = getattr(CPU, f"_{case.op}_backward_rois")(grad, case.input, arg, case.rois, scale, *p)
     assert gr.dtype == case.rois.dtype and gr.shape == case.rois.shape
     atol, rtol = TOLERANCE[case.input.dtype]
     rtol = max(rtol, torch.finfo(case.rois.dtype).eps)
@@ -154,13 +158,14 @@ def test_fused_levels_equal_single_level_calls(op, mode):
     assert fused.abs().sum() > 0
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", ALL_OPS)
 def test_backward_is_deterministic_across_thread_counts(op):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 5, 12, 12, generator=gen)
+    x = torch.randn(2, 32 if op.startswith("ps_") else 5, 12, 12, generator=gen)
     rois = torch.tensor([[0, 1.0, 1.0, 9.0, 9.0]] * 6 + [[1, 0.5, 2.0, 11.0, 7.0]] * 6)
     rois[:, 1:] += torch.rand(12, 4, generator=gen)
-    p = [4, 4, "avg"] if op == "roi_pool" else [4, 4, 2, *([True] if op == "roi_align" else []), "avg", "bilinear"]
+    p = {"roi_pool": [4, 4, "avg"], "ps_roi_pool": [4, 4], "ps_roi_align": [4, 4, 2]}.get(
+        op, [4, 4, 2, *([True] if op == "roi_align" else []), "avg", "bilinear"])
     out, arg = getattr(CPU, op)(x, rois, 1.0, *p, True)
     grad = torch.randn(out.shape, generator=gen)
     results = []
@@ -211,12 +216,16 @@ def test_reduced_precision_accumulates_in_float32(dtype):
     assert out.item() == x[0, 0, 0, 0].item()
 
 
-@given(cases(specials=False, channels_last=True), st.sampled_from([8, 16, 24]), st.integers(0, 2**31 - 1))
+@given(cases(op=st.sampled_from(ALL_OPS), specials=False, channels_last=True), st.sampled_from([8, 16, 24]),
+       st.integers(0, 2**31 - 1))
 def test_packed_channels_last(case, C, seed):
     """channels_last maps whose C is a multiple of 16 bytes take the kernels that move
-    a pixel's channels as packed 16-byte loads and stores (V channels per thread)."""
+    a pixel's channels as packed 16-byte loads and stores (V channels per thread); the
+    position-sensitive ops' 8-24 output channels per bin take V channels per thread too,
+    each its own load (they lie PH x PW channels apart)."""
     gen = torch.Generator().manual_seed(seed)
     N, _, H, W = case.input.shape
+    C *= case.input.shape[1] // case.output_channels  # PH x PW input channels per output channel (PS ops)
     x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(case.input.dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     scale, p = case.kwargs["spatial_scale"], params(case)

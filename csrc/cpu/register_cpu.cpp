@@ -21,7 +21,6 @@ struct CpuBackend {
 TORCH_LIBRARY_IMPL(roiops, CPU, m) {
   OpEntryPoints<CpuBackend>::register_sampled(m);
   OpEntryPoints<CpuBackend>::register_pool(m);
-  OpEntryPoints<CpuBackend>::register_position_sensitive(m);
 }
 
 }  // namespace roiops::cpu

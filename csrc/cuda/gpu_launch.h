@@ -168,7 +168,7 @@ struct GradInputs {
   template <typename scalar_t, typename I, typename Table>
   PixelArgs<scalar_t, I, Table> args(at::ArrayRef<double> scales, const at::Tensor& grad,
                                      const at::Tensor& argmax, const Table& t, const TileGrid& tiles,
-                                     const RoiLists& lists, int V, int P) const {
+                                     const RoiLists& lists, const ChannelMap& cm, int V, int P) const {
     PixelArgs<scalar_t, I, Table> a{};
     a.grad_in = pyramid<scalar_t, I>(tensors, scales);
     const int count = int(tensors.size());
@@ -186,6 +186,7 @@ struct GradInputs {
     a.t = t;
     a.tiles = tiles;
     a.lists = lists;
+    a.cm = cm;
     a.n = a.level_start[count];
     return a;
   }
@@ -264,7 +265,7 @@ struct PoolTables {
     keys = at::empty({K}, like.options().dtype(at::kLong));
     t = PoolTable{device_array<RoiInfo>(keep, like, K), device_array<Footprint>(keep, like, K),
                   device_array<Span>(keep, like, K * a.pooled_h), device_array<Span>(keep, like, K * a.pooled_w),
-                  keys.data_ptr<int64_t>(), int(a.pooled_h), int(a.pooled_w)};
+                  keys.data_ptr<int64_t>(), int(a.pooled_h), int(a.pooled_w), a.rule};
     L::template launch<BuildPoolTable>(src.args(t));
   }
 };
@@ -273,8 +274,8 @@ struct PoolTables {
 // and (when `packs`) the channels per thread the tensors allow. `Kernel` binds the
 // rest.
 template <class L, template <typename, int> class Kernel, typename scalar_t, bool packs = true, typename Table>
-void launch_bins(at::TensorList maps, at::ArrayRef<double> scales, const Table& t, const at::Tensor& out,
-                 const at::Tensor& argmax) {
+void launch_bins(at::TensorList maps, at::ArrayRef<double> scales, const Table& t, const ChannelMap& cm,
+                 const at::Tensor& out, const at::Tensor& argmax) {
   std::vector<at::Tensor> all(maps.begin(), maps.end());
   all.push_back(out);
   all.push_back(argmax);
@@ -283,7 +284,7 @@ void launch_bins(at::TensorList maps, at::ArrayRef<double> scales, const Table& 
       using I = decltype(index);
       constexpr int V = decltype(pack)::value;
       L::template launch<Kernel<I, V>>(BinArgs<scalar_t, I, Table>{
-          pyramid<const scalar_t, I>(maps, scales), t, bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax),
+          pyramid<const scalar_t, I>(maps, scales), t, bin_view<scalar_t, I>(out), bin_view<int32_t, I>(argmax), cm,
           channels_fast(out), out.numel() / V});
     };
     if constexpr (packs)
@@ -297,8 +298,8 @@ void launch_bins(at::TensorList maps, at::ArrayRef<double> scales, const Table& 
 // Kernel::kPixels pixels of a row per thread.
 template <class L, template <typename, int> class Kernel, typename scalar_t, typename Table>
 std::vector<at::Tensor> launch_pixels(at::TensorList maps, at::ArrayRef<double> scales, const Table& t,
-                                      const at::Tensor& keys, const RoiSource& src, const at::Tensor& grad,
-                                      const at::Tensor& argmax) {
+                                      const ChannelMap& cm, const at::Tensor& keys, const RoiSource& src,
+                                      const at::Tensor& grad, const at::Tensor& argmax) {
   GradInputs gi(maps);
   if (gi.empty()) return gi.tensors;
   const Groups groups(keys, int64_t(src.count) * src.N);
@@ -312,7 +313,8 @@ std::vector<at::Tensor> launch_pixels(at::TensorList maps, at::ArrayRef<double> 
       using I = decltype(index);
       constexpr int V = decltype(pack)::value;
       using K = Kernel<I, V>;
-      L::template launch<K>(gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, V, K::kPixels));
+      L::template launch<K>(
+          gi.template args<scalar_t, I>(scales, grad, argmax, t, tiles, lists.view, cm, V, K::kPixels));
     };
     dispatch_channels<scalar_t>(all, grad.size(1), run);
   });

@@ -376,9 +376,24 @@ struct BinArgs {
   Table t;
   BinView<scalar_t, I> out;
   BinView<int32_t, I> argmax;  // forward: written in max mode (null when not kept); JVP: read
+  ChannelMap cm;               // which input channels a bin's output channels read
   bool channels_fast;
   int64_t n;  // output elements / V
+  C10_HOST_DEVICE int64_t out_channels() const { return cm.output_channels(in.C); }
 };
+
+// Where a thread's V channels of bin b (ph * PW + pw) lie in its map: the first
+// one's plane, and the distance between them (1 plane, or PH * PW planes for the
+// position-sensitive ops, whose channels are then never loaded packed).
+template <typename T, typename I>
+C10_HOST_DEVICE inline T* bin_plane(const MapView<T, I>& m, const ChannelMap& cm, int64_t n, int64_t c0,
+                                    int64_t b) {
+  return m.plane(I(n), I(cm.input_channel(c0, b)));
+}
+template <typename T, typename I>
+C10_HOST_DEVICE inline I channel_stride(const MapView<T, I>& m, const ChannelMap& cm) {
+  return m.s1 * I(cm.group);
+}
 
 // (level, n, c, h, w) of input-gradient thread i, numbered level after level
 // (level_start[l] is the first thread of level l), each level in its own layout. A
@@ -419,17 +434,29 @@ C10_HOST_DEVICE inline Pixel pixel_of(int64_t i, const Pyramid<T, I>& g, int64_t
   return p;
 }
 
-// Writes acc[q][0 .. V) into channels c0 .. c0 + V - 1 of pixel q of p's strip.
+// The channels of an input-gradient thread: output channels c0 .. c0 + V - 1 of
+// bin `bin` (any bin for the plain ops: per_bin = 0), which are input channels
+// cm.input_channel(c0 + j, bin). Neighbouring threads take neighbouring bins, so a
+// position-sensitive launch still stores neighbouring channels together.
+struct PixelChannels {
+  int64_t c0, bin;
+};
+template <int V>
+C10_HOST_DEVICE inline PixelChannels pixel_channels(const Pixel& p, const ChannelMap& cm) {
+  return PixelChannels{p.c / cm.group * V, p.c % cm.group};
+}
+
+// Writes acc[q][0 .. V) into the thread's channels of pixel q of p's strip.
 template <int P, int V, typename scalar_t, typename I, typename acc_t>
-C10_HOST_DEVICE inline void store_strip(const MapView<scalar_t, I>& m, const Pixel& p, int64_t c0,
-                                        const acc_t (*acc)[V]) {
-  scalar_t* dst = m.plane(I(p.n), I(c0)) + I(p.h) * m.s2 + I(p.w) * m.s3;
+C10_HOST_DEVICE inline void store_strip(const MapView<scalar_t, I>& m, const ChannelMap& cm, const Pixel& p,
+                                        const PixelChannels& pc, const acc_t (*acc)[V]) {
+  scalar_t* dst = bin_plane(m, cm, p.n, pc.c0, pc.bin) + I(p.h) * m.s2 + I(p.w) * m.s3;
   ROIOPS_UNROLL
   for (int q = 0; q < P; ++q) {
     if (q >= p.width) break;
     Packed<scalar_t, V> out;
     for (int c = 0; c < V; ++c) out.v[c] = scalar_t(acc[q][c]);
-    store_channels<V>(dst + I(q) * m.s3, m.s1, out);
+    store_channels<V>(dst + I(q) * m.s3, channel_stride(m, cm), out);
   }
 }
 
@@ -445,6 +472,7 @@ struct PixelArgs {
   Table t;
   TileGrid tiles;
   RoiLists lists;
+  ChannelMap cm;
   int64_t n;
 };
 

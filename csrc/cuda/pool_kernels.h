@@ -23,6 +23,7 @@ struct PoolTable {
   Span* xbins;    // [K, PW]
   int64_t* keys;  // [K]: the RoI's group (RoiGroups)
   int PH, PW;
+  PoolRule rule;  // roi_pool's bins or ps_roi_pool's (roi_geometry.h: pool_bin)
   C10_HOST_DEVICE Span rows(int64_t k, int ph) const { return load_table(ybins + k * PH + ph); }
   C10_HOST_DEVICE Span cols(int64_t k, int pw) const { return load_table(xbins + k * PW + pw); }
   // Every pixel of the footprint lies in a bin (kernel_common.h: ListEntry).
@@ -62,8 +63,8 @@ struct BuildPoolTable {
       r.level = int16_t(level);
       ROIOPS_COST_MAX(longest_walk, t.PH + t.PW);
       const double scale = a.scale[level];
-      fill_axis(t.ybins + k * t.PH, pool_axis(roi[2], roi[4], scale), t.PH, a.H[level], &e.row0, &e.row1);
-      fill_axis(t.xbins + k * t.PW, pool_axis(roi[1], roi[3], scale), t.PW, a.W[level], &e.col0, &e.col1);
+      fill_axis(t.ybins + k * t.PH, pool_axis(roi[2], roi[4], scale, t.rule), t.PH, a.H[level], &e.row0, &e.row1);
+      fill_axis(t.xbins + k * t.PW, pool_axis(roi[1], roi[3], scale, t.rule), t.PW, a.W[level], &e.col0, &e.col1);
       if (!e.empty()) r.image = image;
     }
     store_table(t.info + k, r);
@@ -84,7 +85,7 @@ struct PoolForward {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C / V, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.out_channels() / V, a.t.PH, a.t.PW, a.channels_fast);
     const int64_t c0 = b.c * V;
     const RoiInfo r = load_table(a.t.info + b.k);
     const Span ys = a.t.rows(b.k, b.ph);
@@ -94,15 +95,16 @@ struct PoolForward {
     for (int c = 0; c < V; ++c) value[c] = 0, arg[c] = -1;
     if (r.image >= 0 && ys.lo < ys.hi && xs.lo < xs.hi) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(c0));
+      const scalar_t* src = bin_plane(m, a.cm, r.image, c0, b.ph * a.t.PW + b.pw);
+      const I cs = channel_stride(m, a.cm);
       const int64_t count = int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo);
-      ROIOPS_COST(samples, (count * channel_accesses<V, scalar_t>(m.s1)));
+      ROIOPS_COST(samples, (count * channel_accesses<V, scalar_t>(cs)));
       if (M == Mode::Avg) {
         double total[V] = {};  // runs of kSumRun pixels, as on the CPU
         int64_t in_run = 0;
         for (int h = ys.lo; h < ys.hi; ++h)
           for (int w = xs.lo; w < xs.hi; ++w) {
-            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, m.s1);
+            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, cs);
             for (int c = 0; c < V; ++c) value[c] += acc_t(v.v[c]);
             if (count > kSumRun && ++in_run == kSumRun) {
               for (int c = 0; c < V; ++c) total[c] += double(value[c]), value[c] = 0;
@@ -116,7 +118,7 @@ struct PoolForward {
         bool first = true;
         for (int h = ys.lo; h < ys.hi; ++h)
           for (int w = xs.lo; w < xs.hi; ++w) {
-            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, m.s1);
+            const Packed<scalar_t, V> v = load_channels<V>(src + I(h) * m.s2 + I(w) * m.s3, cs);
             const int32_t pixel = int32_t(int64_t(h) * m.W + w);
             for (int c = 0; c < V; ++c) {
               const acc_t x = acc_t(v.v[c]);
@@ -157,14 +159,15 @@ struct PoolGather {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.out_channels(), a.t.PH, a.t.PW, a.channels_fast);
     const RoiInfo r = load_table(a.t.info + b.k);
     const int32_t p = load_packed<1>(&a.argmax.at(b.k, b.c, b.ph, b.pw)).v[0];
     Packed<scalar_t, 1> value{{scalar_t(0)}};
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       if (pool_contains(a.t, b.k, b.ph, b.pw, p, m.W))
-        value = load_packed<1>(m.plane(r.image, I(b.c)) + I(p / m.W) * m.s2 + I(p % m.W) * m.s3);
+        value = load_packed<1>(bin_plane(m, a.cm, r.image, b.c, b.ph * a.t.PW + b.pw) + I(p / m.W) * m.s2 +
+                               I(p % m.W) * m.s3);
     }
     store_packed<1>(&a.out.at(b.k, b.c, b.ph, b.pw), value);
   }
@@ -195,7 +198,8 @@ struct PoolBackwardInput {
     const int64_t i = pos.index();
     if (i >= a.n) return;
     const Pixel p = pixel_of<kPixels>(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
-    const int64_t c0 = p.c * V;
+    const PixelChannels pc = pixel_channels<V>(p, a.cm);
+    const int64_t c0 = pc.c0;
     const PoolTable& t = a.t;
     const MapView<scalar_t, I>& gi = a.grad_in.level[p.level];
     const int w1 = p.w + p.width - 1;
@@ -204,6 +208,7 @@ struct PoolBackwardInput {
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo&) {
       for_each_pool_bin_holding(t.ybins + k * t.PH, t.PH, p.h, p.h, [&](int ph, const Span& ys) {
         for_each_pool_bin_holding(t.xbins + k * t.PW, t.PW, p.w, w1, [&](int pw, const Span& xs) {
+          if (a.cm.per_bin != 0 && ph * t.PW + pw != pc.bin) return;  // position-sensitive: the thread's bin only
           const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
           if (M == Mode::Avg) {
             const acc_t count = acc_t(int64_t(ys.hi - ys.lo) * (xs.hi - xs.lo));
@@ -223,7 +228,7 @@ struct PoolBackwardInput {
         });
       });
     });
-    store_strip<kPixels, V>(gi, p, c0, acc);
+    store_strip<kPixels, V>(gi, a.cm, p, pc, acc);
   }
 };
 

@@ -27,14 +27,14 @@ std::tuple<at::Tensor, at::Tensor> PoolOps<L>::pool_forward(at::TensorList input
                                                             const PoolArgs& a, bool keep_argmax) {
   [[maybe_unused]] auto guard = L::guard(inputs[0]);
   const RoiSource src(rois, levels, inputs, scales);
-  at::Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w, a.channels.group);
   at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   const PoolTables<L> tables(src, out, a);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_forward", [&] {
     dispatch_mode(a.mode, [&](auto m) {
-      launch_bins<L, PoolKernels<scalar_t, decltype(m)::value>::template Forward, scalar_t>(inputs, scales,
-                                                                                          tables.t, out, argmax);
+      launch_bins<L, PoolKernels<scalar_t, decltype(m)::value>::template Forward, scalar_t>(
+          inputs, scales, tables.t, a.channels, out, argmax);
     });
   });
   return {out, argmax};
@@ -46,12 +46,12 @@ at::Tensor PoolOps<L>::pool_jvp(at::TensorList tangents, const at::Tensor& argma
   if (a.mode == Mode::Avg) return std::get<0>(pool_forward(tangents, rois, levels, scales, a, false));
   [[maybe_unused]] auto guard = L::guard(tangents[0]);
   const RoiSource src(rois, levels, tangents, scales);
-  at::Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w, a.channels.group);
   if (out.numel() == 0) return out;
   const PoolTables<L> tables(src, out, a);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_pool_jvp", [&] {
-    launch_bins<L, PoolKernels<scalar_t, Mode::Max>::template Gather, scalar_t, false>(tangents, scales, tables.t,
-                                                                                     out, argmax);
+    launch_bins<L, PoolKernels<scalar_t, Mode::Max>::template Gather, scalar_t, false>(
+        tangents, scales, tables.t, a.channels, out, argmax);
   });
   return out;
 }
@@ -67,7 +67,7 @@ std::vector<at::Tensor> PoolOps<L>::pool_backward(const at::Tensor& grad, at::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_pool_backward", [&] {
     dispatch_mode(a.mode, [&](auto m) {
       result = launch_pixels<L, PoolKernels<scalar_t, decltype(m)::value>::template BackwardInput, scalar_t>(
-          inputs, scales, tables.t, tables.keys, src, grad, argmax);
+          inputs, scales, tables.t, a.channels, tables.keys, src, grad, argmax);
     });
   });
   return result;

@@ -288,7 +288,7 @@ struct SampledForward {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C / V, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.out_channels() / V, a.t.PH, a.t.PW, a.channels_fast);
     const int64_t c0 = b.c * V;
     const RoiInfo r = load_table(a.t.info + b.k);
     acc_t value[V];
@@ -296,7 +296,8 @@ struct SampledForward {
     for (int c = 0; c < V; ++c) value[c] = 0, arg[c] = -1;
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(c0));
+      const scalar_t* src = bin_plane(m, a.cm, r.image, c0, b.ph * a.t.PW + b.pw);
+      const I cs = channel_stride(m, a.cm);
       const Tap<acc_t>* ys = a.t.row_taps(b.k, b.ph);
       const Tap<acc_t>* xs = a.t.col_taps(b.k, b.pw);
       const int count = r.grid_h * r.grid_w;
@@ -307,7 +308,7 @@ struct SampledForward {
         double total[V] = {};
         for_each_sample(
             ys, xs, r.grid_h, r.grid_w,
-            [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int) { add_sample<S, V>(value, y, x, src, m.s1, m.s2, m.s3); },
+            [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int) { add_sample<S, V>(value, y, x, src, cs, m.s2, m.s3); },
             [&] {
               if (!long_sum) return;
               for (int c = 0; c < V; ++c) total[c] += double(value[c]), value[c] = 0;
@@ -319,7 +320,7 @@ struct SampledForward {
             ys, xs, r.grid_h, r.grid_w,
             [&](const Tap<acc_t>& y, const Tap<acc_t>& x, int s) {
               acc_t v[V] = {};
-              add_sample<S, V>(v, y, x, src, m.s1, m.s2, m.s3);
+              add_sample<S, V>(v, y, x, src, cs, m.s2, m.s3);
               for (int c = 0; c < V; ++c)
                 if (s == 0 || v[c] > value[c] || (v[c] != v[c] && value[c] == value[c])) {
                   value[c] = v[c];
@@ -347,15 +348,15 @@ struct SampledGather {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const Bin b = bin_of(i, a.in.C, a.t.PH, a.t.PW, a.channels_fast);
+    const Bin b = bin_of(i, a.out_channels(), a.t.PH, a.t.PW, a.channels_fast);
     const RoiInfo r = load_table(a.t.info + b.k);
     const int32_t s = load_packed<1>(&a.argmax.at(b.k, b.c, b.ph, b.pw)).v[0];
     acc_t value = 0;
     if (r.image >= 0 && s >= 0 && s < r.grid_h * r.grid_w) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
       add_sample<S, 1>(&value, load_table(a.t.row_taps(b.k, b.ph) + s / r.grid_w),
-                       load_table(a.t.col_taps(b.k, b.pw) + s % r.grid_w), m.plane(r.image, I(b.c)), m.s1,
-                       m.s2, m.s3);
+                       load_table(a.t.col_taps(b.k, b.pw) + s % r.grid_w),
+                       bin_plane(m, a.cm, r.image, b.c, b.ph * a.t.PW + b.pw), m.s1, m.s2, m.s3);
     }
     store_packed<1>(&a.out.at(b.k, b.c, b.ph, b.pw), Packed<scalar_t, 1>{{scalar_t(value)}});
   }
@@ -387,7 +388,8 @@ struct SampledBackwardInput {
     const int64_t i = pos.index();
     if (i >= a.n) return;
     const Pixel p = pixel_of<kPixels>(i, a.grad_in, a.grad_in.C / V, a.level_start, a.channels_fast);
-    const int64_t c0 = p.c * V;
+    const PixelChannels pc = pixel_channels<V>(p, a.cm);
+    const int64_t c0 = pc.c0;
     const SampledTable<acc_t>& t = a.t;
     acc_t acc[kPixels][V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo& r) {
@@ -397,6 +399,12 @@ struct SampledBackwardInput {
           (!sample_span(load_table(&t.grid[k].y), p.h, p.h, &y0, &y1) ||
            !sample_span(load_table(&t.grid[k].x), p.w, p.w + p.width - 1, &x0, &x1)))
         return;
+      if (a.cm.per_bin != 0) {  // position-sensitive: only the thread's bin reads its channels
+        const int ph = int(pc.bin / t.PW), pw = int(pc.bin % t.PW);
+        y0 = y0 > ph * gh ? y0 : ph * gh, y1 = y1 < ph * gh + gh - 1 ? y1 : ph * gh + gh - 1;
+        x0 = x0 > pw * gw ? x0 : pw * gw, x1 = x1 < pw * gw + gw - 1 ? x1 : pw * gw + gw - 1;
+        if (y0 > y1 || x0 > x1) return;
+      }
       // The column bins' summed weights at each pixel, in registers when there are few.
       const int pw0 = x0 / gw, pw1 = x1 / gw;
       auto column_weights = [&](int pw, acc_t* w) {
@@ -428,7 +436,7 @@ struct SampledBackwardInput {
         }
       }
     });
-    store_strip<kPixels, V>(a.grad_in.level[p.level], p, c0, acc);
+    store_strip<kPixels, V>(a.grad_in.level[p.level], a.cm, p, pc, acc);
   }
 
   // acc[q] += bin (ph, pw)'s gradient through pixel q of the strip, given that the
@@ -521,7 +529,8 @@ struct SampledBoxGradPartial {
     BinView<const scalar_t, I> grad;
     BinView<const int32_t, I> argmax;
     SampledTable<acc_t> t;
-    double* partial;  // [K, C / V, 4]
+    ChannelMap cm;
+    double* partial;  // [K, output channels / V, 4]
     int64_t n;        // K * C / V
   };
   static constexpr const char* kName = "sampled_backward_rois";
@@ -529,15 +538,15 @@ struct SampledBoxGradPartial {
   static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
     const int64_t i = pos.index();
     if (i >= a.n) return;
-    const int64_t groups = a.in.C / V, k = i / groups, c0 = (i % groups) * V;
+    const int64_t groups = a.cm.output_channels(a.in.C) / V, k = i / groups, c0 = (i % groups) * V;
     const RoiInfo r = load_table(a.t.info + k);
     double d[4] = {0, 0, 0, 0};
     if (r.image >= 0) {
       const MapView<const scalar_t, I>& m = a.in.level[r.level];
-      const scalar_t* src = m.plane(r.image, I(c0));
       const int count = r.grid_h * r.grid_w;
       for (int ph = 0; ph < a.t.PH; ++ph) {
         for (int pw = 0; pw < a.t.PW; ++pw) {
+          const scalar_t* src = bin_plane(m, a.cm, r.image, c0, ph * a.t.PW + pw);
           const Packed<scalar_t, V> gv = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
           acc_t g[V];
           if (M == Mode::Avg) {
@@ -570,12 +579,13 @@ struct SampledBoxGradPartial {
     const Tap<acc_t> y = load_table(a.t.row_taps(k, ph) + iy);
     const Tap<acc_t> x = load_table(a.t.col_taps(k, pw) + ix);
     if (!y.valid() || !x.valid()) return;
-    ROIOPS_COST(samples, (channel_accesses<V, scalar_t>(m.s1)));
+    const I cs = channel_stride(m, a.cm);
+    ROIOPS_COST(samples, (channel_accesses<V, scalar_t>(cs)));
     const int yh = y.hi(), xh = x.hi();
-    const Packed<scalar_t, V> v1 = load_channels<V>(src + y.lo * m.s2 + x.lo * m.s3, m.s1);
-    const Packed<scalar_t, V> v2 = load_channels<V>(src + y.lo * m.s2 + xh * m.s3, m.s1);
-    const Packed<scalar_t, V> v3 = load_channels<V>(src + yh * m.s2 + x.lo * m.s3, m.s1);
-    const Packed<scalar_t, V> v4 = load_channels<V>(src + yh * m.s2 + xh * m.s3, m.s1);
+    const Packed<scalar_t, V> v1 = load_channels<V>(src + y.lo * m.s2 + x.lo * m.s3, cs);
+    const Packed<scalar_t, V> v2 = load_channels<V>(src + y.lo * m.s2 + xh * m.s3, cs);
+    const Packed<scalar_t, V> v3 = load_channels<V>(src + yh * m.s2 + x.lo * m.s3, cs);
+    const Packed<scalar_t, V> v4 = load_channels<V>(src + yh * m.s2 + xh * m.s3, cs);
     // d(value)/d(sample y), d(value)/d(sample x), times the incoming gradients, summed
     // over the channels
     acc_t sy = 0, sx = 0;

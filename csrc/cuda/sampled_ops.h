@@ -29,14 +29,14 @@ std::tuple<at::Tensor, at::Tensor> SampledForwardOps<L>::sampled_forward(at::Ten
                                                                          const SampledArgs& a, bool keep_argmax) {
   [[maybe_unused]] auto guard = L::guard(inputs[0]);
   const RoiSource src(rois, levels, inputs, scales);
-  at::Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_output(inputs, src.K(), a.pooled_h, a.pooled_w, a.channels.group);
   at::Tensor argmax = empty_argmax(out, a.mode, keep_argmax);
   if (out.numel() == 0) return {out, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_forward", [&] {
     dispatch_mode_sampling(a.mode, a.sampling, [&](auto m, auto s) {
       using Op = SampledKernels<scalar_t, decltype(m)::value, decltype(s)::value>;
       const SampledTables<L, typename Op::acc_t, decltype(s)::value> tables(src, out, a);
-      launch_bins<L, Op::template Forward, scalar_t>(inputs, scales, tables.t, out, argmax);
+      launch_bins<L, Op::template Forward, scalar_t>(inputs, scales, tables.t, a.channels, out, argmax);
     });
   });
   return {out, argmax};
@@ -50,13 +50,13 @@ at::Tensor SampledForwardOps<L>::sampled_jvp(at::TensorList tangents, const at::
     return std::get<0>(sampled_forward(tangents, rois, levels, scales, a, false));
   [[maybe_unused]] auto guard = L::guard(tangents[0]);
   const RoiSource src(rois, levels, tangents, scales);
-  at::Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w);
+  at::Tensor out = empty_output(tangents, src.K(), a.pooled_h, a.pooled_w, a.channels.group);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roiops_gpu_sampled_jvp", [&] {
     dispatch_sampling(a.sampling, [&](auto s) {
       using Op = SampledKernels<scalar_t, Mode::Max, decltype(s)::value>;
       const SampledTables<L, typename Op::acc_t, decltype(s)::value> tables(src, out, a);
-      launch_bins<L, Op::template Gather, scalar_t, false>(tangents, scales, tables.t, out, argmax);
+      launch_bins<L, Op::template Gather, scalar_t, false>(tangents, scales, tables.t, a.channels, out, argmax);
     });
   });
   return out;
@@ -73,8 +73,8 @@ std::vector<at::Tensor> SampledBackwardInputOps<L, M, S>::run(const at::Tensor& 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
     using Op = SampledKernels<scalar_t, M, S>;
     const SampledTables<L, typename Op::acc_t, S> tables(src, grad, a);
-    result = launch_pixels<L, Op::template BackwardInput, scalar_t>(inputs, scales, tables.t, tables.keys, src, grad,
-                                                                    argmax);
+    result = launch_pixels<L, Op::template BackwardInput, scalar_t>(inputs, scales, tables.t, a.channels,
+                                                                    tables.keys, src, grad, argmax);
   });
   return result;
 }
@@ -87,7 +87,7 @@ at::Tensor SampledBoxGradOps<L>::sampled_backward_rois(const at::Tensor& grad, a
   [[maybe_unused]] auto guard = L::guard(inputs[0]);
   const RoiSource src(rois, levels, inputs, scales);
   at::Tensor gr = at::zeros_like(src.rois);
-  const int64_t K = src.K(), C = inputs[0].size(1);
+  const int64_t K = src.K(), C = a.channels.output_channels(inputs[0].size(1));
   // Box gradients exist only through bilinear sample positions of an unquantized box.
   if (!a.quantize && a.sampling == Sampling::Bilinear && K > 0 && C > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward_rois", [&] {
@@ -106,7 +106,7 @@ at::Tensor SampledBoxGradOps<L>::sampled_backward_rois(const at::Tensor& grad, a
             using P = SampledBoxGradPartial<scalar_t, acc_t, I, decltype(mode)::value, V>;
             L::template launch<P>(typename P::Args{pyramid<const scalar_t, I>(inputs, scales),
                                                    bin_view<const scalar_t, I>(grad),
-                                                   bin_view<const int32_t, I>(argmax), tables.t,
+                                                   bin_view<const int32_t, I>(argmax), tables.t, a.channels,
                                                    partial.data_ptr<double>(), K * (C / V)});
           });
         });
