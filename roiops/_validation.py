@@ -128,30 +128,37 @@ def check_choice(op: str, name: str, value: str, choices: tuple[str, ...]) -> st
     return value
 
 
-def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-    """Return boxes as a [K, 5] Tensor of (batch_index, x1, y1, x2, y2).
+# What a box row holds after its batch index: axis-aligned corners, or a rotated box
+# (roi_align_rotated: centre, size, angle in degrees).
+BOX_FIELDS = "x1, y1, x2, y2"
+ROTATED_FIELDS = "cx, cy, w, h, angle"
 
-    Accepts that form directly, or a list with one [L_i, 4] Tensor per image
+
+def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor], fields: str = BOX_FIELDS) -> Tensor:
+    """Return boxes as a [K, 1 + F] Tensor of (batch_index, *fields), F fields per box.
+
+    Accepts that form directly, or a list with one [L_i, F] Tensor per image
     (:func:`concat_boxes`). The result stays differentiable with respect to the given
     boxes.
     """
+    F = len(fields.split(","))
     if isinstance(boxes, Tensor):
-        if boxes.dim() != 2 or boxes.shape[1] != 5:
+        if boxes.dim() != 2 or boxes.shape[1] != F + 1:
             raise BoxesShapeError(
-                f"{op}: boxes must be a [K, 5] Tensor (batch_index, x1, y1, x2, y2) or a "
-                f"list of [L, 4] Tensors, got shape {tuple(boxes.shape)}"
+                f"{op}: boxes must be a [K, {F + 1}] Tensor (batch_index, {fields}) or a "
+                f"list of [L, {F}] Tensors, got shape {tuple(boxes.shape)}"
             )
         _check_boxes(op, "boxes", boxes, input)
         return boxes
     if not isinstance(boxes, (list, tuple)):
         raise BoxesTypeError(
-            f"{op}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
+            f"{op}: boxes must be a Tensor[K, {F + 1}] or a list of Tensor[L, {F}], got "
             f"{type(boxes).__name__}"
         )
     for i, b in enumerate(boxes):
         if not isinstance(b, Tensor):
-            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got {type(b).__name__}")
-    return concat_boxes(op, input, list(boxes))
+            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, {F}] Tensor, got {type(b).__name__}")
+    return concat_boxes(op, input, list(boxes), F)
 
 
 def script_rois(op: str, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
@@ -162,20 +169,20 @@ def script_rois(op: str, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
     return concat_boxes(op, input, boxes)
 
 
-def concat_boxes(op: str, input: Tensor, boxes: list[Tensor]) -> Tensor:
-    """The list form, one [L_i, 4] Tensor per image, as a [K, 5] Tensor (TorchScript-
-    compatible). Boxes keep their own floating dtype, whatever the input's: the result
+def concat_boxes(op: str, input: Tensor, boxes: list[Tensor], fields: int = 4) -> Tensor:
+    """The list form, one [L_i, fields] Tensor per image, as a [K, 1 + fields] Tensor
+    (TorchScript-compatible). Boxes keep their own floating dtype, whatever the input's: the result
     has the boxes' promoted dtype unless that cannot hold every batch index exactly
     (bfloat16 beyond 256 images, float16 beyond 2048), then float32 (float64 beyond 2^24).
     """
     if len(boxes) != input.shape[0]:
         raise ValueError(f"{op}: got {len(boxes)} box tensors for a batch of {input.shape[0]} images")
     for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.shape[1] != 4:
-            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, 4] Tensor, got shape {list(b.shape)}")
+        if b.dim() != 2 or b.shape[1] != fields:
+            raise BoxesShapeError(f"{op}: boxes[{i}] must be a [L, {fields}] Tensor, got shape {list(b.shape)}")
         _check_boxes(op, f"boxes[{i}]", b, input)
     if len(boxes) == 0:
-        return input.new_zeros((0, 5))
+        return input.new_zeros((0, 1 + fields))
     dtype = boxes[0].dtype
     for b in boxes[1:]:
         dtype = torch.promote_types(dtype, b.dtype)

@@ -12,7 +12,8 @@ the per-axis weights are rounded to the accumulation dtype. Boxes may have any
 floating dtype, independent of the input's; their gradient comes back in their dtype.
 
 Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool`` /
-``ps_roi_align`` / ``ps_roi_pool`` (output in contiguous NCHW). The position-sensitive
+``ps_roi_align`` / ``ps_roi_pool`` (output in contiguous NCHW); ``roi_align_rotated``
+states the contract of the rotated op, which has no kernel yet. The position-sensitive
 ops are stated as their plain op pooling every channel in every bin, after which bin
 ``(ph, pw)`` keeps channel ``c * PH * PW + ph * PW + pw`` as output channel ``c``.
 """
@@ -97,6 +98,72 @@ def _reduce_max(vals: Tensor, mask: Tensor, count: Tensor) -> Tensor:
     return torch.where(count > 0, out, torch.zeros_like(out))
 
 
+def _adaptive_grid(extent: Tensor, pooled: int, sampling_ratio: int, ok: Tensor) -> Tensor:
+    """Samples per bin along one axis: sampling_ratio, or ceil(bin extent) capped at
+    MAX_ADAPTIVE_GRID (0 for a non-positive or NaN extent); 0 where not ``ok``."""
+    if sampling_ratio > 0:
+        g = torch.full(extent.shape, sampling_ratio, dtype=torch.long, device=extent.device)
+    else:
+        g = torch.nan_to_num(torch.ceil(extent.detach() / pooled), nan=0.0)
+        g = g.clamp(0, MAX_ADAPTIVE_GRID).long()
+    return torch.where(ok, g, 0)
+
+
+def _sample_coords(start: Tensor, bin_size: Tensor, g: Tensor, pooled: int, G: int) -> Tensor:
+    """``start + p * bin + (i + 0.5) * bin / g`` for bin p and sample i of each RoI:
+    [K, pooled, G] (csrc/roi_geometry.h: sample_coord, in its operation order, so ties
+    agree bitwise)."""
+    p = torch.arange(pooled, device=bin_size.device, dtype=torch.float64)[None, :, None]
+    i = torch.arange(G, device=bin_size.device, dtype=torch.float64)[None, None, :]
+    gs = g.clamp(min=1).to(torch.float64)[:, None, None]
+    return start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / gs
+
+
+def _pool_samples(x: Tensor, batch: Tensor, ys: Tensor, xs: Tensor, gh: Tensor, gw: Tensor, mode: str,
+                  sampling: str) -> Tensor:
+    """Each bin's avg or max over its samples, at float64 coordinates ``ys`` / ``xs`` of
+    shape [K, PH, Gy, PW, Gx] (or broadcastable to it: an axis-aligned RoI's rows do not
+    depend on the column), with gh x gw of the Gy x Gx samples in each bin of RoI k;
+    -> [K, C, PH, PW] in x's dtype (the accumulation dtype)."""
+    K, PH, Gy = ys.shape[:3]
+    PW, Gx = xs.shape[3:]
+    H, W = x.shape[2:]
+    ylo, yhi, wylo, wyhi, vy = _axis_taps(ys, H, sampling)
+    xlo, xhi, wxlo, wxhi, vx = _axis_taps(xs, W, sampling)
+
+    def at(yi, xi):  # -> [K, PH, Gy, PW, Gx, C]
+        return x[batch[:, None, None, None, None], :, yi, xi]
+
+    def outer(a, b):
+        # Per-axis weights rounded to the accumulation dtype first, then multiplied in it.
+        return (a.to(x.dtype) * b.to(x.dtype))[..., None]
+
+    if sampling == "nearest":
+        val = at(ylo, xlo)  # one pixel, no weight: +-inf and NaN pass through unchanged
+    else:
+        val = (
+            outer(wylo, wxlo) * at(ylo, xlo)
+            + outer(wylo, wxhi) * at(ylo, xhi)
+            + outer(wyhi, wxlo) * at(yhi, xlo)
+            + outer(wyhi, wxhi) * at(yhi, xhi)
+        )
+    iy = torch.arange(Gy, device=x.device)
+    ix = torch.arange(Gx, device=x.device)
+    in_grid = (iy[None, None, :, None, None] < gh[:, None, None, None, None]) & (
+        ix[None, None, None, None, :] < gw[:, None, None, None, None]
+    )  # [K, 1, Gy, 1, Gx]
+    # Off-map samples read as 0 (still max candidates); samples beyond a RoI's grid are
+    # padding of the [Gy, Gx] tensor and are excluded below.
+    val = torch.where((in_grid & vy & vx)[..., None], val, torch.zeros_like(val))
+    C = x.shape[1]
+    val = val.expand(K, PH, Gy, PW, Gx, C).permute(0, 5, 1, 3, 2, 4).reshape(K, C, PH, PW, Gy * Gx)  # row-major
+    count = (gh * gw)[:, None, None, None]
+    if mode == "avg":
+        return val.sum(-1) / count.clamp(min=1).to(x.dtype)
+    grid_mask = in_grid.permute(0, 1, 3, 2, 4).reshape(K, 1, 1, 1, Gy * Gx)
+    return _reduce_max(val, grid_mask, count)
+
+
 def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, quantize,
              mode, sampling):
     acc = _acc_dtype(input.dtype)
@@ -123,63 +190,12 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
         rw = torch.where(rw < 1, torch.ones_like(rw), rw)
         rh = torch.where(rh < 1, torch.ones_like(rh), rh)
     bw, bh = rw / PW, rh / PH
-
-    def grid(extent: Tensor, pooled: int) -> Tensor:
-        if sampling_ratio > 0:
-            g = torch.full((K,), sampling_ratio, dtype=torch.long, device=r.device)
-        else:
-            g = torch.nan_to_num(torch.ceil(extent.detach() / pooled), nan=0.0)
-            g = g.clamp(0, MAX_ADAPTIVE_GRID).long()
-        return torch.where(finite & torch.isfinite(bw) & torch.isfinite(bh), g, 0)
-
-    gh, gw = grid(rh, PH), grid(rw, PW)
+    ok = finite & torch.isfinite(bw) & torch.isfinite(bh)
+    gh, gw = _adaptive_grid(rh, PH, sampling_ratio, ok), _adaptive_grid(rw, PW, sampling_ratio, ok)
     Gy, Gx = max(int(gh.max()), 1), max(int(gw.max()), 1)
-
-    def coords(start, bin_size, g, pooled, G):
-        # Same operation order as csrc/roi_geometry.h: sample_coord, so ties agree bitwise.
-        p = torch.arange(pooled, device=r.device, dtype=torch.float64)[None, :, None]
-        i = torch.arange(G, device=r.device, dtype=torch.float64)[None, None, :]
-        gs = g.clamp(min=1).to(torch.float64)[:, None, None]
-        return start[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / gs
-
-    ylo, yhi, wylo, wyhi, vy = _axis_taps(coords(y0, bh, gh, PH, Gy), H, sampling)  # [K, PH, Gy]
-    xlo, xhi, wxlo, wxhi, vx = _axis_taps(coords(x0, bw, gw, PW, Gx), W, sampling)  # [K, PW, Gx]
-
-    # Gather to [K, PH, Gy, PW, Gx, C].
-    def at(yi, xi):
-        return x[batch[:, None, None, None, None], :, yi[:, :, :, None, None], xi[:, None, None, :, :]]
-
-    def outer(a, b):
-        # Per-axis weights rounded to the accumulation dtype first, then multiplied in it.
-        a, b = a.to(acc), b.to(acc)
-        return (a[:, :, :, None, None] * b[:, None, None, :, :])[..., None]
-
-    if sampling == "nearest":
-        val = at(ylo, xlo)  # one pixel, no weight: +-inf and NaN pass through unchanged
-    else:
-        val = (
-            outer(wylo, wxlo) * at(ylo, xlo)
-            + outer(wylo, wxhi) * at(ylo, xhi)
-            + outer(wyhi, wxlo) * at(yhi, xlo)
-            + outer(wyhi, wxhi) * at(yhi, xhi)
-        )
-    iy = torch.arange(Gy, device=r.device)
-    ix = torch.arange(Gx, device=r.device)
-    in_grid = (iy[None, None, :, None, None] < gh[:, None, None, None, None]) & (
-        ix[None, None, None, None, :] < gw[:, None, None, None, None]
-    )  # [K, 1, Gy, 1, Gx]
-    on_map = vy[:, :, :, None, None] & vx[:, None, None, :, :]
-    # Off-map samples read as 0 (still max candidates); samples beyond a RoI's grid are
-    # padding of the [Gy, Gx] tensor and are excluded below.
-    val = torch.where((in_grid & on_map)[..., None], val, torch.zeros_like(val))
-
-    val = val.permute(0, 5, 1, 3, 2, 4).reshape(K, C, PH, PW, Gy * Gx)  # samples row-major
-    count = (gh * gw)[:, None, None, None]
-    if mode == "avg":
-        out = val.sum(-1) / count.clamp(min=1).to(acc)
-    else:
-        grid_mask = in_grid.permute(0, 1, 3, 2, 4).reshape(K, 1, 1, 1, Gy * Gx)
-        out = _reduce_max(val, grid_mask, count)
+    ys = _sample_coords(y0, bh, gh, PH, Gy)  # [K, PH, Gy]
+    xs = _sample_coords(x0, bw, gw, PW, Gx)  # [K, PW, Gx]
+    out = _pool_samples(x, batch, ys[:, :, :, None, None], xs[:, None, None], gh, gw, mode, sampling)
     return out.to(input.dtype)
 
 
@@ -277,6 +293,51 @@ def ps_roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
     ph, pw = v.output_size_pair("reference.ps_roi_pool", output_size)
     v.check_position_sensitive("reference.ps_roi_pool", input, ph, pw)
     return _position_sensitive(_pool(input, rois, (ph, pw), spatial_scale, "avg", position_sensitive=True))
+
+
+def roi_align_rotated(input: Tensor, rois: Tensor | Sequence[Tensor], output_size,
+                      spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = True,
+                      clockwise: bool = False) -> Tensor:
+    """Reference rotated RoIAlign (detectron2's ``ROIAlignRotated``, mmcv's
+    ``roi_align_rotated``), stated in docs/SEMANTICS.md ("The rest of the family"):
+    ``rois`` rows ``(batch_index, cx, cy, w, h, angle)``, angle in degrees
+    counter-clockwise (``clockwise=True`` negates it), or a list of ``[L_i, 5]``; each
+    bin is the mean of its gh x gw bilinear samples (roi_align's point rule), taken on
+    the box's own grid and rotated about its centre. At angle 0 it is roi_align on
+    ``(cx - w/2, cy - h/2, cx + w/2, cy + h/2)``."""
+    op = "reference.roi_align_rotated"
+    rois = v.rois_from_boxes(op, input, rois, v.ROTATED_FIELDS)
+    PH, PW = v.output_size_pair(op, output_size)
+    acc = _acc_dtype(input.dtype)
+    x = input.to(acc)
+    N, C, H, W = x.shape
+    K = rois.shape[0]
+    if H == 0 or W == 0 or K == 0 or C == 0:
+        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
+    r = rois.to(torch.float64)
+    batch = r[:, 0].detach().long()
+    finite = torch.isfinite(r[:, 1:]).all(dim=1)
+    r = torch.where(finite[:, None], r, torch.zeros_like(r))
+    off = 0.5 if aligned else 0.0
+    cx, cy = r[:, 1] * spatial_scale - off, r[:, 2] * spatial_scale - off
+    rw, rh = r[:, 3] * spatial_scale, r[:, 4] * spatial_scale
+    if not aligned:
+        rw = torch.where(rw < 1, torch.ones_like(rw), rw)
+        rh = torch.where(rh < 1, torch.ones_like(rh), rh)
+    theta = r[:, 5] * (torch.pi / 180.0)
+    if clockwise:
+        theta = -theta
+    bw, bh = rw / PW, rh / PH
+    ok = finite & torch.isfinite(bw) & torch.isfinite(bh)
+    gh, gw = _adaptive_grid(rh, PH, sampling_ratio, ok), _adaptive_grid(rw, PW, sampling_ratio, ok)
+    Gy, Gx = max(int(gh.max()), 1), max(int(gw.max()), 1)
+    # Sample positions relative to the centre in the box's frame, then rotated.
+    yy = _sample_coords(-rh / 2, bh, gh, PH, Gy)[:, :, :, None, None]  # [K, PH, Gy, 1, 1]
+    xx = _sample_coords(-rw / 2, bw, gw, PW, Gx)[:, None, None]  # [K, 1, 1, PW, Gx]
+    cos, sin = (f(theta)[:, None, None, None, None] for f in (torch.cos, torch.sin))
+    ys = yy * cos - xx * sin + cy[:, None, None, None, None]
+    xs = yy * sin + xx * cos + cx[:, None, None, None, None]
+    return _pool_samples(x, batch, ys, xs, gh, gw, "avg", "bilinear").to(input.dtype)
 
 
 def multilevel(op: str, features: Sequence[Tensor], rois: Tensor, levels: Tensor,
