@@ -27,6 +27,13 @@ def rotated_rois(gen, K, N, H, W, scale, min_side=1.0):
     return rois
 
 
+def random_problem(seed, shape, K, scale):
+    """A float64 map of ``shape`` and K rotated boxes over it."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return x, rotated_rois(gen, K, shape[0], shape[2], shape[3], scale)
+
+
 def corners(rois):
     """The axis-aligned (batch, x1, y1, x2, y2) box of each rotated box at angle 0."""
     b, cx, cy, w, h = rois[:, :5].unbind(1)
@@ -40,9 +47,7 @@ problems = st.tuples(st.integers(0, 2**31 - 1), st.sampled_from([1.0, 0.5, 0.25]
 @given(problems)
 def test_angle_zero_is_roi_align_on_the_corners(problem):
     seed, scale, sr, aligned, ph, pw = problem
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 3, 9, 11, generator=gen, dtype=torch.float64)
-    rois = rotated_rois(gen, 6, 2, 9, 11, scale)
+    x, rois = random_problem(seed, (2, 3, 9, 11), 6, scale)
     rois[:, 5] = 0
     out = reference.roi_align_rotated(x, rois, (ph, pw), scale, sr, aligned)
     expected = reference.roi_align(x, corners(rois), (ph, pw), scale, sr, aligned)
@@ -54,9 +59,7 @@ def test_a_quarter_turn_is_roi_align_on_the_turned_box_with_its_bins_turned(prob
     """At 90 degrees bin (ph, pw) holds the samples that roi_align of the box with w and h
     swapped puts in bin (PW - 1 - pw, ph)."""
     seed, scale, sr, aligned, ph, pw = problem
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, 2, 10, 10, generator=gen, dtype=torch.float64)
-    rois = rotated_rois(gen, 5, 1, 10, 10, scale)
+    x, rois = random_problem(seed, (1, 2, 10, 10), 5, scale)
     rois[:, 5] = 90
     out = reference.roi_align_rotated(x, rois, (ph, pw), scale, sr, aligned)
     turned = rois[:, [0, 1, 2, 4, 3]]  # w and h swapped
@@ -79,9 +82,7 @@ def test_counter_clockwise_turns_the_width_up_the_image():
 @given(problems)
 def test_clockwise_negates_the_angle_and_full_turns_change_nothing(problem):
     seed, scale, sr, aligned, ph, pw = problem
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 2, 8, 9, generator=gen, dtype=torch.float64)
-    rois = rotated_rois(gen, 5, 2, 8, 9, scale)
+    x, rois = random_problem(seed, (2, 2, 8, 9), 5, scale)
     out = reference.roi_align_rotated(x, rois, (ph, pw), scale, sr, aligned)
     negated = rois.clone()
     negated[:, 5] = -rois[:, 5]
