@@ -47,9 +47,9 @@ from . import (
 from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     MultiScaleRoIAlign,
     MultiScaleRoIPooler,
+    PrRoIPool,
     PSRoIAlign,
     PSRoIPool,
-    PrRoIPool,
     RoIAlign,
     RoIPool,
     RoIWarp,

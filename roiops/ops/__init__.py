@@ -8,8 +8,8 @@ from .roi_warp import RoIWarp, roi_warp
 __all__ = [
     "MultiScaleRoIAlign",
     "MultiScaleRoIPooler",
-    "PSRoIAlign",
     "PrRoIPool",
+    "PSRoIAlign",
     "PSRoIPool",
     "RoIAlign",
     "RoIPool",
