@@ -84,7 +84,8 @@ struct RoiBins {
   const acc_t* row_weights(int64_t ph) const { return ys.data() + y_at[ph]; }
   const acc_t* col_weights(int64_t pw) const { return xs.data() + x_at[pw]; }
   int64_t bytes() const {
-    return int64_t((3 * (h0.size() + w0.size())) * sizeof(int) + (ys.size() + xs.size()) * sizeof(acc_t));
+    return int64_t((2 * (h0.size() + w0.size()) + y_at.size() + x_at.size()) * sizeof(int) +
+                   (ys.size() + xs.size()) * sizeof(acc_t));
   }
   // Pixels in bin (ph, pw): up to (2^31)^2, so int64.
   int64_t count(int64_t ph, int64_t pw) const {
