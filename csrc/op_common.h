@@ -107,7 +107,8 @@ inline SampledArgs sampled_args(const char* op, int64_t pooled_h, int64_t pooled
                      quantize, parse_mode(mode), parse_sampling(sampling)};
 }
 
-// The arguments of roi_pool and ps_roi_pool (avg, torchvision's PS bins and channels).
+// The arguments of roi_pool, ps_roi_pool (avg, torchvision's PS bins and channels) and
+// prroi_pool (avg, PoolRule::Precise: weighted bins).
 struct PoolArgs {
   int64_t pooled_h, pooled_w;
   Mode mode;

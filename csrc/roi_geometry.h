@@ -178,7 +178,9 @@ C10_HOST_DEVICE inline AxisTaps<W> axis_taps(double v, int64_t size) {
 // [0, size - 1] (torchvision's clip, which never reads the last row or column).
 // Computed in double so that huge or non-finite boxes never reach an integer
 // conversion unclipped; p*extent is an integer there, so the edges are exact.
-enum class PoolRule : int { FastRcnn = 0, PositionSensitive = 1 };
+// PoolRule::Precise is prroi_pool's weighted bins (precise_axis below), which the CPU
+// kernels walk as these integer bins with a weight per row and per column.
+enum class PoolRule : int { FastRcnn = 0, PositionSensitive = 1, Precise = 2 };
 
 struct PoolAxis {
   double start;   // rounded scaled start coordinate
@@ -222,5 +224,78 @@ struct ChannelMap {
   C10_HOST_DEVICE int64_t input_channel(int64_t c, int64_t bin) const { return c * group + bin * per_bin; }
   C10_HOST_DEVICE int64_t output_channels(int64_t input_channels) const { return input_channels / group; }
 };
+
+// prroi_pool (Precise RoI Pooling): the exact mean over each bin of the bilinear surface
+// f(y, x) = sum_ij v[i, j] * hat(y - i) * hat(x - j), hat(t) = max(0, 1 - |t|). The
+// integral factorises into a row weight times a column weight per pixel, so one axis
+// is all the geometry there is: a bin's pixels are a row range x a column range with
+// per-row and per-column weights (the integer-bin walk of roi_pool with weights).
+// The weight of pixel i is (1/bin) * integral of hat(t - i) over [lo, hi]: on each
+// linear piece of the hat that is the covered fraction of the bin times the hat at the
+// covered part's midpoint. Fractions, not differences of antiderivatives, keep a bin
+// much narrower than a pixel exact (its mean is then f at the bin, not 0).
+struct PreciseAxis {
+  double start;  // scaled box start, x1 * s
+  double bin;    // max(x2 * s - x1 * s, 0) / pooled; bins of zero size pool to 0
+  bool valid;    // finite coordinates and a bin of positive size
+};
+
+C10_HOST_DEVICE inline PreciseAxis precise_axis(double lo, double hi, double scale, int pooled) {
+  const double s = lo * scale, e = hi * scale;
+  const double extent = e - s > 0.0 ? e - s : 0.0;
+  PreciseAxis a{s, extent / double(pooled), false};
+  a.valid = is_finite(s) && is_finite(e) && is_finite(a.bin) && a.bin > 0.0;
+  return a;
+}
+
+// [begin, end) of the pixels with a nonzero weight in bin p: [floor(lo), ceil(hi)] of
+// the bin [lo, hi], clipped to [0, size). Empty (begin == end) for an invalid axis.
+C10_HOST_DEVICE inline void precise_bin(const PreciseAxis& a, int p, int size, int* begin,
+                                        int* end) {
+  *begin = *end = 0;
+  if (!a.valid || size <= 0) return;
+  const double b = ::floor(a.start + double(p) * a.bin);
+  const double e = ::ceil(a.start + double(p + 1) * a.bin) + 1.0;
+  const double limit = double(size);
+  *begin = static_cast<int>(b < 0.0 ? 0.0 : (b > limit ? limit : b));
+  *end = static_cast<int>(e < 0.0 ? 0.0 : (e > limit ? limit : e));
+  if (*end < *begin) *end = *begin;
+}
+
+// Pixel i's weight in bin p, and its derivatives with respect to the scaled box start
+// and end (the bin's edges lo = start + p * bin and hi = lo + bin both move with them):
+// d(weight)/d(hi) = (hat(hi - i) - weight) / bin, d/d(lo) = (weight - hat(lo - i)) / bin.
+struct PreciseWeight {
+  double w, d_start, d_end;
+};
+
+C10_HOST_DEVICE inline double hat_weight(double t) {
+  const double v = 1.0 - (t < 0.0 ? -t : t);
+  return v > 0.0 ? v : 0.0;
+}
+
+// The fraction of a bin [u, u + bin] (bin > 0) that lies before t, in [0, 1].
+C10_HOST_DEVICE inline double fraction_before(double t, double u, double bin) {
+  const double f = (t - u) / bin;
+  return f < 0.0 ? 0.0 : (f > 1.0 ? 1.0 : f);
+}
+
+C10_HOST_DEVICE inline PreciseWeight precise_weight(const PreciseAxis& a, int p, int pooled,
+                                                    int64_t i) {
+  // The bin [lo, hi] relative to pixel i is [u, v]; the hat rises on [-1, 0] and falls on [0, 1].
+  const double u = a.start + double(p) * a.bin - double(i);
+  const double v = a.start + double(p + 1) * a.bin - double(i);
+  const double f0 = fraction_before(-1.0, u, a.bin), f1 = fraction_before(0.0, u, a.bin);
+  const double f2 = fraction_before(1.0, u, a.bin);
+  const double rising = (f1 - f0) * (1.0 + (u + a.bin * 0.5 * (f0 + f1)));
+  const double falling = (f2 - f1) * (1.0 - (u + a.bin * 0.5 * (f1 + f2)));
+  PreciseWeight r{rising + falling, 0.0, 0.0};
+  const double d_lo = (r.w - hat_weight(u)) / a.bin;
+  const double d_hi = (hat_weight(v) - r.w) / a.bin;
+  const double q0 = double(p) / double(pooled), q1 = double(p + 1) / double(pooled);
+  r.d_start = (1.0 - q0) * d_lo + (1.0 - q1) * d_hi;
+  r.d_end = q0 * d_lo + q1 * d_hi;
+  return r;
+}
 
 }  // namespace roiops

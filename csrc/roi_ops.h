@@ -1,5 +1,6 @@
 // The op entry points of roi_align, roi_warp and roi_pool (single-map and fused
-// multilevel) and of the position-sensitive ps_roi_align and ps_roi_pool (single map):
+// multilevel), of the position-sensitive ps_roi_align and ps_roi_pool and of
+// prroi_pool (single map):
 // argument checks, then the device's kernels. Every device registers the
 // same entry points with its own Backend, so what an op accepts, refuses and returns
 // is one code path for the CPU, CUDA and the CPU emulation of the CUDA grid.
@@ -7,6 +8,7 @@
 // A Backend provides, as static functions taking (maps, rois, levels, scales, args):
 //   sampled_forward, sampled_backward_input, sampled_backward_rois, sampled_jvp  (align, warp)
 //   pool_forward, pool_backward, pool_jvp                                      (roi_pool)
+//   pool_backward_rois                  (prroi_pool's box gradient: register_precise)
 // `levels` is undefined for a single map. The PS ops reach the same functions with
 // args.channels a position-sensitive ChannelMap (roi_geometry.h), which every Backend
 // honours.
@@ -197,34 +199,62 @@ struct OpEntryPoints {
     }
   };
 
-  // ps_roi_pool: torchvision's position-sensitive RoIPool (PoolRule::PositionSensitive
-  // bins, avg), one input channel per (output channel, bin).
-  struct PsPool {
-    static PoolArgs args(int64_t ph, int64_t pw) {
-      return PoolArgs{ph, pw, Mode::Avg, PoolRule::PositionSensitive, position_sensitive(ph, pw)};
-    }
+  // The single-map, avg-only pool ops (ps_roi_pool, prroi_pool) share every step; `Op`
+  // supplies the names and the PoolArgs (bin rule and channel map).
+  template <class Op>
+  struct AvgPool {
     static std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois,
                                               double scale, int64_t ph, int64_t pw,
                                               bool keep_argmax) {
-      check_roi_args("ps_roi_pool", input, rois, scale, ph, pw);
-      const PoolArgs a = args(ph, pw);
-      check_channel_map("ps_roi_pool", input, a.channels, ph, pw);
+      check_roi_args(Op::name, input, rois, scale, ph, pw);
+      const PoolArgs a = Op::args(ph, pw);
+      check_channel_map(Op::name, input, a.channels, ph, pw);
       return B::pool_forward(input, rois, {}, scale, a, keep_argmax);
     }
     static Tensor backward(const Tensor& grad, const Tensor& input, const Tensor& argmax,
                            const Tensor& rois, double scale, int64_t ph, int64_t pw) {
-      const PoolArgs a = args(ph, pw);
-      check_backward_args("_ps_roi_pool_backward", grad, input, argmax, rois, {}, scale, ph, pw,
+      const PoolArgs a = Op::args(ph, pw);
+      check_backward_args(Op::backward_name, grad, input, argmax, rois, {}, scale, ph, pw,
                           a.mode, a.channels);
       return B::pool_backward(grad, input, argmax, rois, {}, scale, a)[0];
     }
+    static Tensor backward_rois(const Tensor& grad, const Tensor& input, const Tensor& argmax,
+                                const Tensor& rois, double scale, int64_t ph, int64_t pw) {
+      const PoolArgs a = Op::args(ph, pw);
+      check_backward_args(Op::backward_rois_name, grad, input, argmax, rois, {}, scale, ph, pw,
+                          a.mode, a.channels);
+      return B::pool_backward_rois(grad, input, argmax, rois, {}, scale, a);
+    }
     static Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois,
                       double scale, int64_t ph, int64_t pw) {
-      const PoolArgs a = args(ph, pw);
-      check_roi_args("_ps_roi_pool_jvp", tangent, rois, scale, ph, pw);
-      check_channel_map("_ps_roi_pool_jvp", tangent, a.channels, ph, pw);
-      check_argmax("_ps_roi_pool_jvp", argmax, tangent, rois, ph, pw, a.mode);
+      const PoolArgs a = Op::args(ph, pw);
+      check_roi_args(Op::jvp_name, tangent, rois, scale, ph, pw);
+      check_channel_map(Op::jvp_name, tangent, a.channels, ph, pw);
+      check_argmax(Op::jvp_name, argmax, tangent, rois, ph, pw, a.mode);
       return B::pool_jvp(tangent, argmax, rois, {}, scale, a);
+    }
+  };
+
+  // ps_roi_pool: torchvision's position-sensitive RoIPool (PoolRule::PositionSensitive
+  // bins, avg), one input channel per (output channel, bin).
+  struct PsPool {
+    static constexpr const char* name = "ps_roi_pool";
+    static constexpr const char* backward_name = "_ps_roi_pool_backward";
+    static constexpr const char* jvp_name = "_ps_roi_pool_jvp";
+    static PoolArgs args(int64_t ph, int64_t pw) {
+      return PoolArgs{ph, pw, Mode::Avg, PoolRule::PositionSensitive, position_sensitive(ph, pw)};
+    }
+  };
+
+  // prroi_pool: the exact mean of the bilinear surface over each bin (PoolRule::Precise
+  // weighted bins); the box gradient is analytic (pool_backward_rois).
+  struct PrPool {
+    static constexpr const char* name = "prroi_pool";
+    static constexpr const char* backward_name = "_prroi_pool_backward";
+    static constexpr const char* backward_rois_name = "_prroi_pool_backward_rois";
+    static constexpr const char* jvp_name = "_prroi_pool_jvp";
+    static PoolArgs args(int64_t ph, int64_t pw) {
+      return PoolArgs{ph, pw, Mode::Avg, PoolRule::Precise};
     }
   };
 
@@ -265,9 +295,21 @@ struct OpEntryPoints {
     m.impl("roi_pool_multilevel", &Pool::ml_forward);
     m.impl("_roi_pool_multilevel_backward", &Pool::ml_backward);
     m.impl("_roi_pool_multilevel_jvp", &Pool::ml_jvp);
-    m.impl("ps_roi_pool", &PsPool::forward);
-    m.impl("_ps_roi_pool_backward", &PsPool::backward);
-    m.impl("_ps_roi_pool_jvp", &PsPool::jvp);
+    using Q = AvgPool<PsPool>;
+    m.impl("ps_roi_pool", &Q::forward);
+    m.impl("_ps_roi_pool_backward", &Q::backward);
+    m.impl("_ps_roi_pool_jvp", &Q::jvp);
+  }
+
+  // prroi_pool: the pool Backend functions with PoolRule::Precise bins, and the box
+  // gradient, pool_backward_rois (which only a Backend registering this provides: the
+  // CPU's so far).
+  static void register_precise(torch::Library& m) {
+    using R = AvgPool<PrPool>;
+    m.impl("prroi_pool", &R::forward);
+    m.impl("_prroi_pool_backward", &R::backward);
+    m.impl("_prroi_pool_backward_rois", &R::backward_rois);
+    m.impl("_prroi_pool_jvp", &R::jvp);
   }
 };
 

@@ -78,9 +78,9 @@ const std::vector<at::Tag> kTags{at::Tag::pt2_compliant_tag};
 // keep_argmax is false: no gradient will be asked for); the backward and the double
 // backward reuse it instead of searching again. The backward ops are
 // registered ops rather than Python code so that double backward, torch.compile and
-// torch.export see through them. The position-sensitive ops have the single-map form
-// only (no pyramid pooler uses them: R-FCN pools one score map) and no max mode, so
-// their argmax is always empty.
+// torch.export see through them. The position-sensitive ops and prroi_pool have the
+// single-map form only (no pyramid pooler uses them: R-FCN pools one score map) and no
+// max mode, so their argmax is always empty.
 void def_family(torch::Library& m, const std::string& name, const std::string& params,
                 bool box_gradient, bool with_multilevel = true) {
   for (const bool multilevel : {false, true}) {
@@ -108,7 +108,9 @@ void def_family(torch::Library& m, const std::string& name, const std::string& p
   }
 }
 
-void define_ops(torch::Library& m) {
+// cpu_only: declare prroi_pool too (the CPU registers it; the GPU backend and its
+// emulator do not implement it yet, docs/cuda.md).
+void define_ops(torch::Library& m, bool cpu_only) {
   def_family(m, "roi_align",
              "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, str mode, "
              "str sampling",
@@ -122,12 +124,15 @@ void define_ops(torch::Library& m) {
              /*box_gradient=*/true, /*with_multilevel=*/false);
   def_family(m, "ps_roi_pool", "int pooled_height, int pooled_width",
              /*box_gradient=*/false, /*with_multilevel=*/false);
+  if (!cpu_only) return;
+  def_family(m, "prroi_pool", "int pooled_height, int pooled_width",
+             /*box_gradient=*/true, /*with_multilevel=*/false);
 }
 
 }  // namespace
 
-TORCH_LIBRARY(roiops, m) { define_ops(m); }
+TORCH_LIBRARY(roiops, m) { define_ops(m, /*cpu_only=*/true); }
 
 // The same ops run by the CPU emulation of the CUDA kernels (csrc/emulator): the
 // tests compare them with the CPU kernels and the reference on CPU tensors.
-TORCH_LIBRARY(roiops_emulated, m) { define_ops(m); }
+TORCH_LIBRARY(roiops_emulated, m) { define_ops(m, /*cpu_only=*/false); }

@@ -5,7 +5,8 @@ input gradients of any order, box gradients for roi_align, float16/bfloat16/floa
 float64 and channels_last, and works under torch.compile and torch.export.
 MultiScaleRoIPooler pools RoIs from an FPN pyramid in one fused op call;
 MultiScaleRoIAlign is the same as a drop-in for torchvision.ops.MultiScaleRoIAlign.
-ps_roi_align and ps_roi_pool are torchvision's position-sensitive ops (R-FCN).
+ps_roi_align and ps_roi_pool are torchvision's position-sensitive ops (R-FCN);
+prroi_pool is Precise RoI Pooling (exact bin integrals, analytic box gradients).
 """
 
 try:
@@ -46,12 +47,14 @@ from . import (
 from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     MultiScaleRoIAlign,
     MultiScaleRoIPooler,
+    PrRoIPool,
     PSRoIAlign,
     PSRoIPool,
     RoIAlign,
     RoIPool,
     RoIWarp,
     fpn_levels,
+    prroi_pool,
     ps_roi_align,
     ps_roi_pool,
     roi_align,

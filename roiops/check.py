@@ -42,13 +42,14 @@ def variants():
         yield "roi_pool", dict(mode=mode)
     yield "ps_roi_align", {}
     yield "ps_roi_pool", {}
+    yield "prroi_pool", {}
 
 
 def has_box_grad(op, kw) -> bool:
-    """Only bilinear roi_align and ps_roi_align have box gradients; roi_warp, roi_pool and
-    ps_roi_pool round the box and nearest sampling is piecewise constant, so theirs are 0
-    by definition."""
-    return op == "ps_roi_align" or (op == "roi_align" and kw["sampling"] == "bilinear")
+    """Only bilinear roi_align, ps_roi_align and prroi_pool have box gradients; roi_warp,
+    roi_pool and ps_roi_pool round the box and nearest sampling is piecewise constant, so
+    theirs are 0 by definition."""
+    return op in ("ps_roi_align", "prroi_pool") or (op == "roi_align" and kw["sampling"] == "bilinear")
 
 
 def channels(op, per_bin, size) -> int:
@@ -78,7 +79,7 @@ def describe(op, kw):
 
 def call(impl, op, x, rois, size, scale, sr, kw):
     fn = getattr(impl, op)
-    if op in ("roi_pool", "ps_roi_pool"):
+    if op in ("roi_pool", "ps_roi_pool", "prroi_pool"):
         return fn(x, rois, size, scale, **kw)
     return fn(x, rois, size, scale, sr, **kw)
 
@@ -158,7 +159,7 @@ def main(problems_per_row: int = 12) -> int:
     print(f"CPU: {cpu_name()}")
     print(f"{problems_per_row} random problems per row; error = max |kernel - reference| / tolerance "
           "(pass below 1), as forward / input grad / box grad")
-    print("n/a: not applicable. Box grad: only bilinear roi_align and ps_roi_align have one (roi_warp, "
+    print("n/a: not applicable. Box grad: only bilinear roi_align, ps_roi_align and prroi_pool have one (roi_warp, "
           "roi_pool, ps_roi_pool and nearest sampling: 0 by definition). gradcheck: float64 only")
     header = f"{'variant':<52} {'dtype':<5} {'error NCHW':>17} {'error ch_last':>17} {'gradcheck':>9} {'fwd ms':>7}  "
     print(header + "result")

@@ -22,6 +22,8 @@ interface, so their results agree. Each variant maps to:
   their sample grid depends on each box's size. Export fails with a NotImplementedError
   naming the variant. ONNX Runtime's RoiAlign ``mode="max"`` takes the max over
   weighted taps, not over samples, so max is never mapped onto it.
+- ps_roi_align, ps_roi_pool and prroi_pool have no translation (NotImplementedError
+  saying why): no standard operator computes them.
 
 The box geometry is computed in float64 in the graph and non-finite boxes pool to 0, as
 in roiops. Where a standard operator computes part of it, its own precision applies
@@ -244,6 +246,12 @@ def _single(b, op, x, rois, scale, ph, pw, sampling_ratio=0, aligned=False, mode
         raise NotImplementedError(
             f"roiops.onnx: {op} has no ONNX translation: no standard ONNX op reads a different channel per "
             "bin, and pooling every channel in every bin to pick one would cost PH * PW times the op"
+        )
+    if op == "prroi_pool":
+        raise NotImplementedError(
+            "roiops.onnx: prroi_pool has no ONNX translation: no standard ONNX op integrates the bilinear "
+            "surface exactly (RoiAlign samples it), and a decomposition would weigh every pixel of the map "
+            "for every bin"
         )
     if op == "roi_pool":
         return (_pool_max if mode == "max" else _pool_avg)(b, x, rois, scale, ph, pw)

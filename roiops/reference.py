@@ -12,10 +12,11 @@ the per-axis weights are rounded to the accumulation dtype. Boxes may have any
 floating dtype, independent of the input's; their gradient comes back in their dtype.
 
 Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool`` /
-``ps_roi_align`` / ``ps_roi_pool`` (output in contiguous NCHW); ``roi_align_rotated``
-states the contract of the rotated op, which has no kernel yet. The position-sensitive
-ops are stated as their plain op pooling every channel in every bin, after which bin
-``(ph, pw)`` keeps channel ``c * PH * PW + ph * PW + pw`` as output channel ``c``.
+``ps_roi_align`` / ``ps_roi_pool`` / ``prroi_pool`` (output in contiguous NCHW);
+``roi_align_rotated`` states the contract of the rotated op, which has no kernel yet.
+The position-sensitive ops are stated as their plain op pooling every channel in every
+bin, after which bin ``(ph, pw)`` keeps channel ``c * PH * PW + ph * PW + pw`` as
+output channel ``c``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def _empty_map_output(x: Tensor, shape) -> Tensor:
     map, and for K == 0 the output has no element to receive it.
     """
     return x.new_zeros(shape) + x.sum()
+
+
+def _prologue(input: Tensor, rois: Tensor, output_size: tuple[int, int]):
+    """``(x, acc, empty)``: the map in its accumulation dtype ``acc`` and, when there is
+    nothing to pool (no pixel, channel or RoI), the op's output (``_empty_map_output``)
+    as ``empty``, else None."""
+    acc = _acc_dtype(input.dtype)
+    x = input.to(acc)
+    _, C, H, W = x.shape
+    K = rois.shape[0]
+    if H == 0 or W == 0 or K == 0 or C == 0:
+        return x, acc, _empty_map_output(x, (K, C, *output_size)).to(input.dtype)
+    return x, acc, None
 
 
 def _reduce_max(vals: Tensor, mask: Tensor, count: Tensor) -> Tensor:
@@ -166,13 +180,10 @@ def _pool_samples(x: Tensor, batch: Tensor, ys: Tensor, xs: Tensor, gh: Tensor, 
 
 def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, quantize,
              mode, sampling):
-    acc = _acc_dtype(input.dtype)
-    x = input.to(acc)
-    N, C, H, W = x.shape
+    x, _, empty = _prologue(input, rois, output_size)
+    if empty is not None:
+        return empty
     PH, PW = output_size
-    K = rois.shape[0]
-    if H == 0 or W == 0 or K == 0 or C == 0:
-        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
     # Geometry in float64 whatever the box and feature dtypes (autograd carries the
     # box gradient back through .to() in the boxes' own dtype).
     r = rois.to(torch.float64)
@@ -200,13 +211,12 @@ def _sampled(input, rois, output_size, spatial_scale, sampling_ratio, aligned, q
 
 
 def _pool(input, rois, output_size, spatial_scale, mode, position_sensitive=False):
-    acc = _acc_dtype(input.dtype)
-    x = input.to(acc)
+    x, acc, empty = _prologue(input, rois, output_size)
+    if empty is not None:
+        return empty
     N, C, H, W = x.shape
     PH, PW = output_size
     K = rois.shape[0]
-    if H == 0 or W == 0 or K == 0 or C == 0:
-        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
     batch = rois[:, 0].detach().long()
     # Bins in float64 from the box values, whatever the dtypes; no box gradient.
     c = _round_half_away(rois[:, 1:].detach().to(torch.float64) * spatial_scale)
@@ -308,12 +318,9 @@ def roi_align_rotated(input: Tensor, rois: Tensor | Sequence[Tensor], output_siz
     op = "reference.roi_align_rotated"
     rois = v.rois_from_boxes(op, input, rois, v.ROTATED_FIELDS)
     PH, PW = v.output_size_pair(op, output_size)
-    acc = _acc_dtype(input.dtype)
-    x = input.to(acc)
-    N, C, H, W = x.shape
-    K = rois.shape[0]
-    if H == 0 or W == 0 or K == 0 or C == 0:
-        return _empty_map_output(x, (K, C, PH, PW)).to(input.dtype)
+    x, _, empty = _prologue(input, rois, (PH, PW))
+    if empty is not None:
+        return empty
     r = rois.to(torch.float64)
     batch = r[:, 0].detach().long()
     finite = torch.isfinite(r[:, 1:]).all(dim=1)
@@ -338,6 +345,60 @@ def roi_align_rotated(input: Tensor, rois: Tensor | Sequence[Tensor], output_siz
     ys = yy * cos - xx * sin + cy[:, None, None, None, None]
     xs = yy * sin + xx * cos + cx[:, None, None, None, None]
     return _pool_samples(x, batch, ys, xs, gh, gw, "avg", "bilinear").to(input.dtype)
+
+
+def _precise_weights(start: Tensor, end: Tensor, pooled: int, size: int) -> tuple[Tensor, Tensor]:
+    """prroi_pool's weights along one axis, ``[K, pooled, size]`` in float64: pixel i's
+    weight in bin p is the mean over the bin ``[lo, hi]`` of ``max(0, 1 - |t - i|)``, as
+    csrc/roi_geometry.h: precise_weight computes it (on each linear piece of the hat, the
+    covered fraction of the bin times the hat at the covered part's midpoint: exact, and
+    differentiable by autograd in the box coordinates). Also which pixels each bin reads
+    (``[floor(lo), ceil(hi)]``, for bins of positive size), as csrc/roi_geometry.h:
+    precise_bin: a NaN or inf pixel outside them must not reach the sum as 0 * NaN."""
+    bin_size = (end - start).clamp(min=0) / pooled
+    valid = bin_size > 0
+    bin_size = torch.where(valid, bin_size, torch.ones_like(bin_size))[:, None, None]
+    p = torch.arange(pooled, device=start.device, dtype=torch.float64)[None, :, None]
+    i = torch.arange(size, device=start.device, dtype=torch.float64)[None, None, :]
+    lo = start[:, None, None] + p * bin_size
+    hi = start[:, None, None] + (p + 1) * bin_size
+    u = lo - i  # bin start relative to pixel i
+
+    def before(t: float) -> Tensor:
+        return ((t - u) / bin_size).clamp(0, 1)
+
+    f0, f1, f2 = before(-1.0), before(0.0), before(1.0)
+    rising = (f1 - f0) * (1 + (u + bin_size * 0.5 * (f0 + f1)))
+    falling = (f2 - f1) * (1 - (u + bin_size * 0.5 * (f1 + f2)))
+    reads = valid[:, None, None] & (i >= torch.floor(lo.detach())) & (i <= torch.ceil(hi.detach()))
+    return torch.where(reads, rising + falling, torch.zeros_like(u)), reads
+
+
+def prroi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size,
+               spatial_scale: float = 1.0) -> Tensor:
+    """Reference prroi_pool; see roiops.prroi_pool: per bin, sum_ij v[i, j] * wy[i] * wx[j]
+    over the pixels the bin reads, with the exact per-axis hat integrals of
+    _precise_weights (float64, rounded to the accumulation dtype, multiplied in it).
+    Differentiable by autograd in the input and the boxes."""
+    rois = v.rois_from_boxes("reference.prroi_pool", input, boxes)
+    PH, PW = v.output_size_pair("reference.prroi_pool", output_size)
+    x, acc, empty = _prologue(input, rois, (PH, PW))
+    if empty is not None:
+        return empty
+    H, W = x.shape[2], x.shape[3]
+    r = rois.to(torch.float64)
+    batch = r[:, 0].detach().long()
+    c = r[:, 1:] * spatial_scale
+    finite = torch.isfinite(c).all(dim=1)
+    # A non-finite box becomes (0, 0, 0, 0): no bin has an area.
+    c = torch.where(finite[:, None], c, torch.zeros_like(c))
+    wy, ry = _precise_weights(c[:, 1], c[:, 3], PH, H)  # [K, PH, H]
+    wx, rx = _precise_weights(c[:, 0], c[:, 2], PW, W)  # [K, PW, W]
+    weight = wy.to(acc)[:, :, None, :, None] * wx.to(acc)[:, None, :, None, :]  # [K, PH, PW, H, W]
+    reads = ry[:, :, None, :, None] & rx[:, None, :, None, :]
+    terms = weight[:, None] * x[batch][:, :, None, None]  # [K, C, PH, PW, H, W]
+    terms = torch.where(reads[:, None], terms, torch.zeros_like(terms))
+    return terms.sum((-2, -1)).to(input.dtype)
 
 
 def multilevel(op: str, features: Sequence[Tensor], rois: Tensor, levels: Tensor,

@@ -12,10 +12,11 @@ from roiops import reference
 from roiops.check import DTYPES, TOLERANCE  # noqa: F401  (re-exported to the tests)
 
 OPS = ("roi_align", "roi_warp", "roi_pool")
-# The position-sensitive ops (torchvision's, one map only, avg): `cases` draws them only
-# where a test asks.
+# The position-sensitive ops (torchvision's, one map only, avg) and prroi_pool (CPU only
+# so far): `cases` draws them only where a test asks.
 PS_OPS = ("ps_roi_align", "ps_roi_pool")
-ALL_OPS = OPS + PS_OPS
+GPU_OPS = OPS + PS_OPS  # the ops with CUDA (and emulated) kernels
+ALL_OPS = GPU_OPS + ("prroi_pool",)
 
 
 @dataclasses.dataclass
@@ -45,7 +46,7 @@ class Case:
 
 
 def op_kwargs(op: str, output_size, scale, sampling_ratio, aligned, mode, sampling):
-    if op in PS_OPS:  # avg only; ps_roi_align is bilinear and aligned
+    if op in PS_OPS or op == "prroi_pool":  # avg only; ps_roi_align is bilinear and aligned
         kw = dict(output_size=output_size, spatial_scale=scale)
         if op == "ps_roi_align":
             kw.update(sampling_ratio=sampling_ratio)

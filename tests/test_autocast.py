@@ -22,6 +22,7 @@ POOLS = {
     # The maps' 4 channels: one per bin of a 2 x 2 output, two per bin of a 1 x 2 one.
     "ps_roi_align": lambda f, r: roiops.ps_roi_align(f, r, 2, 0.5, 2),
     "ps_roi_pool": lambda f, r: roiops.ps_roi_pool(f, r, (1, 2), 0.5),
+    "prroi_pool": lambda f, r: roiops.prroi_pool(f, r, (3, 2), 0.5),
     "pooler": lambda f, r: roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_align", 2)([f, f[:, :, ::2, ::2]], r),
     "MultiScaleRoIAlign": lambda f, r: roiops.MultiScaleRoIAlign(["p2", "p3"], 3, 2)(
         {"p2": f, "p3": f[:, :, ::2, ::2]}, [r[:1, 1:], r[1:, 1:]], [(18, 22)]),
@@ -86,7 +87,7 @@ def test_float32_features_stay_float32(name):
     torch.testing.assert_close(out, POOLS[name](features, ROIS), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["roi_align", "roi_pool", "pooler", "ps_roi_align"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_pool", "pooler", "ps_roi_align", "prroi_pool"])
 def test_compile_under_autocast_matches_eager(name):
     torch._dynamo.reset()
     head = Head(POOLS[name])
@@ -109,7 +110,7 @@ class AutocastHead(Head):
 # 2.14 export it. Versions between were not tried, so the skip names 2.4 only.
 @pytest.mark.skipif(torch.__version__ < (2, 5), reason="torch < 2.5: torch.export cannot export a forward "
                     "that enters torch.autocast (SpecViolationError: _enter_autocast is missing val)")
-@pytest.mark.parametrize("name", ["roi_align", "roi_warp", "roi_pool", "pooler", "ps_roi_pool"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_warp", "roi_pool", "pooler", "ps_roi_pool", "prroi_pool"])
 def test_export_under_autocast_keeps_the_features_dtype(name):
     head = AutocastHead(POOLS[name])
     x = torch.randn(2, 3, 18, 22)

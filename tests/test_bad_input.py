@@ -20,9 +20,12 @@ PUBLIC = [
     ("roi_pool", lambda x, r, **kw: roiops.roi_pool(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw)),
 ]
 ids = [p[0] for p in PUBLIC]
+# prroi_pool follows the same rules (it has no mode); the tests below that take the `op`
+# fixture run it too.
+PRROI = ("prroi_pool", lambda x, r, **kw: roiops.prroi_pool(x, r, kw.pop("size", 2), kw.pop("scale", 1.0), **kw))
 
 
-@pytest.fixture(params=PUBLIC, ids=ids)
+@pytest.fixture(params=[*PUBLIC, PRROI], ids=[*ids, PRROI[0]])
 def op(request):
     return request.param[1]
 
@@ -46,7 +49,6 @@ BAD_ARGUMENTS = [
         (X, ROIS, {"scale": -0.25}, ValueError, "spatial_scale must be positive"),
         (X, ROIS, {"scale": math.nan}, ValueError, "spatial_scale must be positive"),
         (X, ROIS, {"scale": math.inf}, ValueError, "spatial_scale must be positive"),
-        (X, ROIS, {"mode": "mean"}, ValueError, "mode must be one of"),
 ]
 
 
@@ -62,6 +64,12 @@ def test_bad_batch_index_is_refused_before_any_memory_access(op, batch):
     rois[1, 0] = batch
     with pytest.raises(ValueError, match=r"boxes\[1, 0\] \(batch index\) must be an integer in \[0, 2\)"):
         op(X, rois)
+
+
+@pytest.mark.parametrize("name,fn", PUBLIC, ids=ids)
+def test_unknown_mode_is_refused(name, fn):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fn(X, ROIS, mode="mean")
 
 
 def test_unknown_sampling_is_refused():
@@ -380,7 +388,7 @@ def ps_op(request):
     return request.param[1]
 
 
-@pytest.mark.parametrize("x,rois,kw,exc,match", [a for a in BAD_ARGUMENTS if "mode" not in a[2]])
+@pytest.mark.parametrize("x,rois,kw,exc,match", BAD_ARGUMENTS)
 def test_position_sensitive_bad_arguments_raise_clear_errors(ps_op, x, rois, kw, exc, match):
     with pytest.raises(exc, match=match):
         ps_op(x, rois, **kw)
@@ -469,3 +477,51 @@ def test_position_sensitive_degenerate_and_inverted_boxes_are_defined():
         torch.testing.assert_close(out, getattr(reference, name)(X_PS, rois, 2), atol=1e-6, rtol=1e-6)
     assert torch.equal(roiops.ps_roi_align(X_PS, rois[1:2], 2), torch.zeros(1, 2, 2, 2))
     assert (roiops.ps_roi_pool(X_PS, rois[1:2], 2) != 0).all()
+
+
+# prroi_pool's own checks and cases (the `op` fixture's tests run it too): zero-area
+# bins and inverted boxes pool to 0 with zero gradients.
+def prroi_pool(x, r, size=2, scale=1.0):
+    return roiops.prroi_pool(x, r, size, scale)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda o: o.prroi_pool(X, ROIS, 1.0, 0, 2, True), "output_size must be positive"),
+        (lambda o: o.prroi_pool(X, ROIS, -1.0, 2, 2, True), "spatial_scale must be positive"),
+        (lambda o: o.prroi_pool(X, ROIS[:, :3], 1.0, 2, 2, True), r"boxes must be \[K, 5\]"),
+        (lambda o: o.prroi_pool(X[0], ROIS, 1.0, 2, 2, True), r"input must be \[N, C, H, W\]"),
+        (lambda o: o.prroi_pool(X, ROIS, 1.0, 65537, 2, True), "output_size must be at most 65536"),
+        (lambda o: o._prroi_pool_backward(torch.ones(2, 3, 3, 3), X, EMPTY, ROIS, 1.0, 2, 2),
+         r"grad must be \[2, 3, 2, 2\]"),
+        (lambda o: o._prroi_pool_backward_rois(torch.ones(2, 3, 3, 3), X, EMPTY, ROIS, 1.0, 2, 2),
+         r"grad must be \[2, 3, 2, 2\]"),
+        (lambda o: o._prroi_pool_jvp(X, EMPTY, ROIS[:, 1:], 1.0, 2, 2), r"boxes must be \[K, 5\]"),
+        (lambda o: o.prroi_pool(X.to("meta"), ROIS, 1.0, 2, 2, True), "boxes are on cpu but inputs are on meta"),
+    ],
+)
+def test_prroi_pool_direct_op_calls_are_checked(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(torch.ops.roiops)
+
+
+def test_prroi_pool_maps_of_2_to_the_31_rows_are_refused():
+    huge = torch.zeros(1, 1, 1, 1).expand(1, 1, 2**31, 2)  # no memory behind it
+    with pytest.raises(ValueError, match="height and width must be below 2"):
+        prroi_pool(huge, torch.tensor([[0, 0.0, 0.0, 5.0, 5.0]]), 1)
+
+
+def test_prroi_pool_degenerate_and_inverted_boxes_are_defined():
+    """Zero-size and inverted boxes have bins of zero area: 0, with zero gradients. A box
+    smaller than a pixel is the mean of f over it (the reference's)."""
+    from roiops import reference
+
+    rois = torch.tensor([[0, 3.0, 3.0, 3.0, 3.0], [0, 6.0, 5.0, 2.0, 1.0], [1, 4.2, 4.2, 4.3, 4.3]],
+                        requires_grad=True)
+    x = X.clone().requires_grad_()
+    out = prroi_pool(x, rois)
+    assert torch.equal(out[:2], torch.zeros_like(out[:2]))
+    torch.testing.assert_close(out, reference.prroi_pool(X, rois.detach(), 2), atol=1e-6, rtol=1e-6)
+    out.sum().backward()
+    assert not rois.grad[:2].any() and rois.grad[2].abs().sum() > 0

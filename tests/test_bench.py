@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import roiops
 from roiops.bench import __main__ as cli
 from roiops.bench import report
 from roiops.bench.cases import CASES, Case, pixels_read
@@ -179,3 +180,14 @@ def test_compare_matches_rows_across_runs(tmp_path, capsys):
     repeats = ",".join(str(run(f"default{i}", ms).rename(tmp_path / f"r{i}.json")) for i, ms in enumerate((9, 30, 12)))
     assert compare.main([repeats, str(run("avx2", 6.0)), "--labels", "old,new"]) == 0
     assert "| mapped | 12.00 | 6.00 | 0.50 |" in capsys.readouterr().out
+
+
+def test_prroi_pool_baseline_computes_prroi_pool():
+    """The benchmark's pure-PyTorch prroi_pool (bench/peers.py) is the op, in chunks of RoIs."""
+    from roiops.bench import peers
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 5, 12, 15, generator=gen)
+    rois = roiops.testing.random_rois(9, 2, (48, 60), min_size=1, generator=gen)
+    got = peers.prroi_pool_torch(x, rois, 3, 0.25, chunk=4)
+    torch.testing.assert_close(got, roiops.prroi_pool(x, rois, 3, 0.25), atol=1e-5, rtol=1e-5)

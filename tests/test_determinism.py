@@ -17,6 +17,7 @@ CALLS = {
     "roi_align_max": lambda x, r: roiops.roi_align(x, r, 7, 1 / 8, -1, mode="max"),
     "roi_warp": lambda x, r: roiops.roi_warp(x, r, 7, 1 / 8, 2, mode="avg"),
     "roi_pool": lambda x, r: roiops.roi_pool(x, r, 7, 1 / 8),
+    "prroi_pool": lambda x, r: roiops.prroi_pool(x, r, 7, 1 / 8),
 }
 # The position-sensitive ops on the same 80 channels: 5 per bin of 4 x 4, 8 per bin of 2 x 5.
 PS_CALLS = {
@@ -145,7 +146,7 @@ PLANE_TIERS = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tier", list(PLANE_TIERS))
-@pytest.mark.parametrize("name", ["roi_align", "roi_align_max", "roi_warp"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_align_max", "roi_warp", "prroi_pool"])
 def test_planar_forward_copies_give_channels_last_bits(name, tier, dtype):
     (h, w), k = PLANE_TIERS[tier]
     gen = torch.Generator().manual_seed(3)

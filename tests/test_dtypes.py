@@ -97,6 +97,7 @@ VARIANTS = [
     ("roi_pool", dict(mode="avg")),
     ("ps_roi_align", dict(sampling_ratio=2)),
     ("ps_roi_pool", {}),
+    ("prroi_pool", {}),
 ]
 
 
@@ -125,7 +126,7 @@ def test_any_box_dtype_with_any_feature_dtype(op, kw, feature_dtype, box_dtype):
     (o64, x64, r64), (o, xg, rg) = grads[torch.float64], grads[box_dtype]
     assert torch.equal(o, o64) and torch.equal(xg, x64)
     assert torch.equal(rg, r64.to(box_dtype))
-    assert bool(r64.abs().sum() > 0) == (op in ("roi_align", "ps_roi_align"))
+    assert bool(r64.abs().sum() > 0) == (op in ("roi_align", "ps_roi_align", "prroi_pool"))
 
 
 def test_float32_boxes_keep_their_precision_with_bfloat16_features():

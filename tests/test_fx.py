@@ -39,6 +39,7 @@ MODULES = {
     # X's 3 channels: one per bin of a 1 x 3 or 3 x 1 output.
     "PSRoIAlign": (lambda: roiops.PSRoIAlign((1, 3), 0.5, 2), roiops.ps_roi_align, (X, ROIS)),
     "PSRoIPool": (lambda: roiops.PSRoIPool((3, 1), 0.5), roiops.ps_roi_pool, (X, as_list(ROIS))),
+    "PrRoIPool": (lambda: roiops.PrRoIPool((3, 2), 0.5), roiops.prroi_pool, (X, ROIS)),
     "MultiScaleRoIPooler": (lambda: roiops.MultiScaleRoIPooler(3, [0.25, 0.125, 0.0625]), None, (LEVELS, ROIS)),
     "MultiScaleRoIPooler-roi_pool": (lambda: roiops.MultiScaleRoIPooler(3, [0.25, 0.125], "roi_pool"), None,
                                      (LEVELS[:2], as_list(ROIS))),

@@ -1,6 +1,6 @@
 """gradcheck / gradgradcheck in float64: input gradients to second order for every op
 (the position-sensitive ones included), mode and sampling, and box-coordinate gradients
-for bilinear roi_align and ps_roi_align."""
+for bilinear roi_align, ps_roi_align and prroi_pool."""
 
 import itertools
 
@@ -33,7 +33,7 @@ VARIANTS = [
     for sr, m, s in itertools.product([2, -1], ["avg", "max"], ["bilinear", "nearest"])
 ] + [("roi_pool", dict(mode=m)) for m in ["avg", "max"]] + [
     ("ps_roi_align", dict(sampling_ratio=sr)) for sr in [2, -1]
-] + [("ps_roi_pool", {})]
+] + [("ps_roi_pool", {}), ("prroi_pool", {})]
 
 
 def ids(v):
@@ -60,13 +60,14 @@ def test_input_gradcheck_and_gradgradcheck(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_box_gradcheck(variant):
-    """Analytic box gradients for bilinear roi_align and ps_roi_align; exactly zero elsewhere."""
+    """Analytic box gradients for bilinear roi_align, ps_roi_align and prroi_pool; exactly
+    zero elsewhere."""
     op, kwargs = variant
     coords = ROIS[:, 1:].clone().requires_grad_()
     x = input_for(op).clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, c: call(op, kwargs, x, c), (x, coords))
     (g,) = torch.autograd.grad(call(op, kwargs, input_for(op), coords).sum(), coords)
-    differentiable = op == "ps_roi_align" or (op == "roi_align" and kwargs["sampling"] == "bilinear")
+    differentiable = op in ("ps_roi_align", "prroi_pool") or (op == "roi_align" and kwargs["sampling"] == "bilinear")
     assert bool(g.abs().sum() > 0) == differentiable
 
 

@@ -136,6 +136,12 @@ def test_position_sensitive_ops_are_a_clear_error(name, exporter):
     assert_export_refused(fn, exporter, f"roiops.onnx: {name} has no ONNX translation")
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_prroi_pool_is_a_clear_error(exporter):
+    fn = lambda x, r: roiops.prroi_pool(x, r, (2, 3), 0.5)  # noqa: E731
+    assert_export_refused(fn, exporter, "roiops.onnx: prroi_pool has no ONNX translation")
+
+
 POOLERS = {
     "align": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], sampling_ratio=2, canonical_size=16),
     "warp-max": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),

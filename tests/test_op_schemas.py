@@ -16,10 +16,10 @@ from roiops import _registration
 from roiops.ops import poolers
 
 MODULES = {"roi_align": roiops.RoIAlign, "roi_warp": roiops.RoIWarp, "roi_pool": roiops.RoIPool,
-           "ps_roi_align": roiops.PSRoIAlign, "ps_roi_pool": roiops.PSRoIPool}
+           "ps_roi_align": roiops.PSRoIAlign, "ps_roi_pool": roiops.PSRoIPool, "prroi_pool": roiops.PrRoIPool}
 # The families with a fused multilevel form and a pooler: all but the position-sensitive
-# ops, which pool one map (docs/SEMANTICS.md).
-POOLED = sorted(name for name in MODULES if not name.startswith("ps_"))
+# ops and prroi_pool, which pool one map (docs/SEMANTICS.md).
+POOLED = sorted(name for name in MODULES if not name.startswith(("ps_", "prroi_")))
 # Two valid values of each parameter: a test passes the one that is not the default, so a
 # value that arrives under another parameter's name is seen. A new parameter needs a pair.
 VALUES = {"sampling_ratio": (2, 3), "aligned": (False, True), "mode": ("avg", "max"),

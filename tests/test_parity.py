@@ -3,10 +3,12 @@ format agrees with roiops.reference:
 forward values, input gradients and box gradients, on random problems that include
 boxes inside, across and outside the map, degenerate and inverted boxes."""
 
+import math
+
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from roi_cases import ALL_OPS, DTYPES, TOLERANCE, cases, kernel_grads, reference_grads
+from roi_cases import ALL_OPS, DTYPES, TOLERANCE, Case, cases, coordinate, kernel_grads, reference_grads
 from torch._prims_common import suggest_memory_format
 
 import roiops
@@ -104,3 +106,30 @@ def test_reduced_precision_tracks_float32(case):
         got = case.run(roiops, x, r).float()
         torch.testing.assert_close(got, exact, atol=tol, rtol=tol, equal_nan=True)
     assert out32.dtype == torch.float32
+
+
+extreme = st.one_of(coordinate, st.sampled_from([1e6, -1e6, 3e12, -3e12, math.inf, -math.inf, math.nan]))
+
+
+@given(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3),
+       st.lists(st.tuples(*[extreme] * 4), max_size=4), st.sampled_from([1.0, 0.5, 1 / 3]),
+       st.sampled_from(["nchw", "channels_last"]), st.integers(0, 2**31 - 1))
+def test_prroi_pool_extreme_boxes_and_empty_maps_match_reference(H, W, ph, pw, boxes, scale, layout, seed):
+    """prroi_pool against the reference in float64 on boxes that are huge, non-finite,
+    inverted or degenerate, and on maps with no row or column: values, input and box
+    gradients (a non-finite box pools to 0 with zero gradients)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, H, W, generator=gen, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[i % 2, *b] for i, b in enumerate(boxes)], dtype=torch.float64).reshape(len(boxes), 5)
+    case = Case("prroi_pool", x, rois, dict(output_size=(ph, pw), spatial_scale=scale))
+    out, expected = case.run(roiops), case.run(reference)
+    assert_close(out, expected, torch.float64, "output", case)
+    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    (gx, gr), (ex, er) = kernel_grads(case, grad_out), reference_grads(case, grad_out)
+    assert_close(gx, ex, torch.float64, "input gradient", case)
+    # Box gradients are sums over pixels of a bin: relative to the largest one.
+    torch.testing.assert_close(gr, er, atol=1e-9 * max(1.0, float(er.abs().max()) if er.numel() else 1.0),
+                               rtol=1e-7, msg=lambda m: f"box gradient of {case}:\n{m}")
+    assert torch.isfinite(gr).all()

@@ -19,6 +19,7 @@ PARAMS = {
     "roi_pool": [(0.5, 3, 2, m) for m in ["avg", "max"]],
     "ps_roi_align": [(0.5, 3, 2, sr) for sr in [2, -1]],
     "ps_roi_pool": [(0.5, 3, 2)],
+    "prroi_pool": [(0.5, 3, 2)],
 }
 
 
@@ -46,7 +47,7 @@ def test_opcheck_every_op(name, params, channels_last):
     x = x.detach()
     torch.library.opcheck(getattr(ops, f"_{name}_backward"), (grad, x, argmax, rois, *params))
     torch.library.opcheck(getattr(ops, f"_{name}_jvp"), (torch.randn_like(x), argmax, rois, *params))
-    if hasattr(ops, f"_{name}_backward_rois"):  # roi_align, ps_roi_align
+    if hasattr(ops, f"_{name}_backward_rois"):  # roi_align, ps_roi_align, prroi_pool
         torch.library.opcheck(getattr(ops, f"_{name}_backward_rois"), (grad, x, argmax, rois, *params))
 
 
@@ -58,6 +59,7 @@ FUNCS = [
     # The maps' 3 channels are one per bin of a 1 x 3 or 3 x 1 output.
     ("ps_roi_align", lambda x, r: roiops.ps_roi_align(x, r, (1, 3), 0.5, 2)),
     ("ps_roi_pool", lambda x, r: roiops.ps_roi_pool(x, r, (3, 1), 0.5)),
+    ("prroi_pool", lambda x, r: roiops.prroi_pool(x, r, (3, 2), 0.5)),
 ]
 
 
@@ -85,11 +87,12 @@ class Head(torch.nn.Module):
         self.pool = roiops.RoIPool(3, 0.5)
         self.ps_align = roiops.PSRoIAlign((3, 1), 0.5, 2)
         self.ps_pool = roiops.PSRoIPool((3, 1), 0.5)
+        self.pr_pool = roiops.PrRoIPool(3, 0.5)
 
     def forward(self, x, rois):
         # [K, 3, 3, 3] and, from the position-sensitive ops, [K, 1, 3, 1]: broadcast.
         return self.align(x, rois) + self.warp(x, rois) + self.pool(x, rois) + self.ps_align(x, rois) * self.ps_pool(
-            x, rois)
+            x, rois) + self.pr_pool(x, rois)
 
 
 def test_export_module_using_every_op():
@@ -98,6 +101,6 @@ def test_export_module_using_every_op():
     ep = torch.export.export(m, (x, rois))
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert {"roiops.roi_align.default", "roiops.roi_warp.default", "roiops.roi_pool.default",
-            "roiops.ps_roi_align.default", "roiops.ps_roi_pool.default"} <= targets
+            "roiops.ps_roi_align.default", "roiops.ps_roi_pool.default", "roiops.prroi_pool.default"} <= targets
     x2, _ = inputs(torch.float32)
     torch.testing.assert_close(ep.module()(x2, rois), m(x2, rois))

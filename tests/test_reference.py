@@ -179,13 +179,94 @@ def test_ps_roi_align_reads_each_bins_channel_with_aligned_geometry():
     torch.testing.assert_close(out, want[None])
 
 
-@pytest.mark.parametrize("op", ["ps_roi_align", "ps_roi_pool"])
+@pytest.mark.parametrize("op", ["ps_roi_align", "ps_roi_pool", "prroi_pool"])
 @pytest.mark.parametrize("shape,K", [((1, 4, 0, 5), 2), ((1, 4, 4, 0), 2), ((1, 0, 4, 5), 2), ((1, 4, 4, 5), 0)],
                          ids=["H=0", "W=0", "C=0", "K=0"])
-def test_ps_empty_map_or_no_roi_gives_zeros(op, shape, K):
+def test_cpu_only_ops_empty_map_or_no_roi_gives_zeros(op, shape, K):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 0.5, 1.0, 3.0, 2.5]] * K, dtype=torch.float64).reshape(K, 5)
     out = getattr(reference, op)(x, rois, (2, 2))
-    torch.testing.assert_close(out, torch.zeros(K, shape[1] // 4, 2, 2, dtype=torch.float64), atol=0, rtol=0)
+    channels = shape[1] // 4 if op.startswith("ps_") else shape[1]
+    torch.testing.assert_close(out, torch.zeros(K, channels, 2, 2, dtype=torch.float64), atol=0, rtol=0)
     (gx,) = grads(out, x)
     assert gx.shape == x.shape and not gx.any()
+
+
+def bilinear_surface(x, ys, xs):
+    """f(y, x) = sum_ij v[i, j] * max(0, 1 - |y - i|) * max(0, 1 - |x - j|) of the map x
+    [H, W] at the grid ys x xs, straight from prroi_pool's definition (zero off the map)."""
+    hy = (1 - (ys[:, None] - torch.arange(x.shape[0], dtype=ys.dtype)[None, :]).abs()).clamp(min=0)
+    hx = (1 - (xs[:, None] - torch.arange(x.shape[1], dtype=xs.dtype)[None, :]).abs()).clamp(min=0)
+    return hy @ x @ hx.T
+
+
+def midpoint_prroi_pool(x, box, output_size, scale, n=600):
+    """prroi_pool of one box on the map x [H, W] by the dense midpoint rule: n x n points per bin."""
+    ph_n, pw_n = output_size
+    x1, y1, x2, y2 = (c * scale for c in box)
+    bh, bw = max(y2 - y1, 0) / ph_n, max(x2 - x1, 0) / pw_n
+    out = torch.zeros(ph_n, pw_n, dtype=torch.float64)
+    if bh == 0 or bw == 0:
+        return out
+    t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    for ph in range(ph_n):
+        for pw in range(pw_n):
+            out[ph, pw] = bilinear_surface(x, y1 + (ph + t) * bh, x1 + (pw + t) * bw).mean()
+    return out
+
+
+BOXES = [
+    [0.3, 0.7, 4.2, 3.9],     # inside
+    [-2.6, -1.3, 3.1, 2.2],   # across the top-left border and beyond the surface's support
+    [3.4, 2.1, 8.9, 7.6],     # across the bottom-right border
+    [2.25, 1.5, 2.75, 1.75],  # smaller than a pixel
+    [-6.0, -5.0, -2.5, -1.5],  # outside the surface's support: 0
+    [3.0, 3.0, 1.0, 1.0],     # inverted: 0
+]
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_prroi_pool_is_the_integral_of_the_bilinear_surface(box):
+    """The reference's closed-form weights against a dense numerical integration of f."""
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    rois = torch.tensor([[0, *box]], dtype=torch.float64)
+    for size, scale in (((2, 3), 1.0), ((3, 1), 0.5)):
+        got = reference.prroi_pool(x[None, None], rois, size, scale)[0, 0]
+        torch.testing.assert_close(got, midpoint_prroi_pool(x, box, size, scale), atol=2e-5, rtol=1e-5)
+
+
+def test_prroi_pool_hand_computed_values():
+    """Ones make f = 1 on [0, H-1] x [0, W-1] (the hats sum to 1 there), falling linearly to 0
+    one pixel beyond: the box [-1, -1, 0, 0] averages (1 + y)(1 + x) over [-1, 0]^2 = 1/4, the
+    box [4, 3, 6, 5] (x from the last column on, y from the last row on) 1/4 * 1/4. A box
+    narrower than 1e-9 pixel pools f at its point (no rounding to an empty bin)."""
+    ones = torch.ones(1, 1, 4, 5, dtype=torch.float64)
+    rois = torch.tensor([[0, 0.5, 1.0, 3.5, 2.5], [0, -1.0, -1.0, 0.0, 0.0], [0, 4.0, 3.0, 6.0, 5.0]],
+                        dtype=torch.float64)
+    out = reference.prroi_pool(ones, rois, 1)
+    torch.testing.assert_close(out.flatten(), torch.tensor([1.0, 0.25, 0.0625], dtype=torch.float64))
+    x = ramp(4, 5, torch.float64)  # f is the ramp itself, 10 y + x, inside the map
+    point = torch.tensor([[0, 1.25, 2.5, 1.25 + 1e-10, 2.5 + 1e-10]], dtype=torch.float64)
+    torch.testing.assert_close(reference.prroi_pool(x, point, 1).flatten(),
+                               torch.tensor([26.25], dtype=torch.float64), atol=1e-6, rtol=0)
+    # On the ramp the mean over a bin is f at the bin's centre; the box is 2 bins wide.
+    out = reference.prroi_pool(x, torch.tensor([[0, 0.5, 0.5, 3.5, 2.5]], dtype=torch.float64), (1, 2))
+    torch.testing.assert_close(out.flatten(), torch.tensor([16.25, 17.75], dtype=torch.float64))
+
+
+def test_prroi_pool_box_gradient_is_the_bin_edges_line_integrals():
+    """d(out)/d(x2) of one bin on the ramp: f's mean over [x1, x2] x [y1, y2] moves by 1/2 per
+    unit of x2 (the centre moves half as fast), and by 5 per unit of y2. Also float64 gradcheck
+    of the reference away from integer edges (where the hat's slope changes)."""
+    x = ramp(4, 5, torch.float64)
+    rois = torch.tensor([[0, 0.5, 0.5, 3.5, 2.5]], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(reference.prroi_pool(x, rois, 1).sum(), rois)
+    torch.testing.assert_close(g, torch.tensor([[0, 0.5, 5.0, 0.5, 5.0]], dtype=torch.float64))
+    xr = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    coords = torch.tensor([[0.3, 0.7, 4.2, 3.9], [-2.6, -1.3, 3.1, 2.2], [3.4, 2.1, 8.9, 7.6]],
+                          dtype=torch.float64, requires_grad=True)
+
+    def f(x, c):
+        return reference.prroi_pool(x, torch.cat([torch.zeros(3, 1, dtype=torch.float64), c], 1), (2, 3))
+
+    assert torch.autograd.gradcheck(f, (xr, coords))

@@ -45,6 +45,7 @@ FUNCTIONS = {
     # X's 3 channels are one per bin of a 1 x 3 or 3 x 1 output.
     "ps_roi_align": (roiops.ps_roi_align, [((1, 3), 0.5, 2), ((3, 1),)]),
     "ps_roi_pool": (roiops.ps_roi_pool, [((3, 1), 0.5), ((1, 3),)]),
+    "prroi_pool": (roiops.prroi_pool, [((3, 2), 0.5), (3,)]),
 }
 
 
@@ -75,6 +76,7 @@ MODULES = {
     "RoIPool": (lambda: roiops.RoIPool(3, 0.5), lambda m, r: m(X, as_list(r))),
     "PSRoIAlign": (lambda: roiops.PSRoIAlign((1, 3), 0.5, 2), lambda m, r: m(X, r)),
     "PSRoIPool": (lambda: roiops.PSRoIPool((3, 1), 0.5), lambda m, r: m(X, as_list(r))),
+    "PrRoIPool": (lambda: roiops.PrRoIPool((2, 3), 0.5), lambda m, r: m(X, as_list(r))),
     "MultiScaleRoIPooler": (lambda: roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),
                             lambda m, r: m(LEVELS, r)),
     "MultiScaleRoIAlign": (multiscale_align,
@@ -117,6 +119,7 @@ TRACED = {
     "roi_pool_list": (lambda x, r0, r1: roiops.roi_pool(x, [r0, r1], 2, 0.5), lambda r: (X, *as_list(r))),
     "RoIWarp": (roiops.RoIWarp(3, 0.5, 2), lambda r: (X, r)),
     "ps_roi_align": (lambda x, r: roiops.ps_roi_align(x, r, (3, 1), 0.5, 2), lambda r: (X, r)),
+    "prroi_pool": (lambda x, r: roiops.prroi_pool(x, r, 3, 0.5), lambda r: (X, r)),
     "MultiScaleRoIPooler": (roiops.MultiScaleRoIPooler(3, [0.5, 0.25], canonical_size=16), lambda r: (LEVELS, r)),
     "MultiScaleRoIAlign": (FixedImages(), lambda r: (*LEVELS, *as_list(r))),
 }

@@ -21,6 +21,17 @@
 
 namespace roiops::cpu {
 
+// A RoI's box gradient: d = d(loss)/d(y1, y2, x1, x2) of its scaled box, stored as its row
+// (batch index 0, x1, y1, x2, y2) of the float64 [K, 5] gradient, back in image
+// coordinates (times the map's scale). Shared by every op with a box gradient.
+inline void store_box_grad(double* row, const double d[4], double scale) {
+  row[0] = 0;
+  row[1] = d[2] * scale;  // x1
+  row[2] = d[0] * scale;  // y1
+  row[3] = d[3] * scale;  // x2
+  row[4] = d[1] * scale;  // y2
+}
+
 // dst[i] = src[i] for i < n, stored around the caches where the CPU can (x86's
 // non-temporal stores, 16 aligned bytes at a time; plain copies elsewhere). The stores
 // are weakly ordered: store_fence() before another thread reads dst.

@@ -14,6 +14,7 @@ struct CpuBackend {
   static constexpr auto pool_forward = &pool_forward_op;
   static constexpr auto pool_backward = &pool_backward_op;
   static constexpr auto pool_jvp = &pool_jvp_op;
+  static constexpr auto pool_backward_rois = &pool_backward_rois_op;
 };
 
 }  // namespace
@@ -21,6 +22,7 @@ struct CpuBackend {
 TORCH_LIBRARY_IMPL(roiops, CPU, m) {
   OpEntryPoints<CpuBackend>::register_sampled(m);
   OpEntryPoints<CpuBackend>::register_pool(m);
+  OpEntryPoints<CpuBackend>::register_precise(m);
 }
 
 }  // namespace roiops::cpu

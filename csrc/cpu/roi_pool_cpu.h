@@ -1,4 +1,4 @@
-// CPU kernels of roi_pool (roi_pool_cpu.cpp), called by the op entry points
+// CPU kernels of roi_pool, ps_roi_pool and prroi_pool (roi_pool_cpu.cpp), called by the op entry points
 // (roi_ops.h) with checked arguments. `levels` is undefined for a single map.
 #pragma once
 
@@ -19,6 +19,11 @@ std::vector<at::Tensor> pool_backward_op(const at::Tensor& grad, at::TensorList 
                                          const at::Tensor& argmax, const at::Tensor& rois,
                                          const at::Tensor& levels, at::ArrayRef<double> scales,
                                          const PoolArgs& a);
+// prroi_pool's box gradient (PoolRule::Precise); zero for the rounded bins.
+at::Tensor pool_backward_rois_op(const at::Tensor& grad, at::TensorList inputs,
+                                 const at::Tensor& argmax, const at::Tensor& rois,
+                                 const at::Tensor& levels, at::ArrayRef<double> scales,
+                                 const PoolArgs& a);
 at::Tensor pool_jvp_op(at::TensorList tangents, const at::Tensor& argmax, const at::Tensor& rois,
                        const at::Tensor& levels, at::ArrayRef<double> scales, const PoolArgs& a);
 

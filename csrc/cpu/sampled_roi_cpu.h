@@ -488,13 +488,7 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
       r.template build<Sampling::Bilinear>(rp, k, in, a);
       double d[4] = {0, 0, 0, 0};
       roi_box_grad<M>(d, r, k, in.views[r.level], in.channels, go, am, a);
-      const double scale = in.scales[r.level];
-      double* row = gr + k * 5;
-      row[0] = 0;
-      row[1] = d[2] * scale;  // x1
-      row[2] = d[0] * scale;  // y1
-      row[3] = d[3] * scale;  // x2
-      row[4] = d[1] * scale;  // y2
+      store_box_grad(gr + k * 5, d, in.scales[r.level]);
     }
   });
 }

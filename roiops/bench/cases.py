@@ -17,7 +17,9 @@ class Case:
     ``size`` from a ``[batch, channels, height, width]`` map at ``scale``."""
 
     name: str
-    op: str  # "roi_align" (avg, bilinear) or "roi_pool" (max): the ops torchvision has too
+    # "roi_align" (avg, bilinear) or "roi_pool" (max): the ops torchvision has too; or
+    # "prroi_pool", which torchvision lacks (its baseline is a pure-PyTorch formulation).
+    op: str
     batch: int
     channels: int
     height: int
@@ -51,7 +53,8 @@ class Case:
 # Detection workloads as single-map problems, scaled to a 2-core CPU where the shape allows
 # (fewer RoIs, same shapes): c4-box 128 of a C4 head's 512 RoIs, roipool-vgg 500 of Fast
 # R-CNN's 2000. box-50x84, roipool-p2 and roipool-50x84 are plain RoIAlign / RoIPool
-# baselines on a stride-16 and a stride-4 map.
+# baselines on a stride-16 and a stride-4 map; prroi-50x84 is box-50x84's problem for
+# Precise RoI Pooling.
 CASES = (
     Case("c4-box", "roi_align", 1, 1024, 50, 84, 1 / 16, 128, 14, 0, False),
     Case("fpn-box-train-p2", "roi_align", 2, 256, 200, 336, 1 / 4, 1024, 7, 2, True),
@@ -62,6 +65,7 @@ CASES = (
     Case("roipool-vgg", "roi_pool", 1, 512, 38, 63, 1 / 16, 500, 7),
     Case("roipool-p2", "roi_pool", 2, 256, 200, 336, 1 / 4, 1024, 7),
     Case("roipool-50x84", "roi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
+    Case("prroi-50x84", "prroi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
     Case("edge-tiny", "roi_align", 1, 256, 50, 84, 1 / 16, 1000, 7, 2, True, boxes="tiny"),
     Case("edge-off-map", "roi_align", 1, 256, 50, 84, 1 / 16, 1000, 7, 2, True, boxes="off-map"),
     Case("edge-wide", "roi_align", 1, 256, 50, 84, 1 / 16, 100, 7, 2, True, boxes="wide"),
@@ -174,7 +178,10 @@ def pixels_read(rois: torch.Tensor, shape: tuple[int, ...], scale: float, op: st
 
 def reference_fits(case: Case, rois: torch.Tensor) -> bool:
     """Whether roiops.reference can run ``case`` in reasonable memory and time: it
-    materialises K x C x PH x PW x samples values (roi_align) or x H x W (roi_pool)."""
+    materialises K x C x PH x PW x samples values (roi_align) or x H x W (roi_pool).
+    prroi_pool's baseline (bench/peers.py: prroi_pool_torch) works in chunks of RoIs."""
+    if case.op == "prroi_pool":
+        return True
     if case.op == "roi_pool":
         per_bin = case.height * case.width
     elif case.sampling_ratio > 0:

@@ -48,9 +48,37 @@ def load(names: list[str], device: torch.device) -> tuple[dict[str, str], list[s
 def roiops_op(case: Case) -> Op:
     import roiops
 
+    if case.op == "prroi_pool":
+        return lambda x, r: roiops.prroi_pool(x, r, case.size, case.scale)
     if case.op == "roi_align":
         return lambda x, r: roiops.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
     return lambda x, r: roiops.roi_pool(x, r, case.size, case.scale)
+
+
+def torchvision_has(case: Case) -> bool:
+    """Whether torchvision has the case's op (it has no Precise RoI Pooling)."""
+    return case.op in ("roi_align", "roi_pool")
+
+
+def prroi_pool_torch(x: torch.Tensor, rois: torch.Tensor, size: int, scale: float, chunk: int = 128) -> torch.Tensor:
+    """Precise RoI Pooling in plain PyTorch, the separable way: the reference's float64
+    per-axis weights (roiops.reference._precise_weights) rounded to the map's dtype, then
+    two contractions per chunk of RoIs (``[k, C, H, W] x [k, PH, H] x [k, PW, W]``), as an
+    implementation without a kernel of its own would compute it. Chunks bound the memory
+    of the gathered maps; no mask, so NaN pixels outside a bin would leak (benchmark
+    inputs have none)."""
+    from ..reference import _precise_weights
+
+    H, W = x.shape[2], x.shape[3]
+    c = rois[:, 1:].double() * scale
+    outs = []
+    for k0 in range(0, rois.shape[0], chunk):
+        part = c[k0 : k0 + chunk]
+        wy = _precise_weights(part[:, 1], part[:, 3], size, H)[0].to(x.dtype)
+        wx = _precise_weights(part[:, 0], part[:, 2], size, W)[0].to(x.dtype)
+        maps = x[rois[k0 : k0 + chunk, 0].long()]
+        outs.append(torch.einsum("kcpw,kqw->kcpq", torch.einsum("kchw,kph->kcpw", maps, wy), wx))
+    return torch.cat(outs) if outs else x.new_zeros(0, x.shape[1], size, size)
 
 
 def torchvision_op(case: Case) -> Op:
@@ -62,8 +90,12 @@ def torchvision_op(case: Case) -> Op:
 
 
 def reference_op(case: Case) -> Op:
+    """roiops' pure-PyTorch reference; for prroi_pool (whose reference materialises every
+    bin's weight of every pixel) the separable pure-PyTorch formulation prroi_pool_torch."""
     from .. import reference
 
+    if case.op == "prroi_pool":
+        return lambda x, r: prroi_pool_torch(x, r, case.size, case.scale)
     if case.op == "roi_align":
         return lambda x, r: reference.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
     return lambda x, r: reference.roi_pool(x, r, case.size, case.scale)

@@ -298,7 +298,7 @@ class Suite:
         self._bandwidth(row, self._traffic(out_numel, self.inputs[1]["pixels"], case.channels, x.numel(),
                                            x.element_size(), direction), row["impls"]["roiops"])
         expected = None  # torchvision's float32 NCHW output, what the runtimes must match
-        if "torchvision" in self.peers:
+        if "torchvision" in self.peers and P.torchvision_has(case):
             tv = P.torchvision_op(case)
             tv_dtype = self._tv_dtype(case, dtype)
             tx, trois = self._case_inputs(case, tv_dtype, layout)

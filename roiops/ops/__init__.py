@@ -1,4 +1,5 @@
 from .poolers import MultiScaleRoIAlign, MultiScaleRoIPooler, fpn_levels
+from .prroi_pool import PrRoIPool, prroi_pool
 from .ps_roi import PSRoIAlign, PSRoIPool, ps_roi_align, ps_roi_pool
 from .roi_align import RoIAlign, roi_align
 from .roi_pool import RoIPool, roi_pool
@@ -7,12 +8,14 @@ from .roi_warp import RoIWarp, roi_warp
 __all__ = [
     "MultiScaleRoIAlign",
     "MultiScaleRoIPooler",
+    "PrRoIPool",
     "PSRoIAlign",
     "PSRoIPool",
     "RoIAlign",
     "RoIPool",
     "RoIWarp",
     "fpn_levels",
+    "prroi_pool",
     "ps_roi_align",
     "ps_roi_pool",
     "roi_align",
