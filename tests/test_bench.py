@@ -12,8 +12,8 @@ import torch
 
 import roiops
 from roiops.bench import __main__ as cli
-from roiops.bench import report
-from roiops.bench.cases import CASES, Case, pixels_read
+from roiops.bench import peers, report
+from roiops.bench.cases import CASES, Case, pixels_read, problem
 from roiops.bench.suite import TOLERANCE, torchvision_tolerance
 from roiops.bench.timing import summarize
 
@@ -156,6 +156,7 @@ def test_quick_cases_keep_their_shapes():
         assert isinstance(small, Case) and (small.height, small.width, small.size) == (case.height, case.width,
                                                                                         case.size)
         assert small.rois <= case.rois and small.channels <= case.channels
+        assert small.output_channels * (small.size**2 if case.op.startswith("ps_") else 1) == small.channels
 
 
 def test_compare_matches_rows_across_runs(tmp_path, capsys):
@@ -184,10 +185,21 @@ def test_compare_matches_rows_across_runs(tmp_path, capsys):
 
 def test_prroi_pool_baseline_computes_prroi_pool():
     """The benchmark's pure-PyTorch prroi_pool (bench/peers.py) is the op, in chunks of RoIs."""
-    from roiops.bench import peers
-
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 5, 12, 15, generator=gen)
     rois = roiops.testing.random_rois(9, 2, (48, 60), min_size=1, generator=gen)
     got = peers.prroi_pool_torch(x, rois, 3, 0.25, chunk=4)
     torch.testing.assert_close(got, roiops.prroi_pool(x, rois, 3, 0.25), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rfcn-ps-align", "rfcn-ps-pool"])
+def test_position_sensitive_rows_call_torchvision_and_roiops_alike(name):
+    """The R-FCN rows pass their arguments to torchvision's op and to roiops' in the same
+    order (bench/peers.py: op_of): the outputs agree on the quick problem."""
+    torchvision = pytest.importorskip("torchvision")
+    case = next(c for c in CASES if c.name == name).quick()
+    x, rois = problem(case)
+    ours = peers.roiops_op(case)(x, rois)
+    assert ours.shape == (case.rois, case.output_channels, case.size, case.size)
+    theirs = peers.op_of(torchvision.ops, case)(x, rois)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-5)

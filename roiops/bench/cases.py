@@ -17,8 +17,9 @@ class Case:
     ``size`` from a ``[batch, channels, height, width]`` map at ``scale``."""
 
     name: str
-    # "roi_align" (avg, bilinear) or "roi_pool" (max): the ops torchvision has too; or
-    # "prroi_pool", which torchvision lacks (its baseline is a pure-PyTorch formulation).
+    # "roi_align" (avg, bilinear), "roi_pool" (max), "ps_roi_align", "ps_roi_pool": the
+    # ops torchvision has too; or "prroi_pool", which torchvision lacks (its baseline is a
+    # pure-PyTorch formulation).
     op: str
     batch: int
     channels: int
@@ -44,17 +45,25 @@ class Case:
     def image_size(self) -> tuple[float, float]:
         return self.height / self.scale, self.width / self.scale
 
+    @property
+    def output_channels(self) -> int:
+        """C, or C / size^2 for the position-sensitive ops (an input channel per bin)."""
+        return self.channels // self.size**2 if self.op.startswith("ps_") else self.channels
+
     def quick(self) -> Case:
-        """The same shape with an eighth of the channels and RoIs, for ``--quick``."""
-        return dataclasses.replace(self, channels=max(16, self.channels // 8),
-                                   rois=self.rois and max(8, self.rois // 8))
+        """The same shape with an eighth of the channels (a multiple of size^2 for the
+        position-sensitive ops) and RoIs, for ``--quick``."""
+        unit = self.size**2 if self.op.startswith("ps_") else 1
+        channels = max(16, self.channels // 8) // unit * unit or unit
+        return dataclasses.replace(self, channels=channels, rois=self.rois and max(8, self.rois // 8))
 
 
 # Detection workloads as single-map problems, scaled to a 2-core CPU where the shape allows
 # (fewer RoIs, same shapes): c4-box 128 of a C4 head's 512 RoIs, roipool-vgg 500 of Fast
 # R-CNN's 2000. box-50x84, roipool-p2 and roipool-50x84 are plain RoIAlign / RoIPool
 # baselines on a stride-16 and a stride-4 map; prroi-50x84 is box-50x84's problem for
-# Precise RoI Pooling.
+# Precise RoI Pooling. rfcn-* are R-FCN's heads on VOC (21 classes): the 7 x 7 x 21
+# position-sensitive score map of a 600 x 1000 image at stride 16, its 300 proposals.
 CASES = (
     Case("c4-box", "roi_align", 1, 1024, 50, 84, 1 / 16, 128, 14, 0, False),
     Case("fpn-box-train-p2", "roi_align", 2, 256, 200, 336, 1 / 4, 1024, 7, 2, True),
@@ -66,6 +75,8 @@ CASES = (
     Case("roipool-p2", "roi_pool", 2, 256, 200, 336, 1 / 4, 1024, 7),
     Case("roipool-50x84", "roi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
     Case("prroi-50x84", "prroi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
+    Case("rfcn-ps-align", "ps_roi_align", 1, 7 * 7 * 21, 38, 63, 1 / 16, 300, 7, 2, True),
+    Case("rfcn-ps-pool", "ps_roi_pool", 1, 7 * 7 * 21, 38, 63, 1 / 16, 300, 7),
     Case("edge-tiny", "roi_align", 1, 256, 50, 84, 1 / 16, 1000, 7, 2, True, boxes="tiny"),
     Case("edge-off-map", "roi_align", 1, 256, 50, 84, 1 / 16, 1000, 7, 2, True, boxes="off-map"),
     Case("edge-wide", "roi_align", 1, 256, 50, 84, 1 / 16, 100, 7, 2, True, boxes="wide"),
@@ -157,7 +168,7 @@ def pixels_read(rois: torch.Tensor, shape: tuple[int, ...], scale: float, op: st
     if rois.shape[0] == 0 or h == 0 or w == 0:
         return 0
     box = rois[:, 1:].double() * scale
-    if op == "roi_pool":
+    if op in ("roi_pool", "ps_roi_pool"):
         box = torch.round(box)
         lo, hi = box[:, :2], box[:, 2:]
     else:
@@ -182,7 +193,7 @@ def reference_fits(case: Case, rois: torch.Tensor) -> bool:
     prroi_pool's baseline (bench/peers.py: prroi_pool_torch) works in chunks of RoIs."""
     if case.op == "prroi_pool":
         return True
-    if case.op == "roi_pool":
+    if case.op in ("roi_pool", "ps_roi_pool"):
         per_bin = case.height * case.width
     elif case.sampling_ratio > 0:
         per_bin = case.sampling_ratio**2

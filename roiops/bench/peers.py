@@ -45,19 +45,26 @@ def load(names: list[str], device: torch.device) -> tuple[dict[str, str], list[s
     return versions, notes
 
 
+def op_of(module, case: Case) -> Op:
+    """``case.op`` of ``module`` on (x, rois): roiops, torchvision.ops and roiops.reference
+    take the same positional arguments."""
+    fn = getattr(module, case.op)
+    if case.op == "roi_align":
+        return lambda x, r: fn(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
+    if case.op == "ps_roi_align":
+        return lambda x, r: fn(x, r, case.size, case.scale, case.sampling_ratio)
+    return lambda x, r: fn(x, r, case.size, case.scale)
+
+
 def roiops_op(case: Case) -> Op:
     import roiops
 
-    if case.op == "prroi_pool":
-        return lambda x, r: roiops.prroi_pool(x, r, case.size, case.scale)
-    if case.op == "roi_align":
-        return lambda x, r: roiops.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
-    return lambda x, r: roiops.roi_pool(x, r, case.size, case.scale)
+    return op_of(roiops, case)
 
 
 def torchvision_has(case: Case) -> bool:
     """Whether torchvision has the case's op (it has no Precise RoI Pooling)."""
-    return case.op in ("roi_align", "roi_pool")
+    return case.op in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool")
 
 
 def prroi_pool_torch(x: torch.Tensor, rois: torch.Tensor, size: int, scale: float, chunk: int = 128) -> torch.Tensor:
@@ -84,9 +91,7 @@ def prroi_pool_torch(x: torch.Tensor, rois: torch.Tensor, size: int, scale: floa
 def torchvision_op(case: Case) -> Op:
     import torchvision
 
-    if case.op == "roi_align":
-        return lambda x, r: torchvision.ops.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
-    return lambda x, r: torchvision.ops.roi_pool(x, r, case.size, case.scale)
+    return op_of(torchvision.ops, case)
 
 
 def reference_op(case: Case) -> Op:
@@ -96,9 +101,7 @@ def reference_op(case: Case) -> Op:
 
     if case.op == "prroi_pool":
         return lambda x, r: prroi_pool_torch(x, r, case.size, case.scale)
-    if case.op == "roi_align":
-        return lambda x, r: reference.roi_align(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
-    return lambda x, r: reference.roi_pool(x, r, case.size, case.scale)
+    return op_of(reference, case)
 
 
 def torchvision_supports(case: Case, dtype: torch.dtype, device: torch.device) -> bool:

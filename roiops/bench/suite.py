@@ -59,9 +59,9 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
 def torchvision_tolerance(case: Case, rois: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
     """roiops' tolerance against torchvision for ``case`` pooled on ``rois``: TOLERANCE,
     its absolute part scaled by how far beyond SAMPLE_REACH map pixels the boxes reach
-    (roi_pool compares bins, not positions)."""
+    (roi_pool and ps_roi_pool compare bins, not positions)."""
     atol, rtol = TOLERANCE[dtype]
-    if case.op != "roi_align" or rois.numel() == 0:
+    if case.op not in ("roi_align", "ps_roi_align") or rois.numel() == 0:
         return atol, rtol
     reach = float(rois[:, 1:].abs().max()) * case.scale
     return atol * max(1.0, reach / SAMPLE_REACH), rtol
@@ -76,7 +76,7 @@ def agreement(op: str, ours: torch.Tensor, theirs: torch.Tensor, tolerance: tupl
     diff = (ours - theirs).abs()
     beyond = ~(diff <= atol + rtol * theirs.abs())  # NaN counts as beyond
     differing = beyond.float().mean().item() if diff.numel() else 0.0
-    allowed = ROI_POOL_BIN_DIFFERENCES if op == "roi_pool" else 0.0
+    allowed = ROI_POOL_BIN_DIFFERENCES if op in ("roi_pool", "ps_roi_pool") else 0.0
     return dict(max_abs_diff=float(diff.max()) if diff.numel() else 0.0, differing=differing,
                 tolerance=[atol, rtol], agrees=differing <= allowed)
 
@@ -281,8 +281,9 @@ class Suite:
     @staticmethod
     def _traffic(out_numel: int, pixels: int, channels: int, map_numel: int, itemsize: int, direction: str) -> int:
         """Roofline bytes (docs/performance.md): forward writes the output and reads the pixels
-        the boxes cover (U); backward reads the output gradient and writes the input
-        gradient once (F)."""
+        the boxes cover (U) in every output channel's input channels (one per output
+        channel, or for the position-sensitive ops at least one); backward reads the output
+        gradient and writes the input gradient once (F)."""
         fwd = out_numel + pixels * channels
         return itemsize * (fwd if direction == "fwd" else fwd + out_numel + map_numel)
 
@@ -294,8 +295,8 @@ class Suite:
         row = self._row("single", case, dtype_name, layout, direction)
         ours = P.roiops_op(case)
         row["impls"]["roiops"] = self._time(ours, x, rois, direction)
-        out_numel = case.rois * case.channels * case.size**2
-        self._bandwidth(row, self._traffic(out_numel, self.inputs[1]["pixels"], case.channels, x.numel(),
+        out_numel = case.rois * case.output_channels * case.size**2
+        self._bandwidth(row, self._traffic(out_numel, self.inputs[1]["pixels"], case.output_channels, x.numel(),
                                            x.element_size(), direction), row["impls"]["roiops"])
         expected = None  # torchvision's float32 NCHW output, what the runtimes must match
         if "torchvision" in self.peers and P.torchvision_has(case):
