@@ -112,3 +112,13 @@ def test_a_multilevel_node_reached_without_a_gradient_passes_none_on(mode):
     out, _ = torch.ops.roiops.roi_pool_multilevel(maps, ROIS, levels, [0.5, 0.25], 3, 2, mode, True)
     (_Cut.apply(out).sum() + sum(m.sum() for m in maps)).backward()
     assert all(torch.equal(m.grad, torch.ones_like(m)) for m in maps)
+
+
+def test_prroi_pool_box_gradient_holds_at_integer_bin_edges():
+    """prroi_pool's bin mean is continuously differentiable in the box (the hat is
+    continuous; its kinks only bend the gradient), so gradcheck passes with bin edges on
+    pixel centres, the map border and beyond it too (docs/SEMANTICS.md)."""
+    coords = torch.tensor([[1.0, 2.0, 5.0, 6.0], [0.0, 0.0, 10.0, 8.0], [-1.0, 3.0, 2.0, 9.0]],
+                          dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([[0.0], [1.0], [0.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda c: roiops.prroi_pool(X, torch.cat([batch, c], 1), 3), (coords,))
