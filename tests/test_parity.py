@@ -67,7 +67,11 @@ def test_output_memory_format_is_pytorchs_choice(case, layout):
     expected = suggest_memory_format(x)
     out = case.run(roiops, x)
     assert out.is_contiguous(memory_format=expected)
-    assert suggest_memory_format(torch.nn.functional.interpolate(x.float(), size=(2, 2))) == expected
+    # A second oracle, PyTorch's own interpolate. torch 2.4's suggest_memory_format calls
+    # some degenerate channels_last tensors ([N, 1, H, 1]) contiguous where its interpolate
+    # keeps them channels_last; torch 2.11 and later (checked) agree with themselves.
+    if torch.__version__ >= "2.11":
+        assert suggest_memory_format(torch.nn.functional.interpolate(x.float(), size=(2, 2))) == expected
     x = x.clone().requires_grad_()
     case.run(roiops, x).sum().backward()
     assert x.grad.is_contiguous(memory_format=expected)
