@@ -18,7 +18,8 @@ Sampling parse_sampling(c10::string_view sampling) {
 }
 
 void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
-                    double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
+                    double spatial_scale, int64_t pooled_h, int64_t pooled_w,
+                    int64_t box_fields) {
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ",
                     input.dim(), " dimensions");
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op,
@@ -26,9 +27,11 @@ void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& r
                    input.scalar_type());
   TORCH_CHECK_VALUE(input.size(2) <= kMaxMapSide && input.size(3) <= kMaxMapSide, op,
                     ": feature map height and width must be below 2^31, got ", input.sizes());
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
-                    ": boxes must be [K, 5] (batch_index, x1, y1, x2, y2), got ",
-                    rois.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == box_fields, op, ": boxes must be [K, ",
+                    box_fields, "] ",
+                    box_fields == kBoxFields ? "(batch_index, x1, y1, x2, y2)"
+                                             : "(batch_index, cx, cy, w, h, angle)",
+                    ", got ", rois.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(rois.scalar_type()), op,
                    ": boxes must be a floating-point tensor, got ", rois.scalar_type());
   TORCH_CHECK_VALUE(rois.device() == input.device(), op, ": boxes are on ",
@@ -46,7 +49,7 @@ void check_roi_args(const char* op, const at::Tensor& input, const at::Tensor& r
     const double* p = r.data_ptr<double>();
     const int64_t N = input.size(0);
     for (int64_t k = 0; k < r.size(0); ++k) {
-      const double b = p[k * 5];
+      const double b = p[k * box_fields];
       TORCH_CHECK_VALUE(std::floor(b) == b && b >= 0 && b < static_cast<double>(N), op,
                         ": boxes[", k, ", 0] (batch index) must be an integer in [0, ", N,
                         "), got ", b);
@@ -164,11 +167,11 @@ void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList 
                          const at::Tensor& argmax, const at::Tensor& rois,
                          const at::Tensor& levels, at::ArrayRef<double> scales,
                          int64_t pooled_h, int64_t pooled_w, Mode mode,
-                         const ChannelMap& channels) {
+                         const ChannelMap& channels, int64_t box_fields) {
   if (levels.defined())
     check_multilevel_args(op, maps, rois, levels, scales, pooled_h, pooled_w);
   else
-    check_roi_args(op, maps[0], rois, scales[0], pooled_h, pooled_w);
+    check_roi_args(op, maps[0], rois, scales[0], pooled_h, pooled_w, box_fields);
   check_channel_map(op, maps[0], channels, pooled_h, pooled_w);
   check_grad(op, grad, maps[0], rois, pooled_h, pooled_w, channels.group);
   check_argmax(op, argmax, maps[0], rois, pooled_h, pooled_w, mode);

@@ -25,9 +25,12 @@ Sampling parse_sampling(c10::string_view sampling);
 // (roiops/_validation.py); these protect direct torch.ops.roiops calls from ever
 // reading out of bounds. Boxes may have any floating dtype, independent of the
 // input's (float32 boxes with bfloat16 features is what autocast produces).
+// Box rows: (batch_index, x1, y1, x2, y2), or (batch_index, cx, cy, w, h, angle) for
+// roi_align_rotated.
+constexpr int64_t kBoxFields = 5, kRotatedBoxFields = 6;
 void check_roi_args(
     const char* op, const at::Tensor& input, const at::Tensor& rois,
-    double spatial_scale, int64_t pooled_h, int64_t pooled_w);
+    double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t box_fields = kBoxFields);
 
 // sampling_ratio <= kMaxSamplingRatio (roi_geometry.h); <= 0 means adaptive.
 void check_sampling_ratio(const char* op, int64_t sampling_ratio);
@@ -83,11 +86,12 @@ void check_backward_args(const char* op, const at::Tensor& grad, at::TensorList 
                          const at::Tensor& argmax, const at::Tensor& rois,
                          const at::Tensor& levels, at::ArrayRef<double> scales,
                          int64_t pooled_h, int64_t pooled_w, Mode mode,
-                         const ChannelMap& channels = {});
+                         const ChannelMap& channels = {}, int64_t box_fields = kBoxFields);
 
 // The arguments of the sampled ops, roi_align (quantize = false), roi_warp
-// (quantize = true) and ps_roi_align (aligned, avg, bilinear, position-sensitive
-// channels), shared by every device's kernels.
+// (quantize = true), ps_roi_align (aligned, avg, bilinear, position-sensitive
+// channels) and roi_align_rotated (rotated boxes, avg, bilinear), shared by every
+// device's kernels.
 struct SampledArgs {
   int64_t pooled_h, pooled_w;
   int sampling_ratio;  // in [0, kMaxSamplingRatio]; 0 = adaptive
@@ -95,6 +99,8 @@ struct SampledArgs {
   Mode mode;
   Sampling sampling;
   ChannelMap channels = {};
+  bool rotated = false, clockwise = false;
+  int64_t box_fields() const { return rotated ? kRotatedBoxFields : kBoxFields; }
 };
 
 // The op arguments of roi_align (quantize = false) and roi_warp (quantize = true),

@@ -116,6 +116,77 @@ C10_HOST_DEVICE inline double sample_fraction(int p, int i, int grid, int pooled
   return (double(p) + (double(i) + 0.5) / double(grid)) / double(pooled);
 }
 
+// roi_align_rotated: box = (cx, cy, w, h, angle in degrees, counter-clockwise with rows
+// going down; `clockwise` negates it). `box` holds the bins in the box's own frame: bin
+// (0, 0) starts at (-h'/2, -w'/2) relative to the centre, so sample_coord gives a
+// sample's frame coordinates (yy, xx), which rotated_sample turns and moves onto the
+// map. The angle is reduced with fmod (exact) before the conversion to radians, so any
+// multiple of 360 degrees changes nothing and huge angles stay well defined.
+constexpr double kPi = 3.14159265358979323846;
+
+struct RotatedRoi {
+  SampledRoi box;
+  double cy, cx;        // centre in map coordinates (aligned: shifted by -0.5)
+  double cos_t, sin_t;  // of the (signed) angle
+  double turn;          // d(t in radians)/d(angle): pi / 180, negated when clockwise
+};
+
+C10_HOST_DEVICE inline RotatedRoi rotated_roi(const double box[5], double scale, int pooled_h,
+                                              int pooled_w, int sampling_ratio, bool aligned,
+                                              bool clockwise) {
+  RotatedRoi r{};
+  const double off = aligned ? 0.5 : 0.0;
+  bool finite = true;
+  for (int i = 0; i < 5; ++i) finite = finite && is_finite(box[i]);
+  r.cx = box[0] * scale - off;
+  r.cy = box[1] * scale - off;
+  double rw = box[2] * scale, rh = box[3] * scale;
+  if (!aligned) {
+    r.box.w_clamped = rw < 1.0;
+    r.box.h_clamped = rh < 1.0;
+    if (r.box.w_clamped) rw = 1.0;
+    if (r.box.h_clamped) rh = 1.0;
+  }
+  r.turn = (clockwise ? -1.0 : 1.0) * (kPi / 180.0);
+  const double t = ::fmod(finite ? box[4] : 0.0, 360.0) * r.turn;
+  r.cos_t = ::cos(t);
+  r.sin_t = ::sin(t);
+  r.box.y0 = -rh / 2.0;
+  r.box.x0 = -rw / 2.0;
+  r.box.bin_h = rh / double(pooled_h);
+  r.box.bin_w = rw / double(pooled_w);
+  if (!finite || !is_finite(r.box.bin_w) || !is_finite(r.box.bin_h)) {
+    r.box.grid_h = r.box.grid_w = 0;
+    return r;
+  }
+  r.box.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(r.box.bin_h);
+  r.box.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(r.box.bin_w);
+  return r;
+}
+
+// Map position (y, x) of the sample at frame coordinates (yy, xx).
+C10_HOST_DEVICE inline void rotated_sample(const RotatedRoi& r, double yy, double xx, double* y,
+                                           double* x) {
+  *y = yy * r.cos_t - xx * r.sin_t + r.cy;
+  *x = yy * r.sin_t + xx * r.cos_t + r.cx;
+}
+
+// Adds to d = d(loss)/d(cx', cy', w', h', angle) (the scaled centre and size, the
+// angle in degrees) the gradient through one sample at frame coordinates (yy, xx),
+// fractions (fy, fx) of the box (sample_fraction), given gy, gx = d(loss)/d(sample y,
+// x): yy = h' * (fy - 1/2) moves with the height, xx = w' * (fx - 1/2) with the width,
+// the centre moves the sample one for one and the angle turns it about the centre.
+C10_HOST_DEVICE inline void add_rotated_sample_grad(double d[5], const RotatedRoi& r, double yy,
+                                                    double xx, double fy, double fx, double gy,
+                                                    double gx) {
+  const double c = r.cos_t, s = r.sin_t;
+  d[0] += gx;
+  d[1] += gy;
+  if (!r.box.w_clamped) d[2] += (fx - 0.5) * (gx * c - gy * s);
+  if (!r.box.h_clamped) d[3] += (fy - 0.5) * (gy * c + gx * s);
+  d[4] += (gx * (yy * c - xx * s) - gy * (yy * s + xx * c)) * r.turn;
+}
+
 // One axis of a sample: two taps (lo, hi) with weights in the accumulation type W.
 // The 2-D sample is the outer product of the y and x axes. `valid == false` means
 // the sample reads as 0; `moves` is d(weight_hi)/d(coord): 0 where the coordinate

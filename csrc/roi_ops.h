@@ -1,6 +1,6 @@
 // The op entry points of roi_align, roi_warp and roi_pool (single-map and fused
-// multilevel), of the position-sensitive ps_roi_align and ps_roi_pool and of
-// prroi_pool (single map):
+// multilevel), of the position-sensitive ps_roi_align and ps_roi_pool, of prroi_pool and
+// of roi_align_rotated (single map):
 // argument checks, then the device's kernels. Every device registers the
 // same entry points with its own Backend, so what an op accepts, refuses and returns
 // is one code path for the CPU, CUDA and the CPU emulation of the CUDA grid.
@@ -35,7 +35,7 @@ struct OpEntryPoints {
     static std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois,
                                               double scale, A... a_, bool keep_argmax) {
       const SampledArgs a = Op::args(a_...);
-      check_roi_args(Op::name, input, rois, scale, a.pooled_h, a.pooled_w);
+      check_roi_args(Op::name, input, rois, scale, a.pooled_h, a.pooled_w, a.box_fields());
       check_channel_map(Op::name, input, a.channels, a.pooled_h, a.pooled_w);
       return B::sampled_forward(input, rois, {}, scale, a, keep_argmax);
     }
@@ -44,7 +44,7 @@ struct OpEntryPoints {
                            const Tensor& rois, double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_backward_args(Op::backward_name, grad, input, argmax, rois, {}, scale, a.pooled_h,
-                          a.pooled_w, a.mode, a.channels);
+                          a.pooled_w, a.mode, a.channels, a.box_fields());
       return B::sampled_backward_input(grad, input, argmax, rois, {}, scale, a)[0];
     }
     template <class... A>
@@ -52,14 +52,14 @@ struct OpEntryPoints {
                                 const Tensor& rois, double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
       check_backward_args(Op::backward_rois_name, grad, input, argmax, rois, {}, scale,
-                          a.pooled_h, a.pooled_w, a.mode, a.channels);
+                          a.pooled_h, a.pooled_w, a.mode, a.channels, a.box_fields());
       return B::sampled_backward_rois(grad, input, argmax, rois, {}, scale, a);
     }
     template <class... A>
     static Tensor jvp(const Tensor& tangent, const Tensor& argmax, const Tensor& rois,
                       double scale, A... a_) {
       const SampledArgs a = Op::args(a_...);
-      check_roi_args(Op::jvp_name, tangent, rois, scale, a.pooled_h, a.pooled_w);
+      check_roi_args(Op::jvp_name, tangent, rois, scale, a.pooled_h, a.pooled_w, a.box_fields());
       check_channel_map(Op::jvp_name, tangent, a.channels, a.pooled_h, a.pooled_w);
       check_argmax(Op::jvp_name, argmax, tangent, rois, a.pooled_h, a.pooled_w, a.mode);
       return B::sampled_jvp(tangent, argmax, rois, {}, scale, a);
@@ -139,6 +139,21 @@ struct OpEntryPoints {
       SampledArgs a = sampled_args(name, ph, pw, sr, /*aligned=*/true, /*quantize=*/false, "avg",
                                    "bilinear");
       a.channels = position_sensitive(ph, pw);
+      return a;
+    }
+  };
+
+  // roi_align_rotated: roi_align's samples on a box turned about its centre (avg,
+  // bilinear), boxes (batch_index, cx, cy, w, h, angle).
+  struct Rotated {
+    static constexpr const char* name = "roi_align_rotated";
+    static constexpr const char* backward_name = "_roi_align_rotated_backward";
+    static constexpr const char* backward_rois_name = "_roi_align_rotated_backward_rois";
+    static constexpr const char* jvp_name = "_roi_align_rotated_jvp";
+    static SampledArgs args(int64_t ph, int64_t pw, int64_t sr, bool aligned, bool clockwise) {
+      SampledArgs a = sampled_args(name, ph, pw, sr, aligned, /*quantize=*/false, "avg", "bilinear");
+      a.rotated = true;
+      a.clockwise = clockwise;
       return a;
     }
   };
@@ -299,6 +314,17 @@ struct OpEntryPoints {
     m.impl("ps_roi_pool", &Q::forward);
     m.impl("_ps_roi_pool_backward", &Q::backward);
     m.impl("_ps_roi_pool_jvp", &Q::jvp);
+  }
+
+  // roi_align_rotated: the sampled Backend functions with rotated boxes (SampledArgs::
+  // rotated), which only a Backend registering this honours: the CPU's so far.
+  static void register_rotated(torch::Library& m) {
+    using R = Sampled<Rotated>;
+    using I = int64_t;
+    m.impl("roi_align_rotated", &R::template forward<I, I, I, bool, bool>);
+    m.impl("_roi_align_rotated_backward", &R::template backward<I, I, I, bool, bool>);
+    m.impl("_roi_align_rotated_backward_rois", &R::template backward_rois<I, I, I, bool, bool>);
+    m.impl("_roi_align_rotated_jvp", &R::template jvp<I, I, I, bool, bool>);
   }
 
   // prroi_pool: the pool Backend functions with PoolRule::Precise bins, and the box

@@ -78,9 +78,10 @@ const std::vector<at::Tag> kTags{at::Tag::pt2_compliant_tag};
 // keep_argmax is false: no gradient will be asked for); the backward and the double
 // backward reuse it instead of searching again. The backward ops are
 // registered ops rather than Python code so that double backward, torch.compile and
-// torch.export see through them. The position-sensitive ops and prroi_pool have the
-// single-map form only (no pyramid pooler uses them: R-FCN pools one score map) and no
-// max mode, so their argmax is always empty.
+// torch.export see through them. The position-sensitive ops, prroi_pool and
+// roi_align_rotated have the single-map form only (no pyramid pooler uses them: R-FCN
+// pools one score map) and no max mode, so their argmax is always empty;
+// roi_align_rotated's boxes are [K, 6] (batch_index, cx, cy, w, h, angle).
 void def_family(torch::Library& m, const std::string& name, const std::string& params,
                 bool box_gradient, bool with_multilevel = true) {
   for (const bool multilevel : {false, true}) {
@@ -108,8 +109,8 @@ void def_family(torch::Library& m, const std::string& name, const std::string& p
   }
 }
 
-// cpu_only: declare prroi_pool too (the CPU registers it; the GPU backend and its
-// emulator do not implement it yet, docs/cuda.md).
+// cpu_only: declare prroi_pool and roi_align_rotated too (the CPU registers them; the
+// GPU backend and its emulator do not implement them yet, docs/cuda.md).
 void define_ops(torch::Library& m, bool cpu_only) {
   def_family(m, "roi_align",
              "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, str mode, "
@@ -126,6 +127,9 @@ void define_ops(torch::Library& m, bool cpu_only) {
              /*box_gradient=*/false, /*with_multilevel=*/false);
   if (!cpu_only) return;
   def_family(m, "prroi_pool", "int pooled_height, int pooled_width",
+             /*box_gradient=*/true, /*with_multilevel=*/false);
+  def_family(m, "roi_align_rotated",
+             "int pooled_height, int pooled_width, int sampling_ratio, bool aligned, bool clockwise",
              /*box_gradient=*/true, /*with_multilevel=*/false);
 }
 

@@ -6,7 +6,9 @@ float64 and channels_last, and works under torch.compile and torch.export.
 MultiScaleRoIPooler pools RoIs from an FPN pyramid in one fused op call;
 MultiScaleRoIAlign is the same as a drop-in for torchvision.ops.MultiScaleRoIAlign.
 ps_roi_align and ps_roi_pool are torchvision's position-sensitive ops (R-FCN);
-prroi_pool is Precise RoI Pooling (exact bin integrals, analytic box gradients).
+prroi_pool is Precise RoI Pooling (exact bin integrals, analytic box gradients);
+roi_align_rotated is RoIAlign on oriented boxes (with box gradients through the centre,
+size and angle).
 """
 
 try:
@@ -51,6 +53,7 @@ from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     PSRoIAlign,
     PSRoIPool,
     RoIAlign,
+    RoIAlignRotated,
     RoIPool,
     RoIWarp,
     fpn_levels,
@@ -58,6 +61,7 @@ from .ops import (  # noqa: F401  (the public API, listed in ops.__all__)
     ps_roi_align,
     ps_roi_pool,
     roi_align,
+    roi_align_rotated,
     roi_pool,
     roi_warp,
 )

@@ -161,12 +161,12 @@ def rois_from_boxes(op: str, input: Tensor, boxes: Tensor | Sequence[Tensor], fi
     return concat_boxes(op, input, list(boxes), F)
 
 
-def script_rois(op: str, input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
+def script_rois(op: str, input: Tensor, boxes: Tensor | list[Tensor], fields: int = 4) -> Tensor:
     """TorchScript's rois_from_boxes: TorchScript has checked the types, the op checks
-    a [K, 5] Tensor's shape, dtype and device."""
+    a [K, 1 + fields] Tensor's shape, dtype and device."""
     if isinstance(boxes, Tensor):
         return boxes
-    return concat_boxes(op, input, boxes)
+    return concat_boxes(op, input, boxes, fields)
 
 
 def concat_boxes(op: str, input: Tensor, boxes: list[Tensor], fields: int = 4) -> Tensor:
@@ -213,18 +213,19 @@ def script_size_pair(output_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def op_args(
     op: str, input: Tensor, boxes: Tensor | list[Tensor], output_size: int | tuple[int, int],
-    spatial_scale: float, mode: str,
+    spatial_scale: float, mode: str, fields: str = BOX_FIELDS,
 ) -> tuple[Tensor, int, int, float]:
     """The arguments every op takes, checked and normalised: ``(rois, PH, PW,
-    spatial_scale)``. Under TorchScript, which has checked the argument types, only
-    converted: the op checks the values."""
+    spatial_scale)``, the boxes holding ``fields`` after the batch index. Under
+    TorchScript, which has checked the argument types, only converted: the op checks the
+    values."""
     if torch.jit.is_scripting():
-        rois = script_rois(op, input, boxes)
+        rois = script_rois(op, input, boxes, len(fields.split(", ")))
         ph, pw = script_size_pair(output_size)
     else:  # not compiled by TorchScript, which takes is_scripting() as a constant
         with traced_checks():
             check_input(op, input)
-            rois = rois_from_boxes(op, input, boxes)
+            rois = rois_from_boxes(op, input, boxes, fields)
             ph, pw = output_size_pair(op, output_size)
             spatial_scale = check_scale(op, spatial_scale)
             check_choice(op, "mode", mode, MODES)

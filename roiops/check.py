@@ -43,13 +43,27 @@ def variants():
     yield "ps_roi_align", {}
     yield "ps_roi_pool", {}
     yield "prroi_pool", {}
+    for aligned, clockwise in [(True, False), (False, True)]:
+        yield "roi_align_rotated", dict(aligned=aligned, clockwise=clockwise)
 
 
 def has_box_grad(op, kw) -> bool:
-    """Only bilinear roi_align, ps_roi_align and prroi_pool have box gradients; roi_warp,
-    roi_pool and ps_roi_pool round the box and nearest sampling is piecewise constant, so
-    theirs are 0 by definition."""
-    return op in ("ps_roi_align", "prroi_pool") or (op == "roi_align" and kw["sampling"] == "bilinear")
+    """Only bilinear roi_align, ps_roi_align, prroi_pool and roi_align_rotated have box
+    gradients; roi_warp, roi_pool and ps_roi_pool round the box and nearest sampling is
+    piecewise constant, so theirs are 0 by definition."""
+    return op in ("ps_roi_align", "prroi_pool", "roi_align_rotated") or (
+        op == "roi_align" and kw["sampling"] == "bilinear"
+    )
+
+
+def boxes_for(op, rois, gen):
+    """roi_align_rotated's boxes (batch, cx, cy, w, h, angle) on the corner boxes
+    ``rois``, turned by random angles in [-400, 400) degrees; the others' ``rois``."""
+    if op != "roi_align_rotated":
+        return rois
+    b, x1, y1, x2, y2 = rois.double().unbind(1)
+    angle = torch.rand(rois.shape[0], generator=gen, dtype=torch.float64) * 800 - 400
+    return torch.stack([b, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, angle], 1).to(rois.dtype)
 
 
 def channels(op, per_bin, size) -> int:
@@ -94,7 +108,7 @@ def random_problem(gen, dtype, op):
     size = (int(torch.randint(1, 5, (1,), generator=gen)), int(torch.randint(1, 5, (1,), generator=gen)))
     x = torch.randn(N, channels(op, 5, size), H, W, generator=gen, dtype=torch.float64)
     sr = [-1, 1, 2, 3][int(torch.randint(0, 4, (1,), generator=gen))]
-    return x.to(dtype), rois.to(dtype), size, scale, sr
+    return x.to(dtype), boxes_for(op, rois, gen).to(dtype), size, scale, sr
 
 
 def errors(op, kw, dtype, channels_last, problems):
@@ -126,7 +140,8 @@ def errors(op, kw, dtype, channels_last, problems):
 def gradchecks(op, kw):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, channels(op, 3, (3, 2)), 7, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0, 1.37, 2.23, 11.71, 9.13], [1, -3.3, 4.2, 20.1, 14.4]], dtype=torch.float64)
+    rois = boxes_for(op, torch.tensor([[0, 1.37, 2.23, 11.71, 9.13], [1, -3.3, 4.2, 20.1, 14.4]],
+                                      dtype=torch.float64), gen)
     coords = rois[:, 1:].clone().requires_grad_()
 
     def f(x, c):
@@ -143,7 +158,7 @@ def forward_ms(op, kw, dtype, channels_last):
     x = torch.randn(2, channels(op, 2, (7, 7)) if op.startswith("ps_") else 64, 50, 84, generator=gen).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    rois = random_rois(256, 2, (800, 1344), generator=gen, dtype=dtype)
+    rois = boxes_for(op, random_rois(256, 2, (800, 1344), generator=gen, dtype=dtype), gen)
     call(roiops, op, x, rois, 7, 1 / 16, 2, kw)
     times = []
     for _ in range(3):
@@ -159,8 +174,8 @@ def main(problems_per_row: int = 12) -> int:
     print(f"CPU: {cpu_name()}")
     print(f"{problems_per_row} random problems per row; error = max |kernel - reference| / tolerance "
           "(pass below 1), as forward / input grad / box grad")
-    print("n/a: not applicable. Box grad: only bilinear roi_align, ps_roi_align and prroi_pool have one (roi_warp, "
-          "roi_pool, ps_roi_pool and nearest sampling: 0 by definition). gradcheck: float64 only")
+    print("n/a: not applicable. Box grad: only bilinear roi_align, ps_roi_align, prroi_pool and roi_align_rotated "
+          "have one (roi_warp, roi_pool, ps_roi_pool and nearest sampling: 0 by definition). gradcheck: float64 only")
     header = f"{'variant':<52} {'dtype':<5} {'error NCHW':>17} {'error ch_last':>17} {'gradcheck':>9} {'fwd ms':>7}  "
     print(header + "result")
     print("-" * (len(header) + 6))

@@ -22,8 +22,8 @@ interface, so their results agree. Each variant maps to:
   their sample grid depends on each box's size. Export fails with a NotImplementedError
   naming the variant. ONNX Runtime's RoiAlign ``mode="max"`` takes the max over
   weighted taps, not over samples, so max is never mapped onto it.
-- ps_roi_align, ps_roi_pool and prroi_pool have no translation (NotImplementedError
-  saying why): no standard operator computes them.
+- ps_roi_align, ps_roi_pool, prroi_pool and roi_align_rotated have no translation
+  (NotImplementedError saying why): no standard operator computes them.
 
 The box geometry is computed in float64 in the graph and non-finite boxes pool to 0, as
 in roiops. Where a standard operator computes part of it, its own precision applies
@@ -240,8 +240,15 @@ def _variant(op, mode, sampling, sampling_ratio):
     return f"{op} mode={mode!r} sampling={sampling!r} sampling_ratio={sampling_ratio}"
 
 
-def _single(b, op, x, rois, scale, ph, pw, sampling_ratio=0, aligned=False, mode="max", sampling="bilinear"):
+def _single(b, op, x, rois, scale, ph, pw, sampling_ratio=0, aligned=False, mode="max", sampling="bilinear",
+            clockwise=False):
     """One map's graph for `op`; see the module docstring for which variant maps to what."""
+    if op == "roi_align_rotated":
+        raise NotImplementedError(
+            "roiops.onnx: roi_align_rotated has no ONNX translation: no standard ONNX op samples a turned grid, "
+            "and ONNX's Cos and Sin are not exact to the last bit, so a decomposition could put a sample on the "
+            "other side of a pixel border than roiops does"
+        )
     if op.startswith("ps_"):
         raise NotImplementedError(
             f"roiops.onnx: {op} has no ONNX translation: no standard ONNX op reads a different channel per "

@@ -13,7 +13,7 @@ floating dtype, independent of the input's; their gradient comes back in their d
 
 Same signatures and results as ``roiops.roi_align`` / ``roi_warp`` / ``roi_pool`` /
 ``ps_roi_align`` / ``ps_roi_pool`` / ``prroi_pool`` (output in contiguous NCHW);
-``roi_align_rotated`` states the contract of the rotated op, which has no kernel yet.
+``roi_align_rotated`` states the contract of the rotated op.
 The position-sensitive ops are stated as their plain op pooling every channel in every
 bin, after which bin ``(ph, pw)`` keeps channel ``c * PH * PW + ph * PW + pw`` as
 output channel ``c``.
@@ -21,6 +21,7 @@ output channel ``c``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -331,7 +332,7 @@ def roi_align_rotated(input: Tensor, rois: Tensor | Sequence[Tensor], output_siz
     if not aligned:
         rw = torch.where(rw < 1, torch.ones_like(rw), rw)
         rh = torch.where(rh < 1, torch.ones_like(rh), rh)
-    theta = r[:, 5] * (torch.pi / 180.0)
+    theta = torch.fmod(r[:, 5], 360.0) * (torch.pi / 180.0)  # exact reduction first
     if clockwise:
         theta = -theta
     bw, bh = rw / PW, rh / PH
@@ -341,7 +342,13 @@ def roi_align_rotated(input: Tensor, rois: Tensor | Sequence[Tensor], output_siz
     # Sample positions relative to the centre in the box's frame, then rotated.
     yy = _sample_coords(-rh / 2, bh, gh, PH, Gy)[:, :, :, None, None]  # [K, PH, Gy, 1, 1]
     xx = _sample_coords(-rw / 2, bw, gw, PW, Gx)[:, None, None]  # [K, 1, 1, PW, Gx]
-    cos, sin = (f(theta)[:, None, None, None, None] for f in (torch.cos, torch.sin))
+    # The C library's cos and sin, which the kernels call (torch's may differ in the last
+    # bit, and a sample on a pixel border must land on the same side), differentiated as torch's.
+    def libm(f, g):
+        exact = torch.tensor([g(t) for t in theta.tolist()], dtype=torch.float64, device=theta.device)
+        return (exact + (f(theta) - f(theta).detach()))[:, None, None, None, None]
+
+    cos, sin = libm(torch.cos, math.cos), libm(torch.sin, math.sin)
     ys = yy * cos - xx * sin + cy[:, None, None, None, None]
     xs = yy * sin + xx * cos + cx[:, None, None, None, None]
     return _pool_samples(x, batch, ys, xs, gh, gw, "avg", "bilinear").to(input.dtype)

@@ -12,11 +12,11 @@ from roiops import reference
 from roiops.check import DTYPES, TOLERANCE  # noqa: F401  (re-exported to the tests)
 
 OPS = ("roi_align", "roi_warp", "roi_pool")
-# The position-sensitive ops (torchvision's, one map only, avg) and prroi_pool (CPU only
-# so far): `cases` draws them only where a test asks.
+# The position-sensitive ops (torchvision's, one map only, avg), prroi_pool and
+# roi_align_rotated (CPU only so far): `cases` draws them only where a test asks.
 PS_OPS = ("ps_roi_align", "ps_roi_pool")
 GPU_OPS = OPS + PS_OPS  # the ops with CUDA (and emulated) kernels
-ALL_OPS = GPU_OPS + ("prroi_pool",)
+ALL_OPS = GPU_OPS + ("prroi_pool", "roi_align_rotated")
 
 
 @dataclasses.dataclass
@@ -45,7 +45,10 @@ class Case:
                 f"rois={self.rois.tolist()}, {self.kwargs})")
 
 
-def op_kwargs(op: str, output_size, scale, sampling_ratio, aligned, mode, sampling):
+def op_kwargs(op: str, output_size, scale, sampling_ratio, aligned, mode, sampling, clockwise=False):
+    if op == "roi_align_rotated":  # avg and bilinear only
+        return dict(output_size=output_size, spatial_scale=scale, sampling_ratio=sampling_ratio,
+                    aligned=aligned, clockwise=clockwise)
     if op in PS_OPS or op == "prroi_pool":  # avg only; ps_roi_align is bilinear and aligned
         kw = dict(output_size=output_size, spatial_scale=scale)
         if op == "ps_roi_align":
@@ -67,6 +70,18 @@ coordinate = st.one_of(
 
 
 SPECIALS = (float("nan"), float("inf"), float("-inf"))
+
+# roi_align_rotated's angles in degrees: axis-aligned ones (exact quarter turns meet pixel
+# borders), any angle, and angles beyond +-180 and +-360.
+angle = st.one_of(
+    st.sampled_from([0.0, 90.0, -90.0, 180.0, 45.0, -30.0, 270.0, 720.0, -450.0, 1e6 + 30.0]),
+    st.floats(-400, 400, allow_nan=False, width=32),
+)
+
+
+def rotated_row(b, x1, y1, x2, y2, a):
+    """A rotated box row (batch, cx, cy, w, h, angle) on the corners' box (w, h < 0 when inverted)."""
+    return [b, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, a]
 
 
 @st.composite
@@ -97,7 +112,7 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
         if draw(st.booleans()):  # mostly well-formed boxes, sometimes inverted
             x1, x2 = min(x1, x2), max(x1, x2)
             y1, y2 = min(y1, y2), max(y1, y2)
-        rows.append([b, x1, y1, x2, y2])
+        rows.append(rotated_row(b, x1, y1, x2, y2, draw(angle)) if op == "roi_align_rotated" else [b, x1, y1, x2, y2])
     kwargs = op_kwargs(
         op,
         (ph, pw) if ph != pw else ph,
@@ -106,6 +121,7 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
         draw(st.booleans()),
         draw(st.sampled_from(["avg", "max"])),
         draw(st.sampled_from(["bilinear", "nearest"])),
+        draw(st.booleans()),
     )
     seed = draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
@@ -116,7 +132,7 @@ def cases(draw, op=None, dtype=None, channels_last=None, box_dtype=None, special
     cl = draw(st.booleans()) if channels_last is None else channels_last
     if cl:
         x = x.contiguous(memory_format=torch.channels_last)
-    rois = torch.tensor(rows, dtype=torch.float64).reshape(K, 5).to(box_dtype)
+    rois = torch.tensor(rows, dtype=torch.float64).reshape(K, 6 if op == "roi_align_rotated" else 5).to(box_dtype)
     return Case(op, x, rois, kwargs)
 
 

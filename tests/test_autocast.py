@@ -23,6 +23,8 @@ POOLS = {
     "ps_roi_align": lambda f, r: roiops.ps_roi_align(f, r, 2, 0.5, 2),
     "ps_roi_pool": lambda f, r: roiops.ps_roi_pool(f, r, (1, 2), 0.5),
     "prroi_pool": lambda f, r: roiops.prroi_pool(f, r, (3, 2), 0.5),
+    # The boxes' four values read as (cx, cy, w, h), turned by 30 degrees.
+    "roi_align_rotated": lambda f, r: roiops.roi_align_rotated(f, torch.cat([r, r[:, :1] * 0 + 30], 1), 3, 0.5, 2),
     "pooler": lambda f, r: roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_align", 2)([f, f[:, :, ::2, ::2]], r),
     "MultiScaleRoIAlign": lambda f, r: roiops.MultiScaleRoIAlign(["p2", "p3"], 3, 2)(
         {"p2": f, "p3": f[:, :, ::2, ::2]}, [r[:1, 1:], r[1:, 1:]], [(18, 22)]),
@@ -87,7 +89,7 @@ def test_float32_features_stay_float32(name):
     torch.testing.assert_close(out, POOLS[name](features, ROIS), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["roi_align", "roi_pool", "pooler", "ps_roi_align", "prroi_pool"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_pool", "pooler", "ps_roi_align", "prroi_pool", "roi_align_rotated"])
 def test_compile_under_autocast_matches_eager(name):
     torch._dynamo.reset()
     head = Head(POOLS[name])
@@ -110,7 +112,8 @@ class AutocastHead(Head):
 # 2.14 export it. Versions between were not tried, so the skip names 2.4 only.
 @pytest.mark.skipif(torch.__version__ < (2, 5), reason="torch < 2.5: torch.export cannot export a forward "
                     "that enters torch.autocast (SpecViolationError: _enter_autocast is missing val)")
-@pytest.mark.parametrize("name", ["roi_align", "roi_warp", "roi_pool", "pooler", "ps_roi_pool", "prroi_pool"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_warp", "roi_pool", "pooler", "ps_roi_pool", "prroi_pool",
+                                  "roi_align_rotated"])
 def test_export_under_autocast_keeps_the_features_dtype(name):
     head = AutocastHead(POOLS[name])
     x = torch.randn(2, 3, 18, 22)

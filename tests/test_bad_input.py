@@ -525,3 +525,79 @@ def test_prroi_pool_degenerate_and_inverted_boxes_are_defined():
     torch.testing.assert_close(out, reference.prroi_pool(X, rois.detach(), 2), atol=1e-6, rtol=1e-6)
     out.sum().backward()
     assert not rois.grad[:2].any() and rois.grad[2].abs().sum() > 0
+
+
+# roi_align_rotated's own checks and cases: [K, 6] boxes (batch, cx, cy, w, h, angle).
+ROTATED = torch.tensor([[0, 3.5, 3.0, 5.0, 4.0, 30.0], [1, 4.75, 3.75, 5.5, 6.5, -120.0]])
+
+
+@pytest.mark.parametrize(
+    "x,rois,kw,exc,match",
+    [
+        (X, ROIS, {}, ValueError, r"boxes must be a \[K, 6\] Tensor \(batch_index, cx, cy, w, h, angle\)"),
+        (X, [ROTATED[:1, 1:], ROTATED[1:, 1:5]], {}, ValueError, r"boxes\[1\] must be a \[L, 5\]"),
+        (X, ROTATED.long(), {}, TypeError, "boxes must be a floating-point tensor"),
+        (X[0], ROTATED, {}, ValueError, r"input must be \[N, C, H, W\]"),
+        (X, ROTATED, {"output_size": 0}, ValueError, "output_size must be positive"),
+        (X, ROTATED, {"spatial_scale": math.nan}, ValueError, "spatial_scale must be positive"),
+        (X, ROTATED, {"sampling_ratio": 1025}, ValueError, "sampling_ratio must be at most 1024"),
+    ],
+)
+def test_roi_align_rotated_bad_arguments_raise_clear_errors(x, rois, kw, exc, match):
+    kw = {"output_size": 2, **kw}
+    with pytest.raises(exc, match=match):
+        roiops.roi_align_rotated(x, rois, **kw)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda o: o.roi_align_rotated(X, ROIS, 1.0, 2, 2, 2, True, False, True), r"boxes must be \[K, 6\]"),
+        (lambda o: o.roi_align_rotated(X, ROTATED, 1.0, 2, 2, 1025, True, False, True),
+         "sampling_ratio must be at most 1024"),
+        (lambda o: o._roi_align_rotated_backward(torch.ones(2, 3, 3, 3), X, EMPTY, ROTATED, 1.0, 2, 2, 2, True, False),
+         r"grad must be \[2, 3, 2, 2\]"),
+        (lambda o: o._roi_align_rotated_backward_rois(torch.ones(2, 3, 2, 2), X, EMPTY, ROIS, 1.0, 2, 2, 2, True,
+                                                      False), r"boxes must be \[K, 6\]"),
+        (lambda o: o._roi_align_rotated_jvp(X, EMPTY, ROTATED[:, 1:], 1.0, 2, 2, 2, True, False),
+         r"boxes must be \[K, 6\]"),
+        (lambda o: o.roi_align_rotated(X.to("meta"), ROTATED, 1.0, 2, 2, 2, True, False, True),
+         "boxes are on cpu but inputs are on meta"),
+    ],
+)
+def test_roi_align_rotated_direct_op_calls_are_checked(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(torch.ops.roiops)
+
+
+@pytest.mark.parametrize("batch", [2.0, -1.0, 0.5, math.nan])
+def test_roi_align_rotated_bad_batch_index_is_refused(batch):
+    rois = ROTATED.clone()
+    rois[1, 0] = batch
+    with pytest.raises(ValueError, match=r"boxes\[1, 0\] \(batch index\) must be an integer in \[0, 2\)"):
+        roiops.roi_align_rotated(X, rois, 2)
+
+
+def test_roi_align_rotated_odd_boxes_are_defined():
+    """Non-finite values (angle included) pool to 0 with zero gradients; zero and negative
+    sizes pool to 0 with adaptive sampling; huge angles and huge boxes stay finite; all as
+    the reference states."""
+    from roiops import reference
+
+    rois = torch.tensor([
+        [0, 3.0, 3.0, 4.0, 4.0, math.nan],
+        [0, math.inf, 3.0, 4.0, 4.0, 10.0],
+        [1, 3.0, 3.0, 0.0, 4.0, 10.0],
+        [1, 3.0, 3.0, -2.0, -4.0, 10.0],
+        [0, 3.0, 3.0, 4.0, 4.0, 1e300],
+        [1, 1e12, -1e12, 3e12, 1e6, 45.0],
+        [0, 4.0, 3.5, 6.0, 5.0, -1e6 - 30.0],
+    ], dtype=torch.float64, requires_grad=True)
+    x = X.double().requires_grad_()
+    out = roiops.roi_align_rotated(x, rois, 2)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[:4], torch.zeros_like(out[:4])) and out[6].abs().sum() > 0
+    torch.testing.assert_close(out, reference.roi_align_rotated(X.double(), rois.detach(), 2))
+    out.sum().backward()
+    assert torch.isfinite(rois.grad).all() and not rois.grad[:4].any()
+    assert torch.isfinite(x.grad).all()

@@ -39,14 +39,14 @@ def test_check_marks_columns_that_do_not_apply_and_names_the_cpu():
     rows = {}
     for line in lines:
         if line.startswith(("roi_align ", "roi_warp ", "roi_pool ", "ps_roi_align ", "ps_roi_pool ",
-                            "prroi_pool ")) and line.endswith("pass"):
+                            "prroi_pool ", "roi_align_rotated ")) and line.endswith("pass"):
             rows.setdefault(line.split()[0], []).append(line)
-    assert sum(map(len, rows.values())) == 17 * 4
+    assert sum(map(len, rows.values())) == 19 * 4
     for op, op_rows in rows.items():
         for line in op_rows:
             fields = line.split()
             dtype, nchw, gradcheck = fields[-6], fields[-5], fields[-3]
             box = nchw.split("/", 2)[2]
-            has_box = op in ("roi_align", "ps_roi_align", "prroi_pool")
+            has_box = op in ("roi_align", "ps_roi_align", "prroi_pool", "roi_align_rotated")
             assert (box == "n/a") == (not has_box or "sampling=nearest" in line), line
             assert (gradcheck == "n/a") == (dtype != "f64"), line

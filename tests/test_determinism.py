@@ -12,12 +12,21 @@ N, C, H, W, K = 2, 80, 24, 30, 200
 XY = torch.rand(K, 2) * torch.tensor([W * 8.0, H * 8.0])
 ROIS = torch.cat([torch.randint(0, N, (K, 1)).float(), XY, XY + torch.rand(K, 2) * 120 + 1], 1)
 
+
+def rotated(r):
+    """Corner boxes as roi_align_rotated's (batch, cx, cy, w, h, angle), turned by an angle
+    that follows the box (not its position: the tests permute the boxes)."""
+    angle = r[:, 1:2] * 37 % 360 - 180
+    return torch.cat([r[:, :1], (r[:, 1:3] + r[:, 3:5]) / 2, r[:, 3:5] - r[:, 1:3], angle], 1)
+
+
 CALLS = {
     "roi_align": lambda x, r: roiops.roi_align(x, r, 7, 1 / 8, 2, True),
     "roi_align_max": lambda x, r: roiops.roi_align(x, r, 7, 1 / 8, -1, mode="max"),
     "roi_warp": lambda x, r: roiops.roi_warp(x, r, 7, 1 / 8, 2, mode="avg"),
     "roi_pool": lambda x, r: roiops.roi_pool(x, r, 7, 1 / 8),
     "prroi_pool": lambda x, r: roiops.prroi_pool(x, r, 7, 1 / 8),
+    "roi_align_rotated": lambda x, r: roiops.roi_align_rotated(x, rotated(r), 7, 1 / 8, 2),
 }
 # The position-sensitive ops on the same 80 channels: 5 per bin of 4 x 4, 8 per bin of 2 x 5.
 PS_CALLS = {
@@ -146,7 +155,7 @@ PLANE_TIERS = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tier", list(PLANE_TIERS))
-@pytest.mark.parametrize("name", ["roi_align", "roi_align_max", "roi_warp", "prroi_pool"])
+@pytest.mark.parametrize("name", ["roi_align", "roi_align_max", "roi_warp", "prroi_pool", "roi_align_rotated"])
 def test_planar_forward_copies_give_channels_last_bits(name, tier, dtype):
     (h, w), k = PLANE_TIERS[tier]
     gen = torch.Generator().manual_seed(3)

@@ -98,6 +98,7 @@ VARIANTS = [
     ("ps_roi_align", dict(sampling_ratio=2)),
     ("ps_roi_pool", {}),
     ("prroi_pool", {}),
+    ("roi_align_rotated", dict(sampling_ratio=2)),
 ]
 
 
@@ -114,6 +115,9 @@ def test_any_box_dtype_with_any_feature_dtype(op, kw, feature_dtype, box_dtype):
     # Multiples of 1/4 with at most 8 significant bits: exact in bfloat16 too.
     rois64 = torch.tensor([[0, 1.25, 2.5, 20.75, 17.0], [1, -3.5, 4.25, 30.0, 18.5], [1, 9.75, 1.0, 21.5, 17.25]],
                           dtype=torch.float64)
+    if op == "roi_align_rotated":  # (cx, cy, w, h, angle), as exact
+        rois64 = torch.tensor([[0, 11.0, 9.75, 19.5, 14.5, 30.0], [1, 13.25, 11.25, 33.5, 14.25, -45.0],
+                               [1, 15.5, 9.0, 11.75, 16.25, 112.0]], dtype=torch.float64)
     grads = {}
     for dt in (torch.float64, box_dtype):
         xr = x.clone().requires_grad_()
@@ -126,7 +130,7 @@ def test_any_box_dtype_with_any_feature_dtype(op, kw, feature_dtype, box_dtype):
     (o64, x64, r64), (o, xg, rg) = grads[torch.float64], grads[box_dtype]
     assert torch.equal(o, o64) and torch.equal(xg, x64)
     assert torch.equal(rg, r64.to(box_dtype))
-    assert bool(r64.abs().sum() > 0) == (op in ("roi_align", "ps_roi_align", "prroi_pool"))
+    assert bool(r64.abs().sum() > 0) == (op in ("roi_align", "ps_roi_align", "prroi_pool", "roi_align_rotated"))
 
 
 def test_float32_boxes_keep_their_precision_with_bfloat16_features():
@@ -187,6 +191,9 @@ def test_autocast_bfloat16_around_conv_and_roi_op(op):
     conv = torch.nn.Conv2d(3, 8, 3, padding=1)
     image = torch.randn(2, 3, 24, 24, generator=gen)
     rois = torch.tensor([[0, 1.5, 2.25, 40.0, 33.0], [1, 10.0, 4.0, 44.5, 47.0]], requires_grad=True)
+    if op == "roi_align_rotated":  # the same boxes as (cx, cy, w, h, angle), turned
+        rois = torch.tensor([[0, 20.75, 17.625, 38.5, 30.75, 25.0], [1, 27.25, 25.5, 34.5, 43.0, -60.0]],
+                            requires_grad=True)
     fn = getattr(roiops, op)
     size = 2 if op in PS_OPS else 4  # the position-sensitive ops: 2 channels per bin
     with torch.autocast("cpu", dtype=torch.bfloat16):

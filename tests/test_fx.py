@@ -40,6 +40,8 @@ MODULES = {
     "PSRoIAlign": (lambda: roiops.PSRoIAlign((1, 3), 0.5, 2), roiops.ps_roi_align, (X, ROIS)),
     "PSRoIPool": (lambda: roiops.PSRoIPool((3, 1), 0.5), roiops.ps_roi_pool, (X, as_list(ROIS))),
     "PrRoIPool": (lambda: roiops.PrRoIPool((3, 2), 0.5), roiops.prroi_pool, (X, ROIS)),
+    "RoIAlignRotated": (lambda: roiops.RoIAlignRotated((3, 2), 0.5, 2, True, True), roiops.roi_align_rotated,
+                        (X, as_list(torch.cat([ROIS, torch.tensor([[30.0], [-75.0], [200.0]])], 1)))),
     "MultiScaleRoIPooler": (lambda: roiops.MultiScaleRoIPooler(3, [0.25, 0.125, 0.0625]), None, (LEVELS, ROIS)),
     "MultiScaleRoIPooler-roi_pool": (lambda: roiops.MultiScaleRoIPooler(3, [0.25, 0.125], "roi_pool"), None,
                                      (LEVELS[:2], as_list(ROIS))),

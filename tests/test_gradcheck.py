@@ -1,6 +1,7 @@
 """gradcheck / gradgradcheck in float64: input gradients to second order for every op
 (the position-sensitive ones included), mode and sampling, and box-coordinate gradients
-for bilinear roi_align, ps_roi_align and prroi_pool."""
+for bilinear roi_align, ps_roi_align, prroi_pool and roi_align_rotated (centre, size and
+angle)."""
 
 import itertools
 
@@ -24,6 +25,13 @@ ROIS = torch.tensor(
     ],
     dtype=torch.float64,
 )
+# roi_align_rotated's boxes (cx, cy, w, h, angle): ROIS' boxes turned by angles in every
+# quadrant and beyond +-360 degrees.
+ROTATED = torch.cat(
+    [(ROIS[:, 1:3] + ROIS[:, 3:5]) / 2, ROIS[:, 3:5] - ROIS[:, 1:3],
+     torch.tensor([[17.3], [-63.1], [101.7], [200.5], [-370.2]], dtype=torch.float64)],
+    dim=1,
+)
 
 VARIANTS = [
     ("roi_align", dict(sampling_ratio=sr, aligned=al, mode=m, sampling=s))
@@ -33,7 +41,10 @@ VARIANTS = [
     for sr, m, s in itertools.product([2, -1], ["avg", "max"], ["bilinear", "nearest"])
 ] + [("roi_pool", dict(mode=m)) for m in ["avg", "max"]] + [
     ("ps_roi_align", dict(sampling_ratio=sr)) for sr in [2, -1]
-] + [("ps_roi_pool", {}), ("prroi_pool", {})]
+] + [("ps_roi_pool", {}), ("prroi_pool", {})] + [
+    ("roi_align_rotated", dict(sampling_ratio=sr, aligned=al, clockwise=cw))
+    for sr, (al, cw) in itertools.product([2, -1], [(True, False), (False, True)])
+]
 
 
 def ids(v):
@@ -42,6 +53,10 @@ def ids(v):
 
 def input_for(op):
     return X_PS if op.startswith("ps_") else X
+
+
+def coords_for(op):
+    return ROTATED if op == "roi_align_rotated" else ROIS[:, 1:]
 
 
 def call(op, kwargs, x, coords):
@@ -53,21 +68,23 @@ def call(op, kwargs, x, coords):
 def test_input_gradcheck_and_gradgradcheck(variant):
     op, kwargs = variant
     x = input_for(op).clone().requires_grad_()
-    f = lambda x: call(op, kwargs, x, ROIS[:, 1:])  # noqa: E731
+    f = lambda x: call(op, kwargs, x, coords_for(op))  # noqa: E731
     assert torch.autograd.gradcheck(f, (x,))
     assert torch.autograd.gradgradcheck(f, (x,))
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=ids)
 def test_box_gradcheck(variant):
-    """Analytic box gradients for bilinear roi_align, ps_roi_align and prroi_pool; exactly
-    zero elsewhere."""
+    """Analytic box gradients for bilinear roi_align, ps_roi_align, prroi_pool and
+    roi_align_rotated; exactly zero elsewhere."""
     op, kwargs = variant
-    coords = ROIS[:, 1:].clone().requires_grad_()
+    coords = coords_for(op).clone().requires_grad_()
     x = input_for(op).clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, c: call(op, kwargs, x, c), (x, coords))
     (g,) = torch.autograd.grad(call(op, kwargs, input_for(op), coords).sum(), coords)
-    differentiable = op in ("ps_roi_align", "prroi_pool") or (op == "roi_align" and kwargs["sampling"] == "bilinear")
+    differentiable = op in ("ps_roi_align", "prroi_pool", "roi_align_rotated") or (
+        op == "roi_align" and kwargs["sampling"] == "bilinear"
+    )
     assert bool(g.abs().sum() > 0) == differentiable
 
 
@@ -98,7 +115,7 @@ def test_a_node_reached_without_a_gradient_passes_none_on(variant):
     would be as large as the output), so a node reached through a Function that
     returns no gradient gets None, and contributes nothing."""
     op, kwargs = variant
-    coords = ROIS[:, 1:].clone().requires_grad_()
+    coords = coords_for(op).clone().requires_grad_()
     x = input_for(op).clone().requires_grad_()
     loss = _Cut.apply(call(op, kwargs, x, coords)).sum() + x.sum() + coords.sum()
     loss.backward()

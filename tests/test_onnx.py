@@ -142,6 +142,14 @@ def test_prroi_pool_is_a_clear_error(exporter):
     assert_export_refused(fn, exporter, "roiops.onnx: prroi_pool has no ONNX translation")
 
 
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_roi_align_rotated_is_a_clear_error(exporter):
+    def fn(x, r):  # the boxes' four values read as (cx, cy, w, h), turned by 30 degrees
+        return roiops.roi_align_rotated(x, torch.cat([r, torch.full_like(r[:, :1], 30.0)], 1), (2, 3), 0.5, 2)
+
+    assert_export_refused(fn, exporter, "roiops.onnx: roi_align_rotated has no ONNX translation")
+
+
 POOLERS = {
     "align": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], sampling_ratio=2, canonical_size=16),
     "warp-max": roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),

@@ -16,18 +16,20 @@ from roiops import _registration
 from roiops.ops import poolers
 
 MODULES = {"roi_align": roiops.RoIAlign, "roi_warp": roiops.RoIWarp, "roi_pool": roiops.RoIPool,
-           "ps_roi_align": roiops.PSRoIAlign, "ps_roi_pool": roiops.PSRoIPool, "prroi_pool": roiops.PrRoIPool}
+           "ps_roi_align": roiops.PSRoIAlign, "ps_roi_pool": roiops.PSRoIPool, "prroi_pool": roiops.PrRoIPool,
+           "roi_align_rotated": roiops.RoIAlignRotated}
 # The families with a fused multilevel form and a pooler: all but the position-sensitive
-# ops and prroi_pool, which pool one map (docs/SEMANTICS.md).
-POOLED = sorted(name for name in MODULES if not name.startswith(("ps_", "prroi_")))
+# ops, prroi_pool and roi_align_rotated, which pool one map (docs/SEMANTICS.md).
+POOLED = sorted(name for name in MODULES if not name.startswith(("ps_", "prroi_")) and name != "roi_align_rotated")
 # Two valid values of each parameter: a test passes the one that is not the default, so a
 # value that arrives under another parameter's name is seen. A new parameter needs a pair.
 VALUES = {"sampling_ratio": (2, 3), "aligned": (False, True), "mode": ("avg", "max"),
-          "sampling": ("bilinear", "nearest")}
+          "sampling": ("bilinear", "nearest"), "clockwise": (False, True)}
 
 X = torch.randn(1, 2, 8, 8)
 X_PS = torch.randn(1, 12, 8, 8)  # 2 channels for each bin of a 2 x 3 output
 ROIS = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]])
+ROTATED = torch.tensor([[0, 3.5, 3.0, 5.0, 4.0, 30.0]])  # roi_align_rotated's (batch, cx, cy, w, h, angle)
 
 
 def schema_params(name: str) -> list[str]:
@@ -92,7 +94,8 @@ def test_functions_pass_each_parameter_to_the_op_by_its_name(name, scripted):
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch itself
             fn = torch.jit.script(fn)
     x = X_PS if name.startswith("ps_") else X
-    arguments = op_arguments(fn, x, ROIS, (2, 3), spatial_scale=0.5, **values)[name]
+    rois = ROTATED if name == "roi_align_rotated" else ROIS
+    arguments = op_arguments(fn, x, rois, (2, 3), spatial_scale=0.5, **values)[name]
     assert arguments["spatial_scale"] == 0.5 and (arguments["pooled_height"], arguments["pooled_width"]) == (2, 3)
     assert {n: arguments[n] for n in values} == values
 

@@ -25,6 +25,12 @@ def as_list(rois):
     return [rois[rois[:, 0] == i, 1:] for i in range(2)]
 
 
+def rotated(rois):
+    """The boxes as roi_align_rotated's (batch, cx, cy, w, h, angle), turned 30 degrees more per row."""
+    angle = 30.0 * torch.arange(rois.shape[0], dtype=rois.dtype)[:, None]
+    return torch.cat([rois[:, :1], (rois[:, 1:3] + rois[:, 3:5]) / 2, rois[:, 3:5] - rois[:, 1:3], angle], 1)
+
+
 def scripted(obj):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch itself
@@ -46,6 +52,7 @@ FUNCTIONS = {
     "ps_roi_align": (roiops.ps_roi_align, [((1, 3), 0.5, 2), ((3, 1),)]),
     "ps_roi_pool": (roiops.ps_roi_pool, [((3, 1), 0.5), ((1, 3),)]),
     "prroi_pool": (roiops.prroi_pool, [((3, 2), 0.5), (3,)]),
+    "roi_align_rotated": (roiops.roi_align_rotated, [((3, 2), 0.5, 2, False, True), (3,)]),
 }
 
 
@@ -53,8 +60,9 @@ FUNCTIONS = {
 def test_functions_script(name):
     fn, arg_sets = FUNCTIONS[name]
     script = scripted(fn)
+    rois = rotated(ROIS) if name == "roi_align_rotated" else ROIS
     for args in arg_sets:
-        for boxes in (ROIS, as_list(ROIS)):
+        for boxes in (rois, as_list(rois)):
             torch.testing.assert_close(script(X, boxes, *args), fn(X, boxes, *args), rtol=0, atol=0)
 
 
@@ -77,6 +85,8 @@ MODULES = {
     "PSRoIAlign": (lambda: roiops.PSRoIAlign((1, 3), 0.5, 2), lambda m, r: m(X, r)),
     "PSRoIPool": (lambda: roiops.PSRoIPool((3, 1), 0.5), lambda m, r: m(X, as_list(r))),
     "PrRoIPool": (lambda: roiops.PrRoIPool((2, 3), 0.5), lambda m, r: m(X, as_list(r))),
+    "RoIAlignRotated": (lambda: roiops.RoIAlignRotated((2, 3), 0.5, 2, False, True),
+                        lambda m, r: m(X, as_list(rotated(r)))),
     "MultiScaleRoIPooler": (lambda: roiops.MultiScaleRoIPooler(3, [0.5, 0.25], "roi_warp", 2, canonical_size=16),
                             lambda m, r: m(LEVELS, r)),
     "MultiScaleRoIAlign": (multiscale_align,
@@ -120,6 +130,7 @@ TRACED = {
     "RoIWarp": (roiops.RoIWarp(3, 0.5, 2), lambda r: (X, r)),
     "ps_roi_align": (lambda x, r: roiops.ps_roi_align(x, r, (3, 1), 0.5, 2), lambda r: (X, r)),
     "prroi_pool": (lambda x, r: roiops.prroi_pool(x, r, 3, 0.5), lambda r: (X, r)),
+    "roi_align_rotated": (lambda x, r: roiops.roi_align_rotated(x, r, 3, 0.5, 2), lambda r: (X, rotated(r))),
     "MultiScaleRoIPooler": (roiops.MultiScaleRoIPooler(3, [0.5, 0.25], canonical_size=16), lambda r: (LEVELS, r)),
     "MultiScaleRoIAlign": (FixedImages(), lambda r: (*LEVELS, *as_list(r))),
 }

@@ -47,11 +47,11 @@ struct ForwardTask {
 // which pool nothing) sort as 0: a comparison with a NaN would not be an ordering,
 // which std::stable_sort requires.
 template <typename T>
-RoiBuckets rois_top_to_bottom(const double* rois, int64_t K, const Maps<T>& in) {
-  RoiBuckets buckets = bucket_rois(rois, K, in.batch, in);
-  std::vector<double> centre(K);
-  for (int64_t k = 0; k < K; ++k) {
-    const double y = rois[k * 5 + 2] + rois[k * 5 + 4];
+RoiBuckets rois_top_to_bottom(const RoiRows& rois, const Maps<T>& in) {
+  RoiBuckets buckets = bucket_rois(rois, in.batch, in);
+  std::vector<double> centre(rois.count);
+  for (int64_t k = 0; k < rois.count; ++k) {
+    const double y = rois.twice_centre_y(k);
     centre[k] = std::isnan(y) ? 0.0 : y;
   }
   const std::vector<int64_t> given = counting_tiers() ? buckets.order : std::vector<int64_t>();
@@ -200,9 +200,10 @@ void run_roi_tasks(const Maps<const scalar_t>& in, const RoiBuckets& buckets, co
 // channels; `cm` says which input channels they read. Planar maps run their plane
 // tasks (plan_planes) first, then the other RoIs' tasks (run_roi_tasks).
 template <typename scalar_t, typename Geometry, typename Build, typename Body>
-void for_each_forward_task(const Maps<const scalar_t>& in, const double* rois, int64_t K,
-                           int64_t C, const ChannelMap& cm, const Build& build, const Body& body) {
-  const RoiBuckets buckets = rois_top_to_bottom(rois, K, in);
+void for_each_forward_task(const Maps<const scalar_t>& in, const RoiRows& rois, int64_t C,
+                           const ChannelMap& cm, const Build& build, const Body& body) {
+  const int64_t K = rois.count;
+  const RoiBuckets buckets = rois_top_to_bottom(rois, in);
   const PlanePlan plan = in.channels_contiguous() ? PlanePlan{} : plan_planes(in, buckets, K, C, cm);
   run_plane_tasks<scalar_t, Geometry>(in, buckets, plan, cm, build, body);
   run_roi_tasks<scalar_t, Geometry>(in, buckets, plan, K, C, cm, build, body);

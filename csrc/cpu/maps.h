@@ -75,6 +75,22 @@ struct RoiLevels {
   }
 };
 
+// The boxes, a contiguous float64 [K, F] tensor (rois_as_double): rows of F = 5
+// (batch_index, x1, y1, x2, y2) or 6 (batch_index, cx, cy, w, h, angle: roi_align_rotated).
+struct RoiRows {
+  const double* data;
+  int64_t count, fields;
+  explicit RoiRows(const at::Tensor& rois)
+      : data(rois.data_ptr<double>()), count(rois.size(0)), fields(rois.size(1)) {}
+  const double* operator[](int64_t k) const { return data + k * fields; }
+  int64_t image(int64_t k) const { return static_cast<int64_t>(data[k * fields]); }
+  // Twice the box's vertical centre: y1 + y2, or 2 * cy.
+  double twice_centre_y(int64_t k) const {
+    const double* r = (*this)[k];
+    return fields == 6 ? 2.0 * r[2] : r[2] + r[4];
+  }
+};
+
 // RoI indices grouped by (level, image), each group in increasing RoI order: the
 // fixed accumulation order that makes the input-gradient kernels bitwise
 // deterministic for any thread count. Group of RoI k: level * N + image.
@@ -83,9 +99,9 @@ struct RoiBuckets {
   std::vector<int64_t> order;
 };
 template <typename T>
-RoiBuckets bucket_rois(const double* rois, int64_t K, int64_t N, const Maps<T>& maps) {
-  const int64_t groups = N * maps.count();
-  auto group = [&](int64_t k) { return maps.level_of(k) * N + static_cast<int64_t>(rois[k * 5]); };
+RoiBuckets bucket_rois(const RoiRows& rois, int64_t N, const Maps<T>& maps) {
+  const int64_t groups = N * maps.count(), K = rois.count;
+  auto group = [&](int64_t k) { return maps.level_of(k) * N + rois.image(k); };
   RoiBuckets b;
   b.start.assign(groups + 1, 0);
   b.order.resize(K);

@@ -32,6 +32,14 @@ inline void store_box_grad(double* row, const double d[4], double scale) {
   row[4] = d[1] * scale;  // y2
 }
 
+// d(loss)/d(cx, cy, w, h, angle) of a rotated box into its [6] gradient row, from d
+// with respect to the scaled centre and size and the angle (add_rotated_sample_grad).
+inline void store_rotated_box_grad(double* row, const double d[5], double scale) {
+  row[0] = 0;
+  for (int i = 0; i < 4; ++i) row[i + 1] = d[i] * scale;
+  row[5] = d[4];
+}
+
 // dst[i] = src[i] for i < n, stored around the caches where the CPU can (x86's
 // non-temporal stores, 16 aligned bytes at a time; plain copies elsewhere). The stores
 // are weakly ordered: store_fence() before another thread reads dst.

@@ -23,6 +23,7 @@ TORCH_LIBRARY_IMPL(roiops, CPU, m) {
   OpEntryPoints<CpuBackend>::register_sampled(m);
   OpEntryPoints<CpuBackend>::register_pool(m);
   OpEntryPoints<CpuBackend>::register_precise(m);
+  OpEntryPoints<CpuBackend>::register_rotated(m);
 }
 
 }  // namespace roiops::cpu

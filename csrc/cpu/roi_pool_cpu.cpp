@@ -254,7 +254,7 @@ void pool_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at::Te
 
   using Roi = RoiBins<acc_t>;
   for_each_forward_task<scalar_t, Roi>(
-      in, rp, rois.size(0), out.size(1), a.channels,
+      in, RoiRows(rois), out.size(1), a.channels,
       [&](Roi& r, int64_t k) { r.build(rp, k, in, a); },
       [&](const ForwardTask<scalar_t, Roi>& t) {
         const Roi& r = t.geometry;
@@ -324,7 +324,7 @@ void pool_backward(const at::Tensor& grad, const at::Tensor& argmax,
   const double* rp = rois.data_ptr<double>();
 
   for_each_backward_task<RoiBins<acc_t>>(
-      gi, bucket_rois(rp, K, shape.batch, shape), a.channels,
+      gi, bucket_rois(RoiRows(rois), shape.batch, shape), a.channels,
       [&](RoiBins<acc_t>& r, int64_t k) { r.build(rp, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const RoiBins<acc_t>& r, const GradWindow<acc_t>& whole) {
         BinCursor<acc_t, scalar_t> grads(go, k, c0, n);

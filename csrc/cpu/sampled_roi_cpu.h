@@ -19,12 +19,29 @@ namespace roiops::cpu {
 template <Sampling S>
 constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 
+// The taps of one bin's samples: sample (iy, ix) reads rows y(iy, ix) and columns
+// x(iy, ix). An axis-aligned RoI's rows depend on iy only and its columns on ix only;
+// a rotated RoI's samples each have rows and columns of their own.
+template <typename acc_t>
+struct BinTaps {
+  const AxisTaps<acc_t>* ys;
+  const AxisTaps<acc_t>* xs;
+  int64_t y_row, y_col, x_row, x_col;  // strides of iy and ix in ys and in xs
+  const AxisTaps<acc_t>& y(int iy, int ix) const { return ys[iy * y_row + ix * y_col]; }
+  const AxisTaps<acc_t>& x(int iy, int ix) const { return xs[iy * x_row + ix * x_col]; }
+};
+
 // One RoI's geometry plus the taps of every sample row and column, computed once per
-// RoI (in double, roi_geometry.h) and shared by all channels: ys[ph * grid_h + iy],
-// xs[pw * grid_w + ix], with weights rounded to acc_t.
+// RoI (in double, roi_geometry.h) and shared by all channels, with weights rounded to
+// acc_t: ys[ph * grid_h + iy], xs[pw * grid_w + ix] for an axis-aligned RoI, and one
+// entry per sample, ((ph * PW + pw) * grid_h + iy) * grid_w + ix, in both for a rotated
+// one (roi_align_rotated).
 template <typename acc_t>
 struct RoiSamples {
   SampledRoi g{};
+  RotatedRoi turned{};  // the rotated box, when `rotated`; g is then turned.box
+  bool rotated = false;
+  int64_t pooled_w = 0;
   int64_t image = 0;
   std::vector<AxisTaps<acc_t>> ys, xs;
 
@@ -34,24 +51,47 @@ struct RoiSamples {
 
   // RoI k of `rois`, on its level of `maps`.
   template <Sampling S, typename T>
-  void build(const double* rois, int64_t k, const Maps<T>& maps, const SampledArgs& a) {
-    const double* roi = rois + k * 5;
-    image = static_cast<int64_t>(roi[0]);
+  void build(const RoiRows& rois, int64_t k, const Maps<T>& maps, const SampledArgs& a) {
+    const double* roi = rois[k];
+    image = rois.image(k);
     level = maps.level_of(k);
+    rotated = a.rotated;
+    pooled_w = a.pooled_w;
     const int64_t H = maps.heights[level], W = maps.widths[level];
-    g = sampled_roi(roi + 1, maps.scales[level], int(a.pooled_h), int(a.pooled_w),
-                    a.sampling_ratio, a.aligned, a.quantize);
+    if (rotated) {
+      turned = rotated_roi(roi + 1, maps.scales[level], int(a.pooled_h), int(a.pooled_w),
+                           a.sampling_ratio, a.aligned, a.clockwise);
+      g = turned.box;
+    } else {
+      g = sampled_roi(roi + 1, maps.scales[level], int(a.pooled_h), int(a.pooled_w),
+                      a.sampling_ratio, a.aligned, a.quantize);
+    }
     inv_grid_w = g.grid_w > 0 ? 1.0 / g.grid_w : 0.0;
-    ys.resize(a.pooled_h * g.grid_h);
-    xs.resize(a.pooled_w * g.grid_w);
-    for (int p = 0; p < a.pooled_h; ++p)
-      for (int i = 0; i < g.grid_h; ++i)
-        ys[p * g.grid_h + i] =
-            axis_taps<S, acc_t>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), H);
-    for (int p = 0; p < a.pooled_w; ++p)
-      for (int i = 0; i < g.grid_w; ++i)
-        xs[p * g.grid_w + i] =
-            axis_taps<S, acc_t>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
+    if (rotated) {
+      ys.resize(a.pooled_h * a.pooled_w * g.grid_h * g.grid_w);
+      xs.resize(ys.size());
+      for (int ph = 0, s = 0; ph < a.pooled_h; ++ph)
+        for (int pw = 0; pw < a.pooled_w; ++pw)
+          for (int iy = 0; iy < g.grid_h; ++iy)
+            for (int ix = 0; ix < g.grid_w; ++ix, ++s) {
+              double y, x;
+              rotated_sample(turned, sample_coord(g.y0, g.bin_h, ph, iy, g.grid_h),
+                             sample_coord(g.x0, g.bin_w, pw, ix, g.grid_w), &y, &x);
+              ys[s] = axis_taps<S, acc_t>(y, H);
+              xs[s] = axis_taps<S, acc_t>(x, W);
+            }
+    } else {
+      ys.resize(a.pooled_h * g.grid_h);
+      xs.resize(a.pooled_w * g.grid_w);
+      for (int p = 0; p < a.pooled_h; ++p)
+        for (int i = 0; i < g.grid_h; ++i)
+          ys[p * g.grid_h + i] =
+              axis_taps<S, acc_t>(sample_coord(g.y0, g.bin_h, p, i, g.grid_h), H);
+      for (int p = 0; p < a.pooled_w; ++p)
+        for (int i = 0; i < g.grid_w; ++i)
+          xs[p * g.grid_w + i] =
+              axis_taps<S, acc_t>(sample_coord(g.x0, g.bin_w, p, i, g.grid_w), W);
+    }
     const auto [y0, y1] = span(ys, H);
     const auto [x0, x1] = span(xs, W);
     footprint = {y0, y1, x0, x1};
@@ -71,6 +111,9 @@ struct RoiSamples {
     t.finish();
     if (t.pixels() > kMaxTilePixels) return false;
     tiled.g = g;
+    tiled.turned = turned;
+    tiled.rotated = rotated;
+    tiled.pooled_w = pooled_w;
     tiled.inv_grid_w = inv_grid_w;
     tiled.image = tiled.level = 0;
     tiled.ys = ys;
@@ -94,9 +137,20 @@ struct RoiSamples {
   // dominate the max-mode loops: s < 2^20 (kMaxSamplingRatio^2), so the double
   // quotient is far from rounding across an integer.
   int row_of(int s) const { return static_cast<int>((s + 0.5) * inv_grid_w); }
-  const AxisTaps<acc_t>& ty(int64_t ph, int s) const { return ys[ph * g.grid_h + row_of(s)]; }
-  const AxisTaps<acc_t>& tx(int64_t pw, int s) const {
-    return xs[pw * g.grid_w + (s - row_of(s) * g.grid_w)];
+  BinTaps<acc_t> bin(int64_t ph, int64_t pw) const {
+    const int64_t gh = g.grid_h, gw = g.grid_w;
+    if (!rotated) return {ys.data() + ph * gh, xs.data() + pw * gw, 1, 0, 0, 1};
+    const int64_t first = (ph * pooled_w + pw) * gh * gw;
+    return {ys.data() + first, xs.data() + first, gw, 1, gw, 1};
+  }
+  // The taps of sample s of bin (ph, pw).
+  const AxisTaps<acc_t>& ty(int64_t ph, int64_t pw, int s) const {
+    const int iy = row_of(s);
+    return bin(ph, pw).y(iy, s - iy * g.grid_w);
+  }
+  const AxisTaps<acc_t>& tx(int64_t ph, int64_t pw, int s) const {
+    const int iy = row_of(s);
+    return bin(ph, pw).x(iy, s - iy * g.grid_w);
   }
 };
 
@@ -122,7 +176,7 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const AxisTaps<acc_t>& y,
 template <Sampling S, typename acc_t>
 inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
                         int64_t ph, int64_t pw, int s, int64_t sh, int64_t sw) {
-  return sample_taps<S>(t, r.ty(ph, s), r.tx(pw, s), sh, sw);
+  return sample_taps<S>(t, r.ty(ph, pw, s), r.tx(ph, pw, s), sh, sw);
 }
 
 // Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
@@ -133,8 +187,7 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
-  const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
-  const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
+  const BinTaps<acc_t> b = r.bin(ph, pw);
   const int count = gh * gw;
   if (count <= kSumRun) {
     // Every sample's taps, computed once for all of the block's channel runs rather
@@ -142,7 +195,7 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
     Taps<acc_t, kTapsOf<S>> taps[kSumRun];
     int m = 0;
     for (int iy = 0; iy < gh; ++iy)
-      for (int ix = 0; ix < gw; ++ix) m += sample_taps<S>(taps[m], ys[iy], xs[ix], v.s2, v.s3);
+      for (int ix = 0; ix < gw; ++ix) m += sample_taps<S>(taps[m], b.y(iy, ix), b.x(iy, ix), v.s2, v.s3);
     const acc_t inv = acc_t(1) / acc_t(count > 0 ? count : 1);
     sum_taps(
         out, src, v.s1, n,
@@ -156,7 +209,7 @@ inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t
   double total[kChannelBlock] = {};
   for (int iy = 0; iy < gh; ++iy) {
     for (int ix = 0; ix < gw; ++ix)
-      if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
+      if (sample_taps<S>(t, b.y(iy, ix), b.x(iy, ix), v.s2, v.s3)) accumulate_taps(out, src, v.s1, n, t);
     for (int64_t c = 0; c < n; ++c) total[c] += double(out[c]);
     fill_channels(out, acc_t(0), n);
   }
@@ -175,8 +228,7 @@ inline void bin_argmax(acc_t* best, index_of<acc_t>* arg, acc_t* scratch,
   using IVec = at::vec::Vectorized<Idx>;
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
-  const AxisTaps<acc_t>* ys = r.ys.data() + ph * gh;
-  const AxisTaps<acc_t>* xs = r.xs.data() + pw * gw;
+  const BinTaps<acc_t> bin = r.bin(ph, pw);
   by_channel_runs<acc_t>(
       n, v.s1,
       [&](int64_t c, auto unroll) {
@@ -186,7 +238,7 @@ inline void bin_argmax(acc_t* best, index_of<acc_t>* arg, acc_t* scratch,
         // Sample (iy, ix) as 0 + its taps, rounded as accumulate_taps into a zeroed scratch.
         auto value = [&](Vec* x, int iy, int ix) {
           for (int u = 0; u < U; ++u) x[u] = Vec(acc_t(0));
-          if (sample_taps<S>(t, ys[iy], xs[ix], v.s2, v.s3)) add_taps<U>(x, src, c, t);
+          if (sample_taps<S>(t, bin.y(iy, ix), bin.x(iy, ix), v.s2, v.s3)) add_taps<U>(x, src, c, t);
         };
         value(b, 0, 0);
         for (int u = 0; u < U; ++u) idx[u] = IVec(Idx(0));
@@ -242,11 +294,11 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const bool around_caches = writes_around_caches(out, argmax);
-  const double* rp = rois.data_ptr<double>();
+  const RoiRows rows(rois);
 
   for_each_forward_task<scalar_t, Roi>(
-      in, rp, rois.size(0), out.size(1), a.channels,
-      [&](Roi& r, int64_t k) { r.template build<S>(rp, k, in, a); },
+      in, rows, out.size(1), a.channels,
+      [&](Roi& r, int64_t k) { r.template build<S>(rows, k, in, a); },
       [&](const ForwardTask<scalar_t, Roi>& t) {
         const Roi& r = t.geometry;
         const int64_t n = t.n;
@@ -280,13 +332,13 @@ void sampled_gather(const Maps<const scalar_t>& tangent, const at::Tensor& argma
   const int64_t K = rois.size(0), C = out.size(1);
   const View4<scalar_t> o = view4<scalar_t>(out);
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
-  const double* rp = rois.data_ptr<double>();
+  const RoiRows rows(rois);
 
   parallel_dynamic(K, kRoiChunk, [&](auto& claim) {
     RoiSamples<acc_t> r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.template build<S>(rp, k, tangent, a);
+      r.template build<S>(rows, k, tangent, a);
       const View4<const scalar_t>& v = tangent.views[r.level];
       for (int64_t c = 0; c < C; ++c)
         for (int64_t ph = 0; ph < a.pooled_h; ++ph)
@@ -319,18 +371,18 @@ inline void for_each_tap(const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, con
 template <Sampling S, typename acc_t>
 inline void add_bin_mean_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, int64_t ph,
                               int64_t pw, bool covered, const acc_t* gout, int64_t n) {
-  const AxisTaps<acc_t>* ys = r.ys.data() + ph * r.g.grid_h;
-  const AxisTaps<acc_t>* xs = r.xs.data() + pw * r.g.grid_w;
+  const BinTaps<acc_t> b = r.bin(ph, pw);
   Taps<acc_t, kTapsOf<S>> t;
   for (int iy = 0; iy < r.g.grid_h; ++iy) {
-    const AxisTaps<acc_t>& y = ys[iy];
-    if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
     for (int ix = 0; ix < r.g.grid_w; ++ix) {
+      const AxisTaps<acc_t>& y = b.y(iy, ix);
+      const AxisTaps<acc_t>& x = b.x(iy, ix);
+      if (!y.valid || !(w.has_row(y.lo) || w.has_row(y.hi))) continue;
       if (covered) {
-        if (!sample_taps<S>(t, y, xs[ix], w.rs, w.ps)) continue;
+        if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
         for (int j = 0; j < kTapsOf<S>; ++j) w.axpy(w.data + (t.off[j] - w.origin), t.w[j], gout, n);
-      } else if (xs[ix].valid) {
-        for_each_tap<S>(y, xs[ix], [&](int64_t yy, int64_t xx, acc_t wt) { w.add(yy, xx, wt, gout, n); });
+      } else if (x.valid) {
+        for_each_tap<S>(y, x, [&](int64_t yy, int64_t xx, acc_t wt) { w.add(yy, xx, wt, gout, n); });
       }
     }
   }
@@ -345,8 +397,8 @@ inline void add_bin_argmax_grad(const GradWindow<acc_t>& w, const RoiSamples<acc
   Taps<acc_t, kTapsOf<S>> t;
   for (int64_t c = 0; c < n; ++c) {
     if (arg[c] < 0 || arg[c] >= r.count()) continue;
-    const AxisTaps<acc_t>& y = r.ty(ph, arg[c]);
-    const AxisTaps<acc_t>& x = r.tx(pw, arg[c]);
+    const AxisTaps<acc_t>& y = r.ty(ph, pw, arg[c]);
+    const AxisTaps<acc_t>& x = r.tx(ph, pw, arg[c]);
     if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
     if (covered) {
       for (int j = 0; j < kTapsOf<S>; ++j) w.data[t.off[j] - w.origin + c] += t.w[j] * g[c];
@@ -372,11 +424,11 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   const int64_t K = rois.size(0);
   const BinReader<scalar_t> go{view4<const scalar_t>(grad), K, a.pooled_h, a.pooled_w};
   const BinReader<int32_t> am{argmax_view<const int32_t>(argmax), K, a.pooled_h, a.pooled_w};
-  const double* rp = rois.data_ptr<double>();
+  const RoiRows rows(rois);
 
   for_each_backward_task<Roi>(
-      gi, bucket_rois(rp, K, shape.batch, shape), a.channels,
-      [&](Roi& r, int64_t k) { r.template build<S>(rp, k, shape, a); },
+      gi, bucket_rois(rows, shape.batch, shape), a.channels,
+      [&](Roi& r, int64_t k) { r.template build<S>(rows, k, shape, a); },
       [&](int64_t k, int64_t c0, int64_t n, const Roi& r, const GradWindow<acc_t>& whole) {
         if (r.count() == 0) return;
         GradWindow<acc_t> bin_window = whole;
@@ -402,14 +454,17 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
       });
 }
 
-// Adds to d, d(loss)/d(y1, y2, x1, x2) of RoI r's scaled box, the gradient through
-// sample s of bin (ph, pw): channels [0, n) of `src`, read through v, weighted by g.
+// Adds to d, d(loss)/d(y1, y2, x1, x2) of RoI r's scaled box (or d/d(cx', cy', w', h',
+// angle) of a rotated one: add_rotated_sample_grad), the gradient through sample s of
+// bin (ph, pw): channels [0, n) of `src`, read through v, weighted by g.
 template <typename scalar_t, typename acc_t>
 inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, int s,
                                 const View4<const scalar_t>& v, const scalar_t* src, const acc_t* g,
                                 int64_t n, const SampledArgs& a) {
-  const AxisTaps<acc_t>& y = r.ty(ph, s);
-  const AxisTaps<acc_t>& x = r.tx(pw, s);
+  const int iy = r.row_of(s), ix = s - iy * r.g.grid_w;
+  const BinTaps<acc_t> b = r.bin(ph, pw);
+  const AxisTaps<acc_t>& y = b.y(iy, ix);
+  const AxisTaps<acc_t>& x = b.x(iy, ix);
   if (!y.valid || !x.valid) return;
   acc_t sy = 0, sx = 0;  // d(value)/d(sample y), /d(sample x), summed over channels
   for (int64_t c = 0; c < n; ++c) {
@@ -423,16 +478,21 @@ inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t p
   }
   sy *= y.moves;
   sx *= x.moves;
-  const int iy = r.row_of(s);
   const double fy = sample_fraction(int(ph), iy, r.g.grid_h, int(a.pooled_h));
-  const double fx = sample_fraction(int(pw), s - iy * r.g.grid_w, r.g.grid_w, int(a.pooled_w));
+  const double fx = sample_fraction(int(pw), ix, r.g.grid_w, int(a.pooled_w));
+  if (r.rotated) {
+    add_rotated_sample_grad(d, r.turned, sample_coord(r.g.y0, r.g.bin_h, int(ph), iy, r.g.grid_h),
+                            sample_coord(r.g.x0, r.g.bin_w, int(pw), ix, r.g.grid_w), fy, fx, sy, sx);
+    return;
+  }
   d[0] += r.g.h_clamped ? double(sy) : sy * (1.0 - fy);
   d[1] += r.g.h_clamped ? 0.0 : sy * fy;
   d[2] += r.g.w_clamped ? double(sx) : sx * (1.0 - fx);
   d[3] += r.g.w_clamped ? 0.0 : sx * fx;
 }
 
-// d(loss)/d(y1, y2, x1, x2) of RoI k's scaled box into d, accumulated in a fixed order:
+// d(loss)/d(y1, y2, x1, x2) of RoI k's scaled box (d(loss)/d(cx', cy', w', h', angle) of
+// a rotated one) into d, accumulated in a fixed order:
 // output channel blocks, bins, then samples (avg) or channels (max, each through its
 // own argmax sample only). Each bin reads its input channels through a.channels (the
 // map's C input channels; ps_roi_align's bins read their own).
@@ -467,9 +527,10 @@ void roi_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t k, const View4<
   }
 }
 
-// Box gradient d(loss)/d(x1, y1, x2, y2) of the bilinear sampled ops, through the
-// sample positions (roi_geometry.h: sample_fraction), into the float64 [K, 5]
-// `grad_rois`. Column 0 (batch index) stays 0.
+// Box gradient d(loss)/d(x1, y1, x2, y2) (or d(loss)/d(cx, cy, w, h, angle)) of the
+// bilinear sampled ops, through the sample positions (roi_geometry.h: sample_fraction,
+// add_rotated_sample_grad), into the float64 [K, 5] (or [K, 6]) `grad_rois`. Column 0
+// (batch index) stays 0.
 template <typename scalar_t, Mode M>
 void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
                            const Maps<const scalar_t>& in, const at::Tensor& rois,
@@ -477,7 +538,7 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
   using acc_t = acc_type<scalar_t>;
   const int64_t K = rois.size(0);
   const View4<const scalar_t> go = view4<const scalar_t>(grad);
-  const double* rp = rois.data_ptr<double>();
+  const RoiRows rows(rois);
   double* gr = grad_rois.data_ptr<double>();
   const View4<const int32_t> am = argmax_view<const int32_t>(argmax);
 
@@ -485,10 +546,13 @@ void sampled_backward_rois(const at::Tensor& grad, const at::Tensor& argmax,
     RoiSamples<acc_t> r;
     int64_t k0, k1;
     while (claim(k0, k1)) for (int64_t k = k0; k < k1; ++k) {
-      r.template build<Sampling::Bilinear>(rp, k, in, a);
-      double d[4] = {0, 0, 0, 0};
+      r.template build<Sampling::Bilinear>(rows, k, in, a);
+      double d[5] = {0, 0, 0, 0, 0};
       roi_box_grad<M>(d, r, k, in.views[r.level], in.channels, go, am, a);
-      store_box_grad(gr + k * 5, d, in.scales[r.level]);
+      if (a.rotated)
+        store_rotated_box_grad(gr + k * rows.fields, d, in.scales[r.level]);
+      else
+        store_box_grad(gr + k * rows.fields, d, in.scales[r.level]);
     }
   });
 }
