@@ -13,7 +13,7 @@ import torch
 import roiops
 from roiops.bench import __main__ as cli
 from roiops.bench import peers, report
-from roiops.bench.cases import CASES, Case, pixels_read, problem
+from roiops.bench.cases import CASES, Case, pixels_read, problem, turned
 from roiops.bench.suite import TOLERANCE, torchvision_tolerance
 from roiops.bench.timing import summarize
 
@@ -190,6 +190,24 @@ def test_prroi_pool_baseline_computes_prroi_pool():
     rois = roiops.testing.random_rois(9, 2, (48, 60), min_size=1, generator=gen)
     got = peers.prroi_pool_torch(x, rois, 3, 0.25, chunk=4)
     torch.testing.assert_close(got, roiops.prroi_pool(x, rois, 3, 0.25), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_rotated_baseline_computes_roi_align_rotated(aligned):
+    """The benchmark's grid_sample roi_align_rotated (bench/peers.py) is the op where no
+    sample lies within a pixel outside the map (boxes well inside it), in chunks of RoIs;
+    the rotated row's boxes are turned and its roofline counts their enclosing boxes."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 5, 30, 36, generator=gen)
+    rois = roiops.testing.random_rois(9, 2, (40, 48), min_size=8, generator=gen)
+    rois[:, 1:] += torch.tensor([40.0, 40.0, 40.0, 40.0])  # centred in the 120 x 144 image
+    rotated = turned(rois, gen)
+    got = peers.roi_align_rotated_torch(x, rotated, 3, 0.25, 2, aligned, chunk=4)
+    torch.testing.assert_close(got, roiops.roi_align_rotated(x, rotated, 3, 0.25, 2, aligned), atol=1e-5, rtol=1e-5)
+    case = next(c for c in CASES if c.op == "roi_align_rotated").quick()
+    x, rois = problem(case)
+    assert rois.shape == (case.rois, 6) and rois[:, 5].abs().max() > 10
+    assert 0 < pixels_read(rois, tuple(x.shape), case.scale, case.op, case.aligned) <= 50 * 84
 
 
 @pytest.mark.parametrize("name", ["rfcn-ps-align", "rfcn-ps-pool"])

@@ -18,8 +18,8 @@ class Case:
 
     name: str
     # "roi_align" (avg, bilinear), "roi_pool" (max), "ps_roi_align", "ps_roi_pool": the
-    # ops torchvision has too; or "prroi_pool", which torchvision lacks (its baseline is a
-    # pure-PyTorch formulation).
+    # ops torchvision has too; or "prroi_pool" and "roi_align_rotated", which torchvision
+    # lacks (their baselines are pure-PyTorch formulations).
     op: str
     batch: int
     channels: int
@@ -62,7 +62,8 @@ class Case:
 # (fewer RoIs, same shapes): c4-box 128 of a C4 head's 512 RoIs, roipool-vgg 500 of Fast
 # R-CNN's 2000. box-50x84, roipool-p2 and roipool-50x84 are plain RoIAlign / RoIPool
 # baselines on a stride-16 and a stride-4 map; prroi-50x84 is box-50x84's problem for
-# Precise RoI Pooling. rfcn-* are R-FCN's heads on VOC (21 classes): the 7 x 7 x 21
+# Precise RoI Pooling and rotated-50x84 for rotated RoIAlign (the same boxes turned by
+# random angles). rfcn-* are R-FCN's heads on VOC (21 classes): the 7 x 7 x 21
 # position-sensitive score map of a 600 x 1000 image at stride 16, its 300 proposals.
 CASES = (
     Case("c4-box", "roi_align", 1, 1024, 50, 84, 1 / 16, 128, 14, 0, False),
@@ -75,6 +76,7 @@ CASES = (
     Case("roipool-p2", "roi_pool", 2, 256, 200, 336, 1 / 4, 1024, 7),
     Case("roipool-50x84", "roi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
     Case("prroi-50x84", "prroi_pool", 1, 256, 50, 84, 1 / 16, 1024, 7),
+    Case("rotated-50x84", "roi_align_rotated", 1, 256, 50, 84, 1 / 16, 1024, 7, 2, True),
     Case("rfcn-ps-align", "ps_roi_align", 1, 7 * 7 * 21, 38, 63, 1 / 16, 300, 7, 2, True),
     Case("rfcn-ps-pool", "ps_roi_pool", 1, 7 * 7 * 21, 38, 63, 1 / 16, 300, 7),
     Case("edge-tiny", "roi_align", 1, 256, 50, 84, 1 / 16, 1000, 7, 2, True, boxes="tiny"),
@@ -119,8 +121,30 @@ class Pyramid:
         return [(self.batch, self.channels, int(self.image[0] * s), int(self.image[1] * s)) for s in self.scales]
 
 
+def turned(rois: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Corner boxes as roi_align_rotated's rows (batch, cx, cy, w, h, angle), turned by
+    random angles in [-180, 180) degrees."""
+    r = rois.double()
+    angle = torch.rand(r.shape[0], 1, generator=gen, dtype=torch.float64) * 360 - 180
+    return torch.cat([r[:, :1], (r[:, 1:3] + r[:, 3:5]) / 2, r[:, 3:5] - r[:, 1:3], angle], 1).to(rois.dtype)
+
+
+def corners(rois: torch.Tensor) -> torch.Tensor:
+    """The axis-aligned ``[K, 5]`` boxes enclosing roi_align_rotated's turned ones; other
+    boxes as they are."""
+    if rois.shape[1] == 5:
+        return rois
+    r = rois.double()
+    t = torch.deg2rad(r[:, 5])
+    half = torch.stack([(r[:, 3] * t.cos()).abs() + (r[:, 4] * t.sin()).abs(),
+                        (r[:, 3] * t.sin()).abs() + (r[:, 4] * t.cos()).abs()], 1) / 2
+    return torch.cat([r[:, :1], r[:, 1:3] - half, r[:, 1:3] + half], 1)
+
+
 def _boxes(case: Case, gen: torch.Generator) -> torch.Tensor:
     k, ih, iw = case.rois, *case.image_size
+    if case.op == "roi_align_rotated":
+        return turned(random_rois(k, case.batch, (ih, iw), min_size=16, generator=gen), gen)
     if case.boxes == "random":
         return random_rois(k, case.batch, (ih, iw), min_size=16, generator=gen)
     if case.boxes == "one-pixel":
@@ -142,9 +166,9 @@ def _boxes(case: Case, gen: torch.Generator) -> torch.Tensor:
 
 
 def problem(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 NCHW map and the ``[K, 5]`` float32 RoIs of ``case``, the same on every
-    call (other dtypes and layouts are converted from these, so every variant of a case
-    pools the same values)."""
+    """The float32 NCHW map and the ``[K, 5]`` (roi_align_rotated: ``[K, 6]``) float32
+    RoIs of ``case``, the same on every call (other dtypes and layouts are converted from
+    these, so every variant of a case pools the same values)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
     return x, _boxes(case, gen)
@@ -167,6 +191,7 @@ def pixels_read(rois: torch.Tensor, shape: tuple[int, ...], scale: float, op: st
     n, _, h, w = shape
     if rois.shape[0] == 0 or h == 0 or w == 0:
         return 0
+    rois = corners(rois)  # a turned box: the pixels of its enclosing box, an upper bound
     box = rois[:, 1:].double() * scale
     if op in ("roi_pool", "ps_roi_pool"):
         box = torch.round(box)
@@ -190,8 +215,9 @@ def pixels_read(rois: torch.Tensor, shape: tuple[int, ...], scale: float, op: st
 def reference_fits(case: Case, rois: torch.Tensor) -> bool:
     """Whether roiops.reference can run ``case`` in reasonable memory and time: it
     materialises K x C x PH x PW x samples values (roi_align) or x H x W (roi_pool).
-    prroi_pool's baseline (bench/peers.py: prroi_pool_torch) works in chunks of RoIs."""
-    if case.op == "prroi_pool":
+    prroi_pool's and roi_align_rotated's baselines (bench/peers.py: prroi_pool_torch,
+    roi_align_rotated_torch) work in chunks of RoIs."""
+    if case.op in ("prroi_pool", "roi_align_rotated"):
         return True
     if case.op in ("roi_pool", "ps_roi_pool"):
         per_bin = case.height * case.width

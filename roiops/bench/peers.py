@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .cases import Case
 
@@ -49,7 +50,7 @@ def op_of(module, case: Case) -> Op:
     """``case.op`` of ``module`` on (x, rois): roiops, torchvision.ops and roiops.reference
     take the same positional arguments."""
     fn = getattr(module, case.op)
-    if case.op == "roi_align":
+    if case.op in ("roi_align", "roi_align_rotated"):
         return lambda x, r: fn(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
     if case.op == "ps_roi_align":
         return lambda x, r: fn(x, r, case.size, case.scale, case.sampling_ratio)
@@ -88,6 +89,41 @@ def prroi_pool_torch(x: torch.Tensor, rois: torch.Tensor, size: int, scale: floa
     return torch.cat(outs) if outs else x.new_zeros(0, x.shape[1], size, size)
 
 
+def roi_align_rotated_torch(x: torch.Tensor, rois: torch.Tensor, size: int, scale: float, sampling_ratio: int,
+                            aligned: bool = True, chunk: int = 128) -> torch.Tensor:
+    """Rotated RoIAlign in plain PyTorch, as detection code without a kernel of its own
+    writes it: each RoI's turned sample grid (``sampling_ratio`` x ``sampling_ratio`` per
+    bin, positions as roiops.reference's in float64) read by ``grid_sample`` (bilinear,
+    ``align_corners=True``: pixel centres at integers, as roi_align's) from its image, in
+    chunks of RoIs, then averaged per bin. grid_sample pads with zeros where roi_align
+    clamps, so samples within a pixel outside the map read less; otherwise the op."""
+    N, C, H, W = x.shape
+    sr, P = sampling_ratio, size * sampling_ratio
+    r = rois.double()
+    off = 0.5 if aligned else 0.0
+    cx, cy = r[:, 1] * scale - off, r[:, 2] * scale - off
+    w, h = r[:, 3] * scale, r[:, 4] * scale
+    if not aligned:
+        w, h = w.clamp(min=1), h.clamp(min=1)
+    t = torch.deg2rad(torch.fmod(r[:, 5], 360.0))
+    f = (torch.arange(P, dtype=torch.float64) + 0.5) / P - 0.5  # sample centres as fractions of the box
+    yy, xx = (h[:, None] * f)[:, :, None], (w[:, None] * f)[:, None, :]
+    cos, sin = t.cos()[:, None, None], t.sin()[:, None, None]
+    ys = yy * cos - xx * sin + cy[:, None, None]
+    xs = yy * sin + xx * cos + cx[:, None, None]
+    grid = torch.stack([xs / max(W - 1, 1) * 2 - 1, ys / max(H - 1, 1) * 2 - 1], -1).to(x.dtype)  # [K, P, P, 2]
+    out = x.new_zeros(rois.shape[0], C, size, size)
+    batch = r[:, 0].long()
+    for b in range(N):
+        index = (batch == b).nonzero().flatten()
+        for part in index.split(chunk):
+            # One image, its RoIs' grids stacked down the rows: [1, C, k * P, P].
+            sampled = F.grid_sample(x[b : b + 1], grid[part].reshape(1, -1, P, 2), align_corners=True)
+            sampled = sampled.reshape(C, part.numel(), P, P).transpose(0, 1)
+            out[part] = F.avg_pool2d(sampled, sr)
+    return out
+
+
 def torchvision_op(case: Case) -> Op:
     import torchvision
 
@@ -96,11 +132,14 @@ def torchvision_op(case: Case) -> Op:
 
 def reference_op(case: Case) -> Op:
     """roiops' pure-PyTorch reference; for prroi_pool (whose reference materialises every
-    bin's weight of every pixel) the separable pure-PyTorch formulation prroi_pool_torch."""
+    bin's weight of every pixel) the separable pure-PyTorch formulation prroi_pool_torch,
+    for roi_align_rotated the grid_sample formulation roi_align_rotated_torch."""
     from .. import reference
 
     if case.op == "prroi_pool":
         return lambda x, r: prroi_pool_torch(x, r, case.size, case.scale)
+    if case.op == "roi_align_rotated":
+        return lambda x, r: roi_align_rotated_torch(x, r, case.size, case.scale, case.sampling_ratio, case.aligned)
     return op_of(reference, case)
 
 
