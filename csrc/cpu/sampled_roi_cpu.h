@@ -21,14 +21,15 @@ constexpr int kTapsOf = S == Sampling::Bilinear ? 4 : 1;
 
 // The taps of one bin's samples: sample (iy, ix) reads rows y(iy, ix) and columns
 // x(iy, ix). An axis-aligned RoI's rows depend on iy only and its columns on ix only;
-// a rotated RoI's samples each have rows and columns of their own.
-template <typename acc_t>
+// a rotated RoI's (Turned) samples each have rows and columns of their own. A type per
+// kind, so the axis-aligned loops index as directly as before rotated RoIs existed.
+template <typename acc_t, bool Turned>
 struct BinTaps {
   const AxisTaps<acc_t>* ys;
   const AxisTaps<acc_t>* xs;
-  int64_t y_row, y_col, x_row, x_col;  // strides of iy and ix in ys and in xs
-  const AxisTaps<acc_t>& y(int iy, int ix) const { return ys[iy * y_row + ix * y_col]; }
-  const AxisTaps<acc_t>& x(int iy, int ix) const { return xs[iy * x_row + ix * x_col]; }
+  int64_t grid_w;
+  const AxisTaps<acc_t>& y(int iy, int ix) const { return ys[Turned ? iy * grid_w + ix : iy]; }
+  const AxisTaps<acc_t>& x(int iy, int ix) const { return xs[Turned ? iy * grid_w + ix : ix]; }
 };
 
 // One RoI's geometry plus the taps of every sample row and column, computed once per
@@ -137,20 +138,31 @@ struct RoiSamples {
   // dominate the max-mode loops: s < 2^20 (kMaxSamplingRatio^2), so the double
   // quotient is far from rounding across an integer.
   int row_of(int s) const { return static_cast<int>((s + 0.5) * inv_grid_w); }
-  BinTaps<acc_t> bin(int64_t ph, int64_t pw) const {
+  // Bin (ph, pw)'s taps; Turned must be `rotated` (with_bin chooses it).
+  template <bool Turned>
+  BinTaps<acc_t, Turned> bin(int64_t ph, int64_t pw) const {
     const int64_t gh = g.grid_h, gw = g.grid_w;
-    if (!rotated) return {ys.data() + ph * gh, xs.data() + pw * gw, 1, 0, 0, 1};
-    const int64_t first = (ph * pooled_w + pw) * gh * gw;
-    return {ys.data() + first, xs.data() + first, gw, 1, gw, 1};
+    if constexpr (Turned) {
+      const int64_t first = (ph * pooled_w + pw) * gh * gw;
+      return {ys.data() + first, xs.data() + first, gw};
+    } else {
+      return {ys.data() + ph * gh, xs.data() + pw * gw, gw};
+    }
   }
-  // The taps of sample s of bin (ph, pw).
-  const AxisTaps<acc_t>& ty(int64_t ph, int64_t pw, int s) const {
-    const int iy = row_of(s);
-    return bin(ph, pw).y(iy, s - iy * g.grid_w);
+  // f(taps of bin (ph, pw)), with the taps' type of this RoI's kind.
+  template <typename F>
+  auto with_bin(int64_t ph, int64_t pw, const F& f) const {
+    return rotated ? f(bin<true>(ph, pw)) : f(bin<false>(ph, pw));
   }
-  const AxisTaps<acc_t>& tx(int64_t ph, int64_t pw, int s) const {
+  // Row and column of sample s in its bin's sub-grid.
+  std::pair<int, int> cell(int s) const {
     const int iy = row_of(s);
-    return bin(ph, pw).x(iy, s - iy * g.grid_w);
+    return {iy, s - iy * g.grid_w};
+  }
+  // The (row, column) taps of sample s of bin (ph, pw).
+  std::pair<const AxisTaps<acc_t>*, const AxisTaps<acc_t>*> sample(int64_t ph, int64_t pw, int s) const {
+    const auto [iy, ix] = cell(s);
+    return with_bin(ph, pw, [&](const auto& b) { return std::pair{&b.y(iy, ix), &b.x(iy, ix)}; });
   }
 };
 
@@ -176,18 +188,18 @@ inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const AxisTaps<acc_t>& y,
 template <Sampling S, typename acc_t>
 inline bool sample_taps(Taps<acc_t, kTapsOf<S>>& t, const RoiSamples<acc_t>& r,
                         int64_t ph, int64_t pw, int s, int64_t sh, int64_t sw) {
-  return sample_taps<S>(t, r.ty(ph, pw, s), r.tx(ph, pw, s), sh, sw);
+  const auto [y, x] = r.sample(ph, pw, s);
+  return sample_taps<S>(t, *y, *x, sh, sw);
 }
 
-// Mean of the bin's samples for channels [0, n) of `src` (pointing at channel c0 of
-// image r.image): the avg forward. Grids of more than kSumRun samples add each sample
+// Mean of the samples of bin `b` (RoiSamples::bin) of RoI r for channels [0, n) of `src`
+// (pointing at channel c0 of image r.image): the avg forward. Grids of more than kSumRun samples add each sample
 // row's sum (at most kMaxSamplingRatio terms) into double.
-template <Sampling S, typename scalar_t, typename acc_t>
-inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw,
+template <Sampling S, typename scalar_t, typename acc_t, typename Bin>
+inline void bin_mean(acc_t* out, const RoiSamples<acc_t>& r, const Bin& b,
                      const View4<const scalar_t>& v, const scalar_t* src, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
-  const BinTaps<acc_t> b = r.bin(ph, pw);
   const int count = gh * gw;
   if (count <= kSumRun) {
     // Every sample's taps, computed once for all of the block's channel runs rather
@@ -228,7 +240,7 @@ inline void bin_argmax(acc_t* best, index_of<acc_t>* arg, acc_t* scratch,
   using IVec = at::vec::Vectorized<Idx>;
   Taps<acc_t, kTapsOf<S>> t;
   const int gh = r.g.grid_h, gw = r.g.grid_w;
-  const BinTaps<acc_t> bin = r.bin(ph, pw);
+  const BinTaps<acc_t, false> bin = r.template bin<false>(ph, pw);  // max mode: axis-aligned RoIs only
   by_channel_runs<acc_t>(
       n, v.s1,
       [&](int64_t c, auto unroll) {
@@ -295,6 +307,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
   const View4<int32_t> am = argmax_view<int32_t>(argmax);
   const bool around_caches = writes_around_caches(out, argmax);
   const RoiRows rows(rois);
+  TORCH_INTERNAL_ASSERT(M == Mode::Avg || !a.rotated, "max mode pools axis-aligned RoIs only");
 
   for_each_forward_task<scalar_t, Roi>(
       in, rows, out.size(1), a.channels,
@@ -312,7 +325,7 @@ void sampled_forward(const Maps<const scalar_t>& in, const at::Tensor& rois, at:
               fill_channels(acc, acc_t(0), n);
               fill_channels(arg, index_of<acc_t>(-1), n);
             } else if constexpr (M == Mode::Avg) {
-              bin_mean<S>(acc, r, ph, pw, t.view, src, n);
+              r.with_bin(ph, pw, [&](const auto& b) { bin_mean<S>(acc, r, b, t.view, src, n); });
             } else {
               bin_argmax<S>(acc, arg, scratch, r, ph, pw, t.view, src, n);
             }
@@ -365,13 +378,12 @@ inline void for_each_tap(const AxisTaps<acc_t>& y, const AxisTaps<acc_t>& x, con
   }
 }
 
-// Avg mode's input gradient of bin (ph, pw): gout[c] (the output gradient over the
+// Avg mode's input gradient of bin `b` (RoiSamples::bin): gout[c] (the output gradient over the
 // sample count) at every tap of every sample. `covered`: every tap of the RoI lands in
 // the window, so taps are addressed as in the forward, without bounds checks.
-template <Sampling S, typename acc_t>
-inline void add_bin_mean_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, int64_t ph,
-                              int64_t pw, bool covered, const acc_t* gout, int64_t n) {
-  const BinTaps<acc_t> b = r.bin(ph, pw);
+template <Sampling S, typename acc_t, typename Bin>
+inline void add_bin_mean_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, const Bin& b,
+                              bool covered, const acc_t* gout, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
   for (int iy = 0; iy < r.g.grid_h; ++iy) {
     for (int ix = 0; ix < r.g.grid_w; ++ix) {
@@ -395,10 +407,12 @@ template <Sampling S, typename acc_t>
 inline void add_bin_argmax_grad(const GradWindow<acc_t>& w, const RoiSamples<acc_t>& r, int64_t ph,
                                 int64_t pw, bool covered, const acc_t* g, const int32_t* arg, int64_t n) {
   Taps<acc_t, kTapsOf<S>> t;
+  const BinTaps<acc_t, false> b = r.template bin<false>(ph, pw);  // max mode: axis-aligned RoIs only
   for (int64_t c = 0; c < n; ++c) {
     if (arg[c] < 0 || arg[c] >= r.count()) continue;
-    const AxisTaps<acc_t>& y = r.ty(ph, pw, arg[c]);
-    const AxisTaps<acc_t>& x = r.tx(ph, pw, arg[c]);
+    const auto [iy, ix] = r.cell(arg[c]);
+    const AxisTaps<acc_t>& y = b.y(iy, ix);
+    const AxisTaps<acc_t>& x = b.x(iy, ix);
     if (!sample_taps<S>(t, y, x, w.rs, w.ps)) continue;
     if (covered) {
       for (int j = 0; j < kTapsOf<S>; ++j) w.data[t.off[j] - w.origin + c] += t.w[j] * g[c];
@@ -425,6 +439,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
   const BinReader<scalar_t> go{view4<const scalar_t>(grad), K, a.pooled_h, a.pooled_w};
   const BinReader<int32_t> am{argmax_view<const int32_t>(argmax), K, a.pooled_h, a.pooled_w};
   const RoiRows rows(rois);
+  TORCH_INTERNAL_ASSERT(M == Mode::Avg || !a.rotated, "max mode pools axis-aligned RoIs only");
 
   for_each_backward_task<Roi>(
       gi, bucket_rois(rows, shape.batch, shape), a.channels,
@@ -445,7 +460,7 @@ void sampled_backward_input(const at::Tensor& grad, const at::Tensor& argmax,
             if constexpr (M == Mode::Avg) {
               const acc_t inv = acc_t(1) / acc_t(r.count());
               for (int64_t c = 0; c < n; ++c) gout[c] = g[c] * inv;
-              add_bin_mean_grad<S>(w, r, ph, pw, covered, gout, n);
+              r.with_bin(ph, pw, [&](const auto& b) { add_bin_mean_grad<S>(w, r, b, covered, gout, n); });
             } else {
               add_bin_argmax_grad<S>(w, r, ph, pw, covered, g, args(ph, pw), n);
             }
@@ -461,10 +476,10 @@ template <typename scalar_t, typename acc_t>
 inline void add_sample_box_grad(double* d, const RoiSamples<acc_t>& r, int64_t ph, int64_t pw, int s,
                                 const View4<const scalar_t>& v, const scalar_t* src, const acc_t* g,
                                 int64_t n, const SampledArgs& a) {
-  const int iy = r.row_of(s), ix = s - iy * r.g.grid_w;
-  const BinTaps<acc_t> b = r.bin(ph, pw);
-  const AxisTaps<acc_t>& y = b.y(iy, ix);
-  const AxisTaps<acc_t>& x = b.x(iy, ix);
+  const auto [iy, ix] = r.cell(s);
+  const auto [yp, xp] = r.sample(ph, pw, s);
+  const AxisTaps<acc_t>& y = *yp;
+  const AxisTaps<acc_t>& x = *xp;
   if (!y.valid || !x.valid) return;
   acc_t sy = 0, sx = 0;  // d(value)/d(sample y), /d(sample x), summed over channels
   for (int64_t c = 0; c < n; ++c) {
