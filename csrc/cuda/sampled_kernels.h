@@ -332,7 +332,9 @@ struct BuildAxisReads {
       if (first < 0) first = u;
       n = u - first + 1;
       if (n > kSlots || first >= (1 << 28)) return AxisReads<acc_t>{AxisReads<acc_t>::kMany, {}};
-      rec.w[n - 1] = w;
+      ROIOPS_UNROLL
+      for (int slot = 0; slot < kSlots; ++slot)  // no run-time index: w stays in registers
+        if (slot == n - 1) rec.w[slot] = w;
     }
     if (n > 0) rec.span = first * 4 + n;
     return rec;
