@@ -81,12 +81,12 @@ C10_HOST_DEVICE inline bool axis_grid(double first, double step, int n, AxisGrid
   return true;
 }
 
-// Which bins (avg input gradient) or samples (max) of one axis of a RoI read one pixel
-// index, and with what weight there (a bin's tap weights summed in sample order, or a
-// sample's): units first() .. first() + count() - 1, weights w[0 ..). One 16-byte load
-// for float weights (two for double). Bins of at least a pixel, or samples at least
-// 2/3 pixel apart, leave at most kSlots units per index; an index read by more (or a
-// RoI without a SampleGrid) is kMany, and the thread then finds the samples itself.
+// Which bins of one axis of a RoI read one pixel index in the avg input gradient, and
+// with what weight there (the bin's tap weights summed in sample order): bins first()
+// .. first() + count() - 1, weights w[0 ..). One 16-byte load for float weights (two
+// for double). Bins of at least a pixel leave at most kSlots per index; an index read
+// by more (or a RoI without a SampleGrid) is kMany, and the thread then finds the
+// samples itself.
 template <typename acc_t>
 struct alignas(16) AxisReads {
   static constexpr int kSlots = 3;
@@ -97,7 +97,7 @@ struct alignas(16) AxisReads {
   C10_HOST_DEVICE int first() const { return span >> 2; }
   C10_HOST_DEVICE int count() const { return span & 3; }
   C10_HOST_DEVICE int last() const { return first() + count() - 1; }
-  // The weight of unit u (0 outside the record), without indexing w at run time.
+  // The weight of bin u (0 outside the record), without indexing w at run time.
   C10_HOST_DEVICE acc_t at(int u) const {
     const int d = u - first();
     return d < 0 || d >= count() ? acc_t(0) : d == 0 ? w[0] : d == 1 ? w[1] : w[2];
@@ -119,7 +119,7 @@ struct SampledTable {
   int stride;
   int PH, PW;
   SampledGeometry geo;
-  // Input gradient only (BuildAxisReads; null otherwise): record (k, y) of
+  // Avg input gradient only (BuildAxisReads; null otherwise): record (k, y) of
   // row_reads and (k, x) of col_reads at k * reads_h + y and k * reads_w + x.
   AxisReads<acc_t>* row_reads = nullptr;
   AxisReads<acc_t>* col_reads = nullptr;
@@ -274,12 +274,12 @@ C10_HOST_DEVICE inline void bin_samples(int lo, int hi, int p, int grid, int* i0
   *i1 = hi < p * grid + grid - 1 ? hi - p * grid : grid - 1;
 }
 
-// The input gradient's AxisReads, one thread per (RoI, row) and (RoI, column) of the
-// largest map (reads_h x reads_w): the units of the RoI's samples near the index
-// (sample_span) with a nonzero weight there, bins for avg and samples for max, summed
-// as the input gradient sums them (bin_axis_weights, in sample order), so it adds the
-// same values whether it reads a record or the taps.
-template <typename acc_t, Mode M, Sampling S>
+// The avg input gradient's AxisReads, one thread per (RoI, row) and (RoI, column) of
+// the largest map (reads_h x reads_w): the RoI's bins with samples near the index
+// (sample_span) and a nonzero summed weight there, summed as the input gradient sums
+// them (bin_axis_weights, in sample order), so it adds the same values whether it
+// reads a record or the taps.
+template <typename acc_t, Sampling S>
 struct BuildAxisReads {
   struct Args {
     SampledTable<acc_t> t;
@@ -318,16 +318,11 @@ struct BuildAxisReads {
     constexpr int kSlots = AxisReads<acc_t>::kSlots;
     AxisReads<acc_t> rec{0, {}};
     int first = -1, n = 0;
-    const int u0 = M == Mode::Avg ? lo / grid : lo, u1 = M == Mode::Avg ? hi / grid : hi;
-    for (int u = u0; u <= u1; ++u) {
+    for (int u = lo / grid; u <= hi / grid; ++u) {
+      int i0, i1;
       acc_t w;
-      if (M == Mode::Avg) {
-        int i0, i1;
-        bin_samples(lo, hi, u, grid, &i0, &i1);
-        bin_axis_weights<S, 1>(taps + u * stride, i0, i1, x, &w);
-      } else {
-        w = axis_weight<S>(load_table(taps + (u / grid) * stride + u % grid), x);
-      }
+      bin_samples(lo, hi, u, grid, &i0, &i1);
+      bin_axis_weights<S, 1>(taps + u * stride, i0, i1, x, &w);
       if (w == acc_t(0)) continue;
       if (first < 0) first = u;
       n = u - first + 1;
@@ -488,7 +483,8 @@ struct SampledBackwardInput {
     const SampledTable<acc_t>& t = a.t;
     acc_t acc[kPixels][V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo& r) {
-      if (t.row_reads && add_from_reads(a, k, r, p, c0, acc)) return;
+      if constexpr (M == Mode::Avg)
+        if (t.row_reads && add_from_reads(a, k, r, p, c0, acc)) return;
       const int gh = r.grid_h, gw = r.grid_w;
       int y0 = 0, y1 = t.PH * gh - 1, x0 = 0, x1 = t.PW * gw - 1;  // the samples near the strip
       if (!r.has(RoiInfo::kNoGrid) &&
@@ -535,9 +531,9 @@ struct SampledBackwardInput {
     store_strip<kPixels, V>(a.grad_in.level[p.level], a.cm, p, pc, acc);
   }
 
-  // acc[q] += RoI k's gradient through pixel q of the strip, from the AxisReads of
-  // the strip's row and of each of its pixels' columns; false when they do not tell
-  // (kMany, or more than kCachedBins column units near the strip): then the caller
+  // Avg: acc[q] += RoI k's gradient through pixel q of the strip, from the AxisReads
+  // of the strip's row and of each of its pixels' columns; false when they do not tell
+  // (kMany, or more than kCachedBins column bins near the strip): then the caller
   // finds the samples itself.
   static C10_HOST_DEVICE bool add_from_reads(const Args& a, int64_t k, const RoiInfo& r, const Pixel& p,
                                              int64_t c0, acc_t (*acc)[V]) {
@@ -546,7 +542,7 @@ struct SampledBackwardInput {
     if (ry.many()) return false;
     if (ry.count() == 0) return true;
     AxisReads<acc_t> rx[kPixels];
-    int u0 = kEmptyLo, u1 = kEmptyHi;  // the column units any pixel's record holds
+    int u0 = kEmptyLo, u1 = kEmptyHi;  // the column bins any pixel's record holds
     ROIOPS_UNROLL
     for (int q = 0; q < kPixels; ++q) {
       rx[q] = q < p.width ? load_table(t.col_reads + k * t.reads_w + p.w + q) : AxisReads<acc_t>{0, {}};
@@ -557,46 +553,18 @@ struct SampledBackwardInput {
     }
     if (u0 > u1) return true;
     if (u1 - u0 >= kCachedBins) return false;
-    if (M == Mode::Avg) {
-      Weights wx[kCachedBins];
+    Weights wx[kCachedBins];
+    ROIOPS_UNROLL
+    for (int j = 0; j < kCachedBins; ++j)
+      ROIOPS_UNROLL
+      for (int q = 0; q < kPixels; ++q) wx[j][q] = rx[q].at(u0 + j);
+    ROIOPS_UNROLL
+    for (int i = 0; i < AxisReads<acc_t>::kSlots; ++i) {
+      if (i >= ry.count()) break;
+      if (ry.w[i] == acc_t(0)) continue;
       ROIOPS_UNROLL
       for (int j = 0; j < kCachedBins; ++j)
-        ROIOPS_UNROLL
-        for (int q = 0; q < kPixels; ++q) wx[j][q] = rx[q].at(u0 + j);
-      ROIOPS_UNROLL
-      for (int i = 0; i < AxisReads<acc_t>::kSlots; ++i) {
-        if (i >= ry.count()) break;
-        if (ry.w[i] == acc_t(0)) continue;
-        ROIOPS_UNROLL
-        for (int j = 0; j < kCachedBins; ++j)
-          if (u0 + j <= u1) add_bin(a, k, r, p, c0, ry.first() + i, u0 + j, 0, 0, 0, 0, ry.w[i], wx[j], acc);
-      }
-      return true;
-    }
-    // Max: the units are samples; each bin they fall in, with the samples' own weights.
-    const int gh = r.grid_h, gw = r.grid_w, y0 = ry.first(), y1 = ry.last();
-    for (int ph = y0 / gh; ph <= y1 / gh; ++ph) {
-      int iy0, iy1;
-      bin_samples(y0, y1, ph, gh, &iy0, &iy1);
-      bool row_reads = false;
-      for (int iy = iy0; iy <= iy1; ++iy) row_reads = row_reads || ry.at(ph * gh + iy) != acc_t(0);
-      if (!row_reads) continue;
-      for (int pw = u0 / gw; pw <= u1 / gw; ++pw) {
-        int ix0, ix1;
-        bin_samples(u0, u1, pw, gw, &ix0, &ix1);
-        bool col_reads = false;
-        for (int ix = ix0; ix <= ix1; ++ix)
-          ROIOPS_UNROLL
-          for (int q = 0; q < kPixels; ++q) col_reads = col_reads || rx[q].at(pw * gw + ix) != acc_t(0);
-        if (!col_reads) continue;
-        add_argmax_samples(
-            a, k, p, c0, ph, pw, gw, iy0, iy1, ix0, ix1, [&](int iy) { return ry.at(ph * gh + iy); },
-            [&](int ix, acc_t* w) {
-              ROIOPS_UNROLL
-              for (int q = 0; q < kPixels; ++q) w[q] = rx[q].at(pw * gw + ix);
-            },
-            acc);
-      }
+        if (u0 + j <= u1) add_bin(a, k, r, p, c0, ry.first() + i, u0 + j, 0, 0, 0, 0, ry.w[i], wx[j], acc);
     }
     return true;
   }
@@ -629,21 +597,39 @@ struct SampledBackwardInput {
     const int gw = r.grid_w;
     int ix0, ix1;
     bin_samples(x0, x1, pw, gw, &ix0, &ix1);
-    const Tap<acc_t>* ys = a.t.row_taps(k, ph);
-    const Tap<acc_t>* xs = a.t.col_taps(k, pw);
-    if (iy1 - iy0 < kCachedBins && ix1 - ix0 < kCachedBins) {
-      add_argmax_samples(
-          a, k, p, c0, ph, pw, gw, iy0, iy1, ix0, ix1,
-          [&](int iy) { return axis_weight<S>(load_table(ys + iy), p.h); },
-          [&](int ix, acc_t* w) { bin_axis_weights<S, kPixels>(xs, ix, ix, p.w, w); }, acc);
-      return;
-    }
     const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
     const int s_lo = iy0 * gw + ix0, s_hi = iy1 * gw + ix1;
     bool near = false;
     for (int c = 0; c < V; ++c) near = near || (s.v[c] >= s_lo && s.v[c] <= s_hi);
     if (!near) return;
     const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
+    const Tap<acc_t>* ys = a.t.row_taps(k, ph);
+    const Tap<acc_t>* xs = a.t.col_taps(k, pw);
+    if (iy1 - iy0 < kCachedBins && ix1 - ix0 < kCachedBins) {
+      // Few samples near the strip (always at sampling ratio <= 4): sample by sample,
+      // its weights at the pixels, added to the channels whose argmax it is (a
+      // compare per channel, no lookup indexed by the argmax).
+      Weights wc[kCachedBins];
+      ROIOPS_UNROLL
+      for (int j = 0; j < kCachedBins; ++j)
+        if (ix0 + j <= ix1) bin_axis_weights<S, kPixels>(xs, ix0 + j, ix0 + j, p.w, wc[j]);
+      for (int iy = iy0; iy <= iy1; ++iy) {
+        const acc_t wy = axis_weight<S>(load_table(ys + iy), p.h);
+        if (wy == acc_t(0)) continue;
+        ROIOPS_UNROLL
+        for (int j = 0; j < kCachedBins; ++j) {
+          if (ix0 + j > ix1) break;
+          const int32_t sample = iy * gw + ix0 + j;
+          ROIOPS_UNROLL
+          for (int q = 0; q < kPixels; ++q) {
+            const acc_t ws = wc[j][q] * wy;
+            if (ws == acc_t(0)) continue;
+            for (int c = 0; c < V; ++c) acc[q][c] += s.v[c] == sample ? ws * acc_t(g.v[c]) : acc_t(0);
+          }
+        }
+      }
+      return;
+    }
     // Many samples near the strip (adaptive or large grids): channel by channel, its
     // argmax sample's weights from the table.
     for (int c = 0; c < V; ++c) {
@@ -655,43 +641,6 @@ struct SampledBackwardInput {
       for (int q = 0; q < kPixels; ++q) {
         const acc_t ws = w[q] * wy;
         if (ws != acc_t(0)) acc[q][c] += ws * acc_t(g.v[c]);
-      }
-    }
-  }
-
-  // Max, few samples near the strip (at most kCachedBins rows and columns of bin (ph,
-  // pw): [iy0, iy1] x [ix0, ix1], always so at sampling ratio <= 4): sample by sample,
-  // its weights at the pixels (row_weight(iy) at the strip's row, col_weights(ix, w)
-  // at each pixel) added to the channels whose argmax it is (a compare per channel,
-  // no lookup indexed by the argmax).
-  template <typename RowWeight, typename ColWeights>
-  static C10_HOST_DEVICE void add_argmax_samples(const Args& a, int64_t k, const Pixel& p, int64_t c0, int ph,
-                                                 int pw, int gw, int iy0, int iy1, int ix0, int ix1,
-                                                 RowWeight&& row_weight, ColWeights&& col_weights,
-                                                 acc_t (*acc)[V]) {
-    const Packed<int32_t, V> s = load_channels<V>(&a.argmax.at(I(k), I(c0), I(ph), I(pw)), a.argmax.s1);
-    const int s_lo = iy0 * gw + ix0, s_hi = iy1 * gw + ix1;
-    bool near = false;
-    for (int c = 0; c < V; ++c) near = near || (s.v[c] >= s_lo && s.v[c] <= s_hi);
-    if (!near) return;
-    const Packed<scalar_t, V> g = load_channels<V>(&a.grad.at(I(k), I(c0), I(ph), I(pw)), a.grad.s1);
-    Weights wc[kCachedBins];
-    ROIOPS_UNROLL
-    for (int j = 0; j < kCachedBins; ++j)
-      if (ix0 + j <= ix1) col_weights(ix0 + j, wc[j]);
-    for (int iy = iy0; iy <= iy1; ++iy) {
-      const acc_t wy = row_weight(iy);
-      if (wy == acc_t(0)) continue;
-      ROIOPS_UNROLL
-      for (int j = 0; j < kCachedBins; ++j) {
-        if (ix0 + j > ix1) break;
-        const int32_t sample = iy * gw + ix0 + j;
-        ROIOPS_UNROLL
-        for (int q = 0; q < kPixels; ++q) {
-          const acc_t ws = wc[j][q] * wy;
-          if (ws == acc_t(0)) continue;
-          for (int c = 0; c < V; ++c) acc[q][c] += s.v[c] == sample ? ws * acc_t(g.v[c]) : acc_t(0);
-        }
       }
     }
   }

@@ -62,9 +62,11 @@ at::Tensor SampledForwardOps<L>::sampled_jvp(at::TensorList tangents, const at::
   return out;
 }
 
-// The table with the input gradient's AxisReads of every RoI (one launch), for the
+// The table with the avg input gradient's AxisReads of every RoI (one launch), for the
 // plain ops; a position-sensitive thread reads one bin of a RoI and finds its samples
-// itself. K x (largest H + largest W) records, 16 bytes each (32 for float64).
+// itself. K x (largest H + largest W) records, 16 bytes each (32 for float64). Max
+// mode finds its samples itself: records of its samples cost its 16-channel kernels
+// more registers than they have (docs/gpu-cost-model.md).
 template <class L, typename acc_t, Mode M, Sampling S>
 struct AxisReadTables {
   std::vector<at::Tensor> keep;
@@ -72,16 +74,18 @@ struct AxisReadTables {
   AxisReadTables(const RoiSource& src, const SampledTable<acc_t>& base, const at::Tensor& like,
                  const SampledArgs& a)
       : t(base) {
-    if (a.channels.per_bin != 0) return;
-    const int64_t K = src.K();
-    for (int l = 0; l < src.count; ++l) {
-      t.reads_h = std::max(t.reads_h, src.H[l]);
-      t.reads_w = std::max(t.reads_w, src.W[l]);
+    if constexpr (M == Mode::Avg) {
+      if (a.channels.per_bin != 0) return;
+      const int64_t K = src.K();
+      for (int l = 0; l < src.count; ++l) {
+        t.reads_h = std::max(t.reads_h, src.H[l]);
+        t.reads_w = std::max(t.reads_w, src.W[l]);
+      }
+      t.row_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_h);
+      t.col_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_w);
+      L::template launch<BuildAxisReads<acc_t, S>>(
+          typename BuildAxisReads<acc_t, S>::Args{t, K * t.reads_h, K * (int64_t(t.reads_h) + t.reads_w)});
     }
-    t.row_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_h);
-    t.col_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_w);
-    L::template launch<BuildAxisReads<acc_t, M, S>>(
-        typename BuildAxisReads<acc_t, M, S>::Args{t, K * t.reads_h, K * (int64_t(t.reads_h) + t.reads_w)});
   }
 };
 
