@@ -274,17 +274,19 @@ C10_HOST_DEVICE inline void bin_samples(int lo, int hi, int p, int grid, int* i0
   *i1 = hi < p * grid + grid - 1 ? hi - p * grid : grid - 1;
 }
 
-// The avg input gradient's AxisReads, one thread per (RoI, row) and (RoI, column) of
-// the largest map (reads_h x reads_w): the RoI's bins with samples near the index
-// (sample_span) and a nonzero summed weight there, summed as the input gradient sums
-// them (bin_axis_weights, in sample order), so it adds the same values whether it
-// reads a record or the taps.
+// The avg input gradient's AxisReads, one thread per (RoI, kTile rows) and (RoI, kTile
+// columns) of the largest map: for each index of the RoI's own map, the RoI's bins with
+// samples near it (sample_span) and a nonzero summed weight there, summed as the input
+// gradient sums them (bin_axis_weights, in sample order), so it adds the same values
+// whether it reads a record or the taps. Indices beyond the RoI's map, and RoIs that
+// read nothing (never listed), get no records: no thread reads them.
 template <typename acc_t, Sampling S>
 struct BuildAxisReads {
   struct Args {
     SampledTable<acc_t> t;
-    int64_t rows;  // K * reads_h: the row records' threads come first
-    int64_t n;     // K * (reads_h + reads_w)
+    int H[kMaxLevels], W[kMaxLevels];
+    int64_t rows;  // K * row bands: the row threads come first
+    int64_t n;     // rows + K * column bands
   };
   static constexpr const char* kName = "sampled_axis_reads";
 
@@ -293,23 +295,30 @@ struct BuildAxisReads {
     if (i >= a.n) return;
     const SampledTable<acc_t>& t = a.t;
     const bool row = i < a.rows;
-    const int per_roi = row ? t.reads_h : t.reads_w;
-    const int64_t j = row ? i : i - a.rows, k = j / per_roi;
-    const int x = int(j % per_roi);
-    AxisReads<acc_t>* out = (row ? t.row_reads : t.col_reads) + j;
-    AxisReads<acc_t> rec{0, {}};
+    const int per_roi = row ? t.reads_h : t.reads_w, bands = (per_roi + kTile - 1) / kTile;
+    const int64_t j = row ? i : i - a.rows, k = j / bands;
     const RoiInfo r = load_table(t.info + k);
-    if (r.image >= 0 && r.has(RoiInfo::kNoGrid)) {
-      rec.span = AxisReads<acc_t>::kMany;
-    } else if (r.image >= 0) {
-      const Footprint e = load_table(t.extent + k);
-      int lo, hi;
-      if ((row ? x >= e.row0 && x <= e.row1 : x >= e.col0 && x <= e.col1) &&
-          sample_span(load_table(row ? &t.grid[k].y : &t.grid[k].x), x, x, &lo, &hi))
-        rec = reads_at(row ? t.ys + k * t.PH * t.stride : t.xs + k * t.PW * t.stride, t.stride,
-                       row ? r.grid_h : r.grid_w, lo, hi, x);
+    if (r.image < 0) return;
+    const int x0 = int(j % bands) * kTile, size = row ? a.H[r.level] : a.W[r.level];
+    const int x1 = x0 + kTile < size ? x0 + kTile : size;  // the band's indices: [x0, x1)
+    if (x0 >= x1) return;
+    AxisReads<acc_t>* out = (row ? t.row_reads + k * t.reads_h : t.col_reads + k * t.reads_w);
+    if (r.has(RoiInfo::kNoGrid)) {
+      for (int x = x0; x < x1; ++x) store_table(out + x, AxisReads<acc_t>{AxisReads<acc_t>::kMany, {}});
+      return;
     }
-    store_table(out, rec);
+    const Footprint e = load_table(t.extent + k);
+    const int lo = row ? e.row0 : e.col0, hi = row ? e.row1 : e.col1;  // the indices it reads
+    AxisGrid g{};
+    if (lo < x1 && hi >= x0) g = load_table(row ? &t.grid[k].y : &t.grid[k].x);
+    for (int x = x0; x < x1; ++x) {
+      AxisReads<acc_t> rec{0, {}};
+      int s0, s1;
+      if (x >= lo && x <= hi && sample_span(g, x, x, &s0, &s1))
+        rec = reads_at(row ? t.ys + k * t.PH * t.stride : t.xs + k * t.PW * t.stride, t.stride,
+                       row ? r.grid_h : r.grid_w, s0, s1, x);
+      store_table(out + x, rec);
+    }
   }
 
   // The record of index x, given that only samples [lo, hi] of the axis can read it.

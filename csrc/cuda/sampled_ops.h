@@ -83,8 +83,12 @@ struct AxisReadTables {
       }
       t.row_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_h);
       t.col_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_w);
-      L::template launch<BuildAxisReads<acc_t, S>>(
-          typename BuildAxisReads<acc_t, S>::Args{t, K * t.reads_h, K * (int64_t(t.reads_h) + t.reads_w)});
+      typename BuildAxisReads<acc_t, S>::Args b{};
+      b.t = t;
+      for (int l = 0; l < src.count; ++l) b.H[l] = src.H[l], b.W[l] = src.W[l];
+      b.rows = K * ((t.reads_h + kTile - 1) / kTile);
+      b.n = b.rows + K * ((t.reads_w + kTile - 1) / kTile);
+      L::template launch<BuildAxisReads<acc_t, S>>(b);
     }
   }
 };
