@@ -81,6 +81,29 @@ C10_HOST_DEVICE inline bool axis_grid(double first, double step, int n, AxisGrid
   return true;
 }
 
+// Which bins of one axis of a RoI read one pixel index in the avg input gradient, and
+// with what weight there (the bin's tap weights summed in sample order): bins first()
+// .. first() + count() - 1, weights w[0 ..). One 16-byte load for float weights (two
+// for double). Bins of at least a pixel leave at most kSlots per index; an index read
+// by more (or a RoI without a SampleGrid) is kMany, and the thread then finds the
+// samples itself.
+template <typename acc_t>
+struct alignas(16) AxisReads {
+  static constexpr int kSlots = 3;
+  static constexpr int kMany = -1;
+  int span;  // first * 4 + count, or kMany
+  acc_t w[kSlots];
+  C10_HOST_DEVICE bool many() const { return span == kMany; }
+  C10_HOST_DEVICE int first() const { return span >> 2; }
+  C10_HOST_DEVICE int count() const { return span & 3; }
+  C10_HOST_DEVICE int last() const { return first() + count() - 1; }
+  // The weight of bin u (0 outside the record), without indexing w at run time.
+  C10_HOST_DEVICE acc_t at(int u) const {
+    const int d = u - first();
+    return d < 0 || d >= count() ? acc_t(0) : d == 0 ? w[0] : d == 1 ? w[1] : w[2];
+  }
+};
+
 // Every RoI's sample taps, computed once per launch in float64 and rounded to acc_t:
 // entry (k, p, i) of ys / xs is sample i of bin row / column p of RoI k, with `stride`
 // entries per bin (the explicit sampling_ratio, or kMaxAdaptiveGrid for adaptive
@@ -96,6 +119,11 @@ struct SampledTable {
   int stride;
   int PH, PW;
   SampledGeometry geo;
+  // Avg input gradient only (BuildAxisReads; null otherwise): record (k, y) of
+  // row_reads and (k, x) of col_reads at k * reads_h + y and k * reads_w + x.
+  AxisReads<acc_t>* row_reads = nullptr;
+  AxisReads<acc_t>* col_reads = nullptr;
+  int reads_h = 0, reads_w = 0;
   C10_HOST_DEVICE const Tap<acc_t>* row_taps(int64_t k, int ph) const { return ys + (k * PH + ph) * stride; }
   C10_HOST_DEVICE const Tap<acc_t>* col_taps(int64_t k, int pw) const { return xs + (k * PW + pw) * stride; }
 
@@ -246,6 +274,77 @@ C10_HOST_DEVICE inline void bin_samples(int lo, int hi, int p, int grid, int* i0
   *i1 = hi < p * grid + grid - 1 ? hi - p * grid : grid - 1;
 }
 
+// The avg input gradient's AxisReads, one thread per (RoI, kTile rows) and (RoI, kTile
+// columns) of the largest map: for each index of the RoI's own map, the RoI's bins with
+// samples near it (sample_span) and a nonzero summed weight there, summed as the input
+// gradient sums them (bin_axis_weights, in sample order), so it adds the same values
+// whether it reads a record or the taps. Indices beyond the RoI's map, and RoIs that
+// read nothing (never listed), get no records: no thread reads them.
+template <typename acc_t, Sampling S>
+struct BuildAxisReads {
+  struct Args {
+    SampledTable<acc_t> t;
+    int H[kMaxLevels], W[kMaxLevels];
+    int64_t rows;  // K * row bands: the row threads come first
+    int64_t n;     // rows + K * column bands
+  };
+  static constexpr const char* kName = "sampled_axis_reads";
+
+  static C10_HOST_DEVICE void run(const Args& a, ThreadPos pos) {
+    const int64_t i = pos.index();
+    if (i >= a.n) return;
+    const SampledTable<acc_t>& t = a.t;
+    const bool row = i < a.rows;
+    const int per_roi = row ? t.reads_h : t.reads_w, bands = (per_roi + kTile - 1) / kTile;
+    const int64_t j = row ? i : i - a.rows, k = j / bands;
+    const RoiInfo r = load_table(t.info + k);
+    if (r.image < 0) return;
+    const int x0 = int(j % bands) * kTile, size = row ? a.H[r.level] : a.W[r.level];
+    const int x1 = x0 + kTile < size ? x0 + kTile : size;  // the band's indices: [x0, x1)
+    if (x0 >= x1) return;
+    AxisReads<acc_t>* out = (row ? t.row_reads + k * t.reads_h : t.col_reads + k * t.reads_w);
+    if (r.has(RoiInfo::kNoGrid)) {
+      for (int x = x0; x < x1; ++x) store_table(out + x, AxisReads<acc_t>{AxisReads<acc_t>::kMany, {}});
+      return;
+    }
+    const Footprint e = load_table(t.extent + k);
+    const int lo = row ? e.row0 : e.col0, hi = row ? e.row1 : e.col1;  // the indices it reads
+    AxisGrid g{};
+    if (lo < x1 && hi >= x0) g = load_table(row ? &t.grid[k].y : &t.grid[k].x);
+    for (int x = x0; x < x1; ++x) {
+      AxisReads<acc_t> rec{0, {}};
+      int s0, s1;
+      if (x >= lo && x <= hi && sample_span(g, x, x, &s0, &s1))
+        rec = reads_at(row ? t.ys + k * t.PH * t.stride : t.xs + k * t.PW * t.stride, t.stride,
+                       row ? r.grid_h : r.grid_w, s0, s1, x);
+      store_table(out + x, rec);
+    }
+  }
+
+  // The record of index x, given that only samples [lo, hi] of the axis can read it.
+  static C10_HOST_DEVICE AxisReads<acc_t> reads_at(const Tap<acc_t>* taps, int stride, int grid, int lo,
+                                                   int hi, int x) {
+    constexpr int kSlots = AxisReads<acc_t>::kSlots;
+    AxisReads<acc_t> rec{0, {}};
+    int first = -1, n = 0;
+    for (int u = lo / grid; u <= hi / grid; ++u) {
+      int i0, i1;
+      acc_t w;
+      bin_samples(lo, hi, u, grid, &i0, &i1);
+      bin_axis_weights<S, 1>(taps + u * stride, i0, i1, x, &w);
+      if (w == acc_t(0)) continue;
+      if (first < 0) first = u;
+      n = u - first + 1;
+      if (n > kSlots || first >= (1 << 28)) return AxisReads<acc_t>{AxisReads<acc_t>::kMany, {}};
+      ROIOPS_UNROLL
+      for (int slot = 0; slot < kSlots; ++slot)  // no run-time index: w stays in registers
+        if (slot == n - 1) rec.w[slot] = w;
+    }
+    if (n > 0) rec.span = first * 4 + n;
+    return rec;
+  }
+};
+
 // Bins of at most this many sample columns keep their column taps in registers.
 constexpr int kCachedCols = 4;
 
@@ -393,6 +492,8 @@ struct SampledBackwardInput {
     const SampledTable<acc_t>& t = a.t;
     acc_t acc[kPixels][V] = {};
     for_each_roi_reading(a, p, [&](int64_t k, const RoiInfo& r) {
+      if constexpr (M == Mode::Avg)
+        if (t.row_reads && add_from_reads(a, k, r, p, c0, acc)) return;
       const int gh = r.grid_h, gw = r.grid_w;
       int y0 = 0, y1 = t.PH * gh - 1, x0 = 0, x1 = t.PW * gw - 1;  // the samples near the strip
       if (!r.has(RoiInfo::kNoGrid) &&
@@ -437,6 +538,44 @@ struct SampledBackwardInput {
       }
     });
     store_strip<kPixels, V>(a.grad_in.level[p.level], a.cm, p, pc, acc);
+  }
+
+  // Avg: acc[q] += RoI k's gradient through pixel q of the strip, from the AxisReads
+  // of the strip's row and of each of its pixels' columns; false when they do not tell
+  // (kMany, or more than kCachedBins column bins near the strip): then the caller
+  // finds the samples itself.
+  static C10_HOST_DEVICE bool add_from_reads(const Args& a, int64_t k, const RoiInfo& r, const Pixel& p,
+                                             int64_t c0, acc_t (*acc)[V]) {
+    const SampledTable<acc_t>& t = a.t;
+    const AxisReads<acc_t> ry = load_table(t.row_reads + k * t.reads_h + p.h);
+    if (ry.many()) return false;
+    if (ry.count() == 0) return true;
+    AxisReads<acc_t> rx[kPixels];
+    int u0 = kEmptyLo, u1 = kEmptyHi;  // the column bins any pixel's record holds
+    ROIOPS_UNROLL
+    for (int q = 0; q < kPixels; ++q) {
+      rx[q] = q < p.width ? load_table(t.col_reads + k * t.reads_w + p.w + q) : AxisReads<acc_t>{0, {}};
+      if (rx[q].many()) return false;
+      if (rx[q].count() == 0) continue;
+      u0 = rx[q].first() < u0 ? rx[q].first() : u0;
+      u1 = rx[q].last() > u1 ? rx[q].last() : u1;
+    }
+    if (u0 > u1) return true;
+    if (u1 - u0 >= kCachedBins) return false;
+    Weights wx[kCachedBins];
+    ROIOPS_UNROLL
+    for (int j = 0; j < kCachedBins; ++j)
+      ROIOPS_UNROLL
+      for (int q = 0; q < kPixels; ++q) wx[j][q] = rx[q].at(u0 + j);
+    ROIOPS_UNROLL
+    for (int i = 0; i < AxisReads<acc_t>::kSlots; ++i) {
+      if (i >= ry.count()) break;
+      if (ry.w[i] == acc_t(0)) continue;
+      ROIOPS_UNROLL
+      for (int j = 0; j < kCachedBins; ++j)
+        if (u0 + j <= u1) add_bin(a, k, r, p, c0, ry.first() + i, u0 + j, 0, 0, 0, 0, ry.w[i], wx[j], acc);
+    }
+    return true;
   }
 
   // acc[q] += bin (ph, pw)'s gradient through pixel q of the strip, given that the

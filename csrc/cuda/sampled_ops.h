@@ -62,6 +62,37 @@ at::Tensor SampledForwardOps<L>::sampled_jvp(at::TensorList tangents, const at::
   return out;
 }
 
+// The table with the avg input gradient's AxisReads of every RoI (one launch), for the
+// plain ops; a position-sensitive thread reads one bin of a RoI and finds its samples
+// itself. K x (largest H + largest W) records, 16 bytes each (32 for float64). Max
+// mode finds its samples itself: records of its samples cost its 16-channel kernels
+// more registers than they have (docs/gpu-cost-model.md).
+template <class L, typename acc_t, Mode M, Sampling S>
+struct AxisReadTables {
+  std::vector<at::Tensor> keep;
+  SampledTable<acc_t> t;
+  AxisReadTables(const RoiSource& src, const SampledTable<acc_t>& base, const at::Tensor& like,
+                 const SampledArgs& a)
+      : t(base) {
+    if constexpr (M == Mode::Avg) {
+      if (a.channels.per_bin != 0) return;
+      const int64_t K = src.K();
+      for (int l = 0; l < src.count; ++l) {
+        t.reads_h = std::max(t.reads_h, src.H[l]);
+        t.reads_w = std::max(t.reads_w, src.W[l]);
+      }
+      t.row_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_h);
+      t.col_reads = device_array<AxisReads<acc_t>>(keep, like, K * t.reads_w);
+      typename BuildAxisReads<acc_t, S>::Args b{};
+      b.t = t;
+      for (int l = 0; l < src.count; ++l) b.H[l] = src.H[l], b.W[l] = src.W[l];
+      b.rows = K * ((t.reads_h + kTile - 1) / kTile);
+      b.n = b.rows + K * ((t.reads_w + kTile - 1) / kTile);
+      L::template launch<BuildAxisReads<acc_t, S>>(b);
+    }
+  }
+};
+
 template <class L, Mode M, Sampling S>
 std::vector<at::Tensor> SampledBackwardInputOps<L, M, S>::run(const at::Tensor& grad, at::TensorList inputs,
                                                               const at::Tensor& argmax, const at::Tensor& rois,
@@ -73,7 +104,8 @@ std::vector<at::Tensor> SampledBackwardInputOps<L, M, S>::run(const at::Tensor& 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs[0].scalar_type(), "roiops_gpu_sampled_backward", [&] {
     using Op = SampledKernels<scalar_t, M, S>;
     const SampledTables<L, typename Op::acc_t, S> tables(src, grad, a);
-    result = launch_pixels<L, Op::template BackwardInput, scalar_t>(inputs, scales, tables.t, a.channels,
+    const AxisReadTables<L, typename Op::acc_t, M, S> reads(src, tables.t, grad, a);
+    result = launch_pixels<L, Op::template BackwardInput, scalar_t>(inputs, scales, reads.t, a.channels,
                                                                     tables.keys, src, grad, argmax);
   });
   return result;
