@@ -31,6 +31,10 @@ def battery() -> dict:
     size = (3, 2)
     rois64 = torch.tensor([[0, 1.3, 2.2, 30.7, 25.1], [1, -6.3, 4.2, 20.1, 38.4], [1, 8.0, 8.0, 9.5, 8.7],
                            [0, 0.0, 0.0, 43.9, 35.9]], dtype=torch.float64)
+    # roi_align_rotated's boxes: the same ones as (cx, cy, w, h), turned by fixed angles
+    # (no random draw: the inputs must be the same bits on every CPU).
+    rotated64 = torch.cat([rois64[:, :1], (rois64[:, 1:3] + rois64[:, 3:5]) / 2, rois64[:, 3:5] - rois64[:, 1:3],
+                           torch.tensor([[30.0], [-75.5], [200.0], [0.0]], dtype=torch.float64)], 1)
     results = {"capability": roiops.cpu_capability}
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         for channels_last in (False, True):
@@ -39,7 +43,8 @@ def battery() -> dict:
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 xk = x.clone().requires_grad_()
-                rk = rois64.to(torch.float32).requires_grad_()
+                boxes = rotated64 if op == "roi_align_rotated" else rois64
+                rk = boxes.to(torch.float32).requires_grad_()
                 out = call(roiops, op, xk, rk, size, 0.25, 2, kw)
                 g = values(out.shape, 2).to(dtype)
                 gx, gr = torch.autograd.grad(out, (xk, rk), g, allow_unused=True)
